@@ -1,0 +1,22 @@
+"""in-app engagement tracking with batched, retried delivery.
+
+Start with :class:`uptake.Client`.
+"""
+
+from ._version import __version__
+from .buffer import Buffer, MemoryBuffer
+from .client import Client
+from .errors import ConfigurationError, DeliveryError, InvalidEventError, UptakeError
+from .stats import Stats
+
+__all__ = [
+    "Buffer",
+    "Client",
+    "ConfigurationError",
+    "DeliveryError",
+    "InvalidEventError",
+    "MemoryBuffer",
+    "Stats",
+    "UptakeError",
+    "__version__",
+]

@@ -1,0 +1,698 @@
+"""The Client: the facade that validates events, sessionizes them and queues them for sending."""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import enum
+import ipaddress
+import logging
+import os
+import time
+import weakref
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from . import events as _ev
+from .buffer import Buffer, MemoryBuffer
+from .errors import ConfigurationError, DeliveryError, InvalidEventError
+from .sessions import Sessionizer, SessionSpan, Touch
+from .stats import Counters, Stats
+from .transport import HttpTransport
+from .worker import Worker
+
+logger = logging.getLogger("uptake")
+
+__all__ = ["Client"]
+
+BeforeSend = Callable[[dict[str, Any]], "Mapping[str, Any] | None"]
+OnError = Callable[[DeliveryError], None]
+
+#: Largest batch body sent, in bytes (the Segment spec allows 500 KB).
+MAX_BATCH_BYTES = 500_000
+_SESSION_SWEEP_S = 60.0
+
+
+class _State(enum.Enum):
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+# Every live client, so fork and interpreter exit can reach them without keeping them alive.
+_clients: weakref.WeakSet[Client] = weakref.WeakSet()
+# Active uptake.testing captures: each is (client or None for all clients, list to fill).
+_captures: list[tuple[Client | None, list[dict[str, Any]]]] = []
+
+
+class Client:
+    """Records events and delivers them in batches to a Segment-compatible collector.
+
+    Every tracking method is thread-safe, returns in microseconds and never waits on the
+    network: events are validated and encoded on the caller's thread, queued, and sent by a
+    background thread. Programming mistakes raise :class:`~uptake.InvalidEventError`; data
+    problems are coerced, or dropped and counted (see :attr:`stats`), never raised.
+
+    Args:
+        write_key: The collector write key (default: ``$UPTAKE_WRITE_KEY``). Sent as HTTP
+            Basic auth; never logged or shown in ``repr``.
+        endpoint: The collector base URL (default: ``$UPTAKE_ENDPOINT``); batches go to
+            ``POST {endpoint}/v1/batch``. Must be ``https://`` unless the host is loopback
+            or ``allow_http=True``.
+        flush_at: Queued events that trigger a send before ``flush_interval`` is up.
+        flush_interval: Longest time, in seconds, an event waits before being sent.
+        max_queue_size: Most events held for sending; beyond it new events are dropped and
+            counted (``stats.dropped_by_reason["queue_full"]``).
+        max_queue_bytes: Most encoded bytes held for sending; same treatment beyond it.
+        buffer: Where queued events wait (default: a :class:`~uptake.MemoryBuffer`).
+        on_error: Called with a :class:`~uptake.DeliveryError` for events given up or
+            dropped. Runs on the delivery thread; exceptions it raises are logged.
+        before_send: Called with each event as a JSON-ready dict (already coerced, yours to
+            change); return the event to send, or ``None`` to drop it. Runs on the caller's
+            thread; an exception drops the event (counted and logged).
+        send: ``False`` evaluates and records everything but sends nothing.
+        gzip: Compress request bodies.
+        timeout: Seconds allowed for one HTTP request.
+        retry_timeout: Seconds a batch is retried for before it is given up.
+        max_backoff: Longest wait between two attempts, in seconds (``Retry-After`` may ask
+            for longer and is obeyed).
+        exit_timeout: Seconds the interpreter-exit hook spends delivering what is queued.
+        allow_http: Permit a plain ``http://`` endpoint on a non-loopback host.
+        session_timeout: Seconds without events after which a user's session ends.
+        max_session_duration: Seconds after which a session ends regardless.
+        max_batch_bytes: Largest request body, in bytes (at most 500,000).
+    """
+
+    def __init__(
+        self,
+        *,
+        write_key: str | None = None,
+        endpoint: str | None = None,
+        flush_at: int = 100,
+        flush_interval: float = 1.0,
+        max_queue_size: int = 100_000,
+        max_queue_bytes: int = 64 * 1024 * 1024,
+        buffer: Buffer | None = None,
+        on_error: OnError | None = None,
+        before_send: BeforeSend | None = None,
+        send: bool = True,
+        gzip: bool = True,
+        timeout: float = 10.0,
+        retry_timeout: float = 300.0,
+        max_backoff: float = 30.0,
+        exit_timeout: float = 5.0,
+        allow_http: bool = False,
+        session_timeout: float = 30 * 60.0,
+        max_session_duration: float = 24 * 3600.0,
+        max_batch_bytes: int = MAX_BATCH_BYTES,
+    ) -> None:
+        write_key = write_key if write_key is not None else os.environ.get("UPTAKE_WRITE_KEY")
+        endpoint = endpoint if endpoint is not None else os.environ.get("UPTAKE_ENDPOINT")
+        _check_positive_int("flush_at", flush_at)
+        _check_positive_int("max_queue_size", max_queue_size)
+        _check_positive_int("max_queue_bytes", max_queue_bytes)
+        for name, value in (
+            ("flush_interval", flush_interval),
+            ("timeout", timeout),
+            ("retry_timeout", retry_timeout),
+            ("max_backoff", max_backoff),
+            ("session_timeout", session_timeout),
+            ("max_session_duration", max_session_duration),
+        ):
+            _check_positive_number(name, value)
+        _check_positive_number("exit_timeout", exit_timeout, allow_zero=True)
+        _check_positive_int("max_batch_bytes", max_batch_bytes)
+        if max_batch_bytes > MAX_BATCH_BYTES:
+            raise ConfigurationError(f"max_batch_bytes must be at most {MAX_BATCH_BYTES}")
+        for name, hook in (("on_error", on_error), ("before_send", before_send)):
+            if hook is not None and not callable(hook):
+                raise ConfigurationError(f"{name} must be callable, not {type(hook).__name__}")
+        if send:
+            if not write_key or not isinstance(write_key, str):
+                raise ConfigurationError(
+                    "a write_key is required to send events: pass write_key=... or set "
+                    "UPTAKE_WRITE_KEY (or pass send=False)"
+                )
+            if not endpoint:
+                raise ConfigurationError(
+                    "an endpoint is required to send events: pass endpoint=... or set "
+                    "UPTAKE_ENDPOINT (or pass send=False)"
+                )
+            endpoint = _check_endpoint(endpoint, allow_http)
+
+        self.endpoint = endpoint
+        self.send = send
+        self.flush_at = flush_at
+        self.flush_interval = flush_interval
+        self.max_queue_size = max_queue_size
+        self.max_queue_bytes = max_queue_bytes
+        self.exit_timeout = exit_timeout
+        self._write_key = write_key or ""
+        self._on_error = on_error
+        self._before_send = before_send
+        self._transport_options = {
+            "gzip": gzip,
+            "timeout": timeout,
+            "retry_timeout": retry_timeout,
+            "max_backoff": max_backoff,
+        }
+        self._max_batch_bytes = max_batch_bytes
+        self._buffer: Buffer = buffer if buffer is not None else MemoryBuffer()
+        self._sessions = Sessionizer(
+            idle_timeout=session_timeout, max_duration=max_session_duration, max_users=100_000
+        )
+        self._state = _State.OPEN
+        self._build_engine()
+        _clients.add(self)
+
+    def _build_engine(self) -> None:
+        """Create the lock, counters, transport and worker (again, in a forked child)."""
+        self._counters = Counters()
+        self._lock = self._counters.lock
+        self._unreported: Counter[str] = Counter()
+        self._next_sweep = time.monotonic() + _SESSION_SWEEP_S
+        self._warned_at = 0.0
+        transport = HttpTransport(
+            self.endpoint or "http://127.0.0.1",
+            self._write_key,
+            on_retry=self._count_retry,
+            **self._transport_options,  # type: ignore[arg-type]
+        )
+        self._worker = Worker(
+            buffer=self._buffer,
+            counters=self._counters,
+            transport=transport,
+            flush_at=self.flush_at,
+            flush_interval=self.flush_interval,
+            max_batch_bytes=self._max_batch_bytes,
+            report=self._report,
+            on_tick=self._tick,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"Client(endpoint={self.endpoint!r}, send={self.send}, state={self._state.value}, "
+            f"queued={len(self._buffer)})"
+        )
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.shutdown()
+
+    # ------------------------------------------------------------------ tracking
+
+    def track(
+        self,
+        user_id: str | int | None,
+        event: str,
+        properties: Mapping[str, Any] | None = None,
+        *,
+        account_id: str | None = None,
+        anonymous_id: str | None = None,
+        timestamp: datetime | None = None,
+        context: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Record that a user did something. Thread-safe; never waits on the network.
+
+        Args:
+            user_id: Your id for the user (or ``None`` with ``anonymous_id``).
+            event: The event name, e.g. ``"Report Created"``.
+            properties: Event properties; values JSON cannot carry are coerced.
+            account_id: The account (group) the user acted in; sent as ``context.groupId``.
+            anonymous_id: An id for a visitor not yet known by ``user_id``.
+            timestamp: When it happened (``datetime``; naive means UTC). Default: now.
+            context: Extra Segment context (``ip``, ``page``, ...); a ``sessionId`` in it
+                replaces automatic sessionization for this event.
+
+        Raises:
+            InvalidEventError: no user id, an empty or non-string event name, properties
+                or context that are not mappings, a timestamp that is not a datetime.
+        """
+        uid: str | None
+        anon: str | None
+        if type(user_id) is str and user_id and anonymous_id is None:
+            uid, anon = user_id, None
+        else:
+            uid, anon = _ev.check_identity(user_id, anonymous_id)
+        if type(event) is not str or not event:
+            _ev.check_name(event)
+        if properties is not None and type(properties) is not dict:
+            _ev.check_mapping(properties, "properties")
+        if account_id is not None:
+            account_id = _ev.check_account(account_id)
+        if context is not None:
+            _ev.check_mapping(context, "context")
+        self._track(uid, anon, account_id, event, properties, timestamp, context)
+
+    def feature_used(
+        self,
+        user_id: str | int | None,
+        feature: str,
+        properties: Mapping[str, Any] | None = None,
+        *,
+        account_id: str | None = None,
+        anonymous_id: str | None = None,
+        timestamp: datetime | None = None,
+        context: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Record use of a product feature: a ``"Feature Used"`` event with ``{"feature": ...}``.
+
+        Same arguments and guarantees as :meth:`track`; ``feature`` is the feature's name.
+        """
+        _ev.check_name(feature, "feature")
+        props = dict(_ev.check_mapping(properties, "properties") or {})
+        props["feature"] = feature
+        self.track(
+            user_id,
+            "Feature Used",
+            props,
+            account_id=account_id,
+            anonymous_id=anonymous_id,
+            timestamp=timestamp,
+            context=context,
+        )
+
+    def identify(
+        self,
+        user_id: str | int | None,
+        traits: Mapping[str, Any] | None = None,
+        *,
+        anonymous_id: str | None = None,
+        timestamp: datetime | None = None,
+        context: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Record who a user is (``plan``, ``email``, ...). Thread-safe; never blocks.
+
+        Identify does not count as activity: it starts no session.
+
+        Raises:
+            InvalidEventError: no user id, or traits that are not a mapping.
+        """
+        uid, anon = _ev.check_identity(user_id, anonymous_id)
+        traits = _ev.check_mapping(traits, "traits")
+        t = self._event_time(timestamp)
+        session = self._sessions.current(uid or anon or "")
+        message = self._message("identify", uid, anon, t, None, context, session)
+        message["traits"] = traits if traits is not None else {}
+        self._emit(message)
+
+    def group(
+        self,
+        user_id: str | int | None,
+        account_id: str,
+        traits: Mapping[str, Any] | None = None,
+        *,
+        anonymous_id: str | None = None,
+        timestamp: datetime | None = None,
+        context: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Record that a user belongs to an account, with the account's traits (``seats``...).
+
+        Raises:
+            InvalidEventError: no user id, no account id, or traits that are not a mapping.
+        """
+        uid, anon = _ev.check_identity(user_id, anonymous_id)
+        account = _ev.check_account(account_id)
+        if account is None:
+            raise InvalidEventError("group() needs an account_id")
+        traits = _ev.check_mapping(traits, "traits")
+        t = self._event_time(timestamp)
+        key = uid or anon or ""
+        session = self._sessions.current(key)
+        message = self._message("group", uid, anon, t, account, context, session)
+        message["groupId"] = account
+        message["traits"] = traits if traits is not None else {}
+        self._emit(message)
+
+    # ------------------------------------------------------------------ sessions
+
+    def session_start(
+        self,
+        user_id: str | int | None,
+        *,
+        anonymous_id: str | None = None,
+        account_id: str | None = None,
+        timestamp: datetime | None = None,
+    ) -> str:
+        """Start an explicit session for a user and return its id.
+
+        An explicit session does not end after ``session_timeout`` of inactivity, only by
+        :meth:`session_end` or after ``max_session_duration``. A session already open for
+        the user is ended first.
+        """
+        uid, anon = _ev.check_identity(user_id, anonymous_id)
+        account = _ev.check_account(account_id)
+        t = self._event_time(timestamp)
+        started, ended = self._sessions.start(
+            uid or anon or "", t, user_id=uid, anonymous_id=anon, account_id=account
+        )
+        if ended is not None:
+            self._emit_session("Session Ended", ended, ended.last)
+        self._emit_session("Session Started", started, t)
+        return started.session_id
+
+    def session_end(
+        self,
+        user_id: str | int | None,
+        *,
+        anonymous_id: str | None = None,
+        timestamp: datetime | None = None,
+    ) -> None:
+        """End the user's open session (explicit or automatic), if any."""
+        uid, anon = _ev.check_identity(user_id, anonymous_id)
+        t = self._event_time(timestamp)
+        ended = self._sessions.end(uid or anon or "", t)
+        if ended is not None:
+            self._emit_session("Session Ended", ended, ended.last)
+
+    @contextlib.contextmanager
+    def session(
+        self,
+        user_id: str | int | None,
+        *,
+        anonymous_id: str | None = None,
+        account_id: str | None = None,
+    ) -> Iterator[str]:
+        """Wrap a block in an explicit session; yields the session id.
+
+        Example::
+
+            with client.session("user-1") as session_id:
+                client.track("user-1", "Report Created")
+        """
+        session_id = self.session_start(user_id, anonymous_id=anonymous_id, account_id=account_id)
+        try:
+            yield session_id
+        finally:
+            self.session_end(user_id, anonymous_id=anonymous_id)
+
+    # ------------------------------------------------------------------ delivery
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Send what is queued now and wait for it, at most ``timeout`` seconds.
+
+        Returns:
+            True when every event queued before the call was delivered; False when some
+            were given up, or the timeout passed first. Thread-safe.
+        """
+        _check_positive_number("timeout", timeout, allow_zero=True)
+        if self._state is _State.CLOSED or not self.send:
+            return not len(self._buffer)
+        return self._worker.flush(timeout)
+
+    def shutdown(self, timeout: float = 5.0) -> bool:
+        """Deliver what is queued (for at most ``timeout`` seconds) and stop the worker.
+
+        Events still queued at the deadline are dropped, counted and reported. Later
+        tracking calls drop their events (counted as ``"closed"``). Safe to call twice.
+
+        Returns:
+            True when every event queued before the call was delivered.
+        """
+        _check_positive_number("timeout", timeout, allow_zero=True)
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            if self._state is _State.CLOSED:
+                return False
+            self._state = _State.CLOSED
+        _clients.discard(self)
+        # Open sessions are not ended: a process exit is not the user leaving.
+        self._sessions.clear()
+        delivered = self._worker.flush(timeout) if self.send else True
+        stopped = self._worker.stop(deadline)
+        self._tick()
+        return delivered and stopped
+
+    @property
+    def stats(self) -> Stats:
+        """A snapshot of the delivery counters (see :class:`~uptake.Stats`). Thread-safe."""
+        return self._counters.snapshot(len(self._buffer))
+
+    # ------------------------------------------------------------------ internals
+
+    def _event_time(self, timestamp: datetime | None) -> float:
+        if timestamp is None:
+            return time.time()
+        t = _ev.check_timestamp(timestamp)
+        assert t is not None  # for the type checker: only None gives None
+        return t
+
+    def _track(
+        self,
+        uid: str | None,
+        anon: str | None,
+        account: str | None,
+        event: str,
+        properties: Mapping[str, Any] | None,
+        timestamp: datetime | None,
+        context: Mapping[str, Any] | None,
+    ) -> None:
+        t = time.time() if timestamp is None else self._event_time(timestamp)
+        session_id: str | None
+        if context is not None and "sessionId" in context:
+            session_id = str(context["sessionId"])
+        else:
+            touch = self._sessions.touch(
+                uid or anon or "", t, user_id=uid, anonymous_id=anon, account_id=account
+            )
+            if touch.started is not None:
+                self._session_changes(touch)
+            session_id = touch.session_id
+        message = self._message("track", uid, anon, t, account, context, session_id)
+        message["event"] = event
+        message["properties"] = properties if properties is not None else {}
+        self._emit(message)
+
+    def _session_changes(self, touch: Touch) -> None:
+        if touch.ended is not None:
+            self._emit_session("Session Ended", touch.ended, touch.ended.last)
+        if touch.started is not None:
+            self._emit_session("Session Started", touch.started, touch.started.started)
+
+    def _emit_session(self, name: str, span: SessionSpan, t: float) -> None:
+        message = self._message(
+            "track", span.user_id, span.anonymous_id, t, span.account_id, None, span.session_id
+        )
+        message["event"] = name
+        message["properties"] = {"duration_s": span.duration_s} if name == "Session Ended" else {}
+        self._emit(message)
+
+    def _message(
+        self,
+        kind: str,
+        uid: str | None,
+        anon: str | None,
+        t: float,
+        account: str | None,
+        context: Mapping[str, Any] | None,
+        session_id: str | None,
+    ) -> dict[str, Any]:
+        if context is None:
+            ctx: dict[str, Any] = {"library": _ev.LIBRARY}
+        else:
+            ctx = dict(_ev.check_mapping(context, "context") or {})
+            ctx["library"] = _ev.LIBRARY
+        if account is not None:
+            ctx["groupId"] = account
+        if session_id is not None:
+            ctx["sessionId"] = session_id
+        message: dict[str, Any] = {
+            "type": kind,
+            "messageId": _ev.new_message_id(),
+            "timestamp": _ev.format_timestamp(t),
+            "context": ctx,
+        }
+        if uid is not None:
+            message["userId"] = uid
+        if anon is not None:
+            message["anonymousId"] = anon
+        return message
+
+    def _emit(self, message: dict[str, Any]) -> None:
+        """Encode, filter, size-check and queue one message. Never raises."""
+        if _captures and self._capture(message):
+            return
+        before_send = self._before_send
+        try:
+            data = _ev.encode(message)
+            if before_send is not None:
+                filtered = before_send(_ev.decode(data))
+                if filtered is None:
+                    self._drop("before_send", log=False)
+                    return
+                if not isinstance(filtered, Mapping):
+                    logger.error(
+                        "before_send returned %s, not a dict or None; event dropped",
+                        type(filtered).__name__,
+                    )
+                    self._drop("before_send_error")
+                    return
+                data = _ev.encode(filtered)
+        except _ev.UnencodableEventError as exc:
+            logger.warning("event dropped, it cannot be encoded as JSON: %s", exc)
+            self._drop("unencodable")
+            return
+        except Exception:
+            logger.exception("before_send raised; event dropped")
+            self._drop("before_send_error")
+            return
+        if len(data) > _ev.MAX_EVENT_BYTES:
+            self._drop("too_large")
+            return
+        if not self.send:
+            self._drop("send_disabled", log=False)
+            return
+        with self._lock:
+            if self._state is _State.CLOSED:
+                full = None
+            elif (
+                len(self._buffer) >= self.max_queue_size
+                or self._buffer.nbytes + len(data) > self.max_queue_bytes
+            ):
+                full = True
+            else:
+                self._buffer.put(data)
+                self._counters.enqueued += 1
+                full = False
+            self._counters.tracked += 1
+            if full is not False:
+                reason = "closed" if full is None else "queue_full"
+                self._counters.dropped[reason] += 1
+                self._unreported[reason] += 1
+            queued = len(self._buffer)
+        if full is None:
+            self._report_after_close()
+            return
+        if full:
+            return
+        if queued >= self.flush_at:
+            self._worker.wake()
+        self._worker.ensure_started()
+
+    def _drop(self, reason: str, *, log: bool = True) -> None:
+        with self._lock:
+            self._counters.tracked += 1
+            self._counters.dropped[reason] += 1
+            if log:
+                self._unreported[reason] += 1
+        if log and self._state is _State.CLOSED:
+            self._report_after_close()
+
+    def _capture(self, message: dict[str, Any]) -> bool:
+        for target, sink in _captures:
+            if target is None or target is self:
+                sink.append(_ev.decode(_ev.encode(message)))
+                return True
+        return False
+
+    def _count_retry(self) -> None:
+        with self._lock:
+            self._counters.retried += 1
+
+    def _report(self, error: DeliveryError) -> None:
+        """Log a delivery problem and hand it to ``on_error``. Never raises."""
+        logger.warning("%s", error)
+        if self._on_error is not None:
+            try:
+                self._on_error(error)
+            except Exception:
+                logger.exception("on_error hook raised")
+
+    def _report_after_close(self) -> None:
+        # No delivery thread any more to report drops: do it here, at most once a second.
+        now = time.monotonic()
+        if now - self._warned_at >= 1.0:
+            self._warned_at = now
+            self._tick()
+
+    def _tick(self) -> None:
+        """Periodic chores, on the delivery thread: report drops, end idle sessions."""
+        with self._lock:
+            unreported, self._unreported = self._unreported, Counter()
+        for reason, count in unreported.items():
+            self._report(DeliveryError(_DROP_REASONS.get(reason, reason), count=count))
+        now = time.monotonic()
+        if now >= self._next_sweep and self._state is _State.OPEN:
+            self._next_sweep = now + _SESSION_SWEEP_S
+            for span in self._sessions.expire(time.time()):
+                self._emit_session("Session Ended", span, span.last)
+
+    def _after_fork_in_child(self) -> None:
+        """Start afresh in a forked child: own lock, worker and connections, empty queue.
+
+        Events queued in the parent stay the parent's to send, so nothing is sent twice.
+        """
+        self._buffer.after_fork_in_child()
+        self._sessions.reset_lock()
+        self._build_engine()
+
+
+_DROP_REASONS = {
+    "queue_full": "queue full (max_queue_size / max_queue_bytes reached); new events dropped",
+    "too_large": f"event larger than {_ev.MAX_EVENT_BYTES} bytes once encoded; dropped",
+    "closed": "event tracked after shutdown(); dropped",
+    "unencodable": "event could not be encoded as JSON; dropped",
+    "before_send_error": "before_send failed; event dropped",
+}
+
+
+def _check_positive_int(name: str, value: object) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigurationError(f"{name} must be a positive int, not {value!r}")
+
+
+def _check_positive_number(name: str, value: object, *, allow_zero: bool = False) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if ok and (value > 0 or (allow_zero and value == 0)):  # type: ignore[operator]
+        return
+    bound = "zero or more" if allow_zero else "positive"
+    raise ConfigurationError(f"{name} must be a {bound} number of seconds, not {value!r}")
+
+
+def _check_endpoint(endpoint: str, allow_http: bool) -> str:
+    if not isinstance(endpoint, str):
+        raise ConfigurationError(f"endpoint must be a URL string, not {type(endpoint).__name__}")
+    parts = urlsplit(endpoint)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigurationError(
+            f"endpoint must be an http(s) URL such as https://events.example, not {endpoint!r}"
+        )
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise ConfigurationError("endpoint must not carry a query, fragment or credentials")
+    if parts.scheme == "http" and not allow_http and not _is_loopback(parts.hostname):
+        raise ConfigurationError(
+            f"refusing plain http:// to {parts.hostname}: events and the write key would "
+            "travel unencrypted. Use https://, or pass allow_http=True if you mean it"
+        )
+    return endpoint.rstrip("/")
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _exit_hook() -> None:
+    for client in list(_clients):
+        try:
+            client.shutdown(client.exit_timeout)
+        except Exception:  # never disturb interpreter exit
+            logger.exception("error while delivering events at exit")
+
+
+def _after_fork() -> None:
+    for client in list(_clients):
+        client._after_fork_in_child()
+
+
+atexit.register(_exit_hook)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)
