@@ -1,0 +1,49 @@
+"""Checked by ``mypy --strict`` in CI: the public API reads well to a type checker."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import uptake
+from uptake.testing import LoopbackCollector, capture_events
+
+
+def on_error(error: uptake.DeliveryError) -> None:
+    status: int | None = error.status
+    count: int = error.count
+    print(status, count, error.reason)
+
+
+def redact(event: dict[str, object]) -> dict[str, object] | None:
+    return event
+
+
+client = uptake.Client(
+    write_key="wk",
+    endpoint="https://events.example",
+    flush_at=100,
+    flush_interval=1.0,
+    max_queue_size=10_000,
+    buffer=uptake.MemoryBuffer(),
+    on_error=on_error,
+    before_send=redact,
+    send=False,
+)
+client.track("u1", "Report Created", {"rows": 10}, account_id="acme", timestamp=dt.datetime.now())
+client.track(None, "Viewed", anonymous_id="anon-1")
+client.feature_used(7, "reports")
+client.identify("u1", {"plan": "pro"})
+client.group("u1", "acme", {"seats": 40})
+session_id: str = client.session_start("u1")
+client.session_end("u1")
+with client.session("u1") as sid:
+    print(sid.upper())
+delivered: bool = client.flush(timeout=5.0)
+closed: bool = client.shutdown(timeout=5.0)
+stats: uptake.Stats = client.stats
+total: int = stats.delivered + stats.dropped + stats.failed + stats.queued
+with capture_events(client) as events:
+    first: dict[str, object] = events[0]
+with LoopbackCollector(write_key="wk") as collector:
+    url: str = collector.url
+    ok: bool = collector.wait_for_events(1, timeout=1.0)
