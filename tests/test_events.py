@@ -218,3 +218,60 @@ def test_naive_timestamp_is_utc_and_is_sent(client: uptake.Client) -> None:
     with capture_events(client) as captured:
         client.track("u1", "E", timestamp=dt.datetime(2026, 3, 1, 12, 0, 0, 250000))
     assert captured[-1]["timestamp"] == "2026-03-01T12:00:00.250Z"
+
+
+@pytest.mark.parametrize(
+    ("user_id", "anonymous_id", "properties", "account_id", "session_id"),
+    [
+        ("u1", None, {"rows": 10, "plan": "pro"}, "acme", "abc123"),
+        (None, "anon-1", None, None, None),
+        ('ü"ser\n', "a", {"nested": {"when": dt.date(2026, 1, 2)}, "é": [1, 2.5]}, 'ac"me', "x"),
+        ("u1", None, MappingProxyType({"k": Color.RED}), None, "s"),
+    ],
+)
+def test_fast_track_encoding_matches_the_general_encoder(
+    user_id: str | None,
+    anonymous_id: str | None,
+    properties: dict[str, Any] | None,
+    account_id: str | None,
+    session_id: str | None,
+) -> None:
+    fast = events.encode_track(
+        "m1",
+        "2026-01-01T00:00:00.000Z",
+        user_id,
+        anonymous_id,
+        'Ev"ent',
+        properties,
+        account_id,
+        session_id,
+    )
+    message: dict[str, Any] = {
+        "type": "track",
+        "messageId": "m1",
+        "timestamp": "2026-01-01T00:00:00.000Z",
+        "event": 'Ev"ent',
+        "properties": properties or {},
+        "context": {"library": events.LIBRARY},
+    }
+    if user_id is not None:
+        message["userId"] = user_id
+    if anonymous_id is not None:
+        message["anonymousId"] = anonymous_id
+    if account_id is not None:
+        message["context"]["groupId"] = account_id
+    if session_id is not None:
+        message["context"]["sessionId"] = session_id
+    assert fast is not None
+    assert json.loads(fast) == json.loads(events.encode(message))
+
+
+@pytest.mark.parametrize(
+    "properties", [{"x": float("nan")}, {"bad \udcff": 1}, {(1, 2): "tuple key"}]
+)
+def test_fast_track_encoding_hands_hard_cases_to_the_careful_path(
+    client: uptake.Client, properties: dict[Any, Any]
+) -> None:
+    assert events.encode_track("m", "t", "u", None, "E", properties, None, None) is None
+    client.track("u1", "E", properties)  # still accepted, through the general encoder
+    assert client.stats.dropped_by_reason == {"send_disabled": 2}

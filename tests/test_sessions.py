@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -21,7 +22,8 @@ def s() -> Sessionizer:
 
 
 def touch(s: Sessionizer, t: float, key: str = "u1") -> Any:
-    return s.touch(key, t, user_id=key, anonymous_id=None, account_id=None)
+    session_id, started, ended = s.touch(key, t, user_id=key, anonymous_id=None, account_id=None)
+    return SimpleNamespace(session_id=session_id, started=started, ended=ended)
 
 
 def test_first_event_starts_a_session(s: Sessionizer) -> None:

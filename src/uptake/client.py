@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 from . import events as _ev
 from .buffer import Buffer, MemoryBuffer
 from .errors import ConfigurationError, DeliveryError, InvalidEventError
-from .sessions import Sessionizer, SessionSpan, Touch
+from .sessions import Sessionizer, SessionSpan
 from .stats import Counters, Stats
 from .transport import HttpTransport
 from .worker import Worker
@@ -180,6 +180,8 @@ class Client:
             on_retry=self._count_retry,
             **self._transport_options,  # type: ignore[arg-type]
         )
+        if self.send:
+            transport.prepare()
         self._worker = Worker(
             buffer=self._buffer,
             counters=self._counters,
@@ -456,22 +458,31 @@ class Client:
         if context is not None and "sessionId" in context:
             session_id = str(context["sessionId"])
         else:
-            touch = self._sessions.touch(
+            session_id, started, ended = self._sessions.touch(
                 uid or anon or "", t, user_id=uid, anonymous_id=anon, account_id=account
             )
-            if touch.started is not None:
-                self._session_changes(touch)
-            session_id = touch.session_id
+            if ended is not None:
+                self._emit_session("Session Ended", ended, ended.last)
+            if started is not None:
+                self._emit_session("Session Started", started, started.started)
+        if context is None and self._before_send is None and not _captures:
+            data = _ev.encode_track(
+                _ev.new_message_id(),
+                _ev.format_timestamp(t),
+                uid,
+                anon,
+                event,
+                properties,
+                account,
+                session_id,
+            )
+            if data is not None:
+                self._enqueue(data)
+                return
         message = self._message("track", uid, anon, t, account, context, session_id)
         message["event"] = event
         message["properties"] = properties if properties is not None else {}
         self._emit(message)
-
-    def _session_changes(self, touch: Touch) -> None:
-        if touch.ended is not None:
-            self._emit_session("Session Ended", touch.ended, touch.ended.last)
-        if touch.started is not None:
-            self._emit_session("Session Started", touch.started, touch.started.started)
 
     def _emit_session(self, name: str, span: SessionSpan, t: float) -> None:
         message = self._message(
@@ -513,7 +524,7 @@ class Client:
         return message
 
     def _emit(self, message: dict[str, Any]) -> None:
-        """Encode, filter, size-check and queue one message. Never raises."""
+        """Encode, filter and queue one message. Never raises."""
         if _captures and self._capture(message):
             return
         before_send = self._before_send
@@ -540,34 +551,38 @@ class Client:
             logger.exception("before_send raised; event dropped")
             self._drop("before_send_error")
             return
+        self._enqueue(data)
+
+    def _enqueue(self, data: bytes) -> None:
+        """Size-check one encoded event and queue it (or count why not). Never raises."""
         if len(data) > _ev.MAX_EVENT_BYTES:
             self._drop("too_large")
             return
         if not self.send:
             self._drop("send_disabled", log=False)
             return
+        buffer = self._buffer
         with self._lock:
             if self._state is _State.CLOSED:
-                full = None
+                reason = "closed"
             elif (
-                len(self._buffer) >= self.max_queue_size
-                or self._buffer.nbytes + len(data) > self.max_queue_bytes
+                len(buffer) >= self.max_queue_size
+                or buffer.nbytes + len(data) > self.max_queue_bytes
             ):
-                full = True
+                reason = "queue_full"
             else:
-                self._buffer.put(data)
+                buffer.put(data)
+                self._counters.tracked += 1
                 self._counters.enqueued += 1
-                full = False
-            self._counters.tracked += 1
-            if full is not False:
-                reason = "closed" if full is None else "queue_full"
+                queued = len(buffer)
+                reason = ""
+            if reason:
+                self._counters.tracked += 1
                 self._counters.dropped[reason] += 1
                 self._unreported[reason] += 1
-            queued = len(self._buffer)
-        if full is None:
-            self._report_after_close()
-            return
-        if full:
+        if reason:
+            if reason == "closed":
+                self._report_after_close()
             return
         if queued >= self.flush_at:
             self._worker.wake()

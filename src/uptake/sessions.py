@@ -35,13 +35,9 @@ class SessionSpan:
         return round(self.last - self.started, 3)
 
 
-@attrs.frozen
-class Touch:
-    """What one event did to its user's sessions."""
-
-    session_id: str | None
-    started: SessionSpan | None = None
-    ended: SessionSpan | None = None
+#: (session id for the event, the session it started, the session it ended)
+Touch = tuple[str | None, SessionSpan | None, SessionSpan | None]
+_NO_SESSION: Touch = (None, None, None)
 
 
 class _Open:
@@ -110,9 +106,10 @@ class Sessionizer:
     ) -> Touch:
         """Place an active event at time ``t`` in the user's session, opening one if needed.
 
-        Returns the session id for the event, plus the session that this event started and
-        the one it ended, if any. An event older than the open session by more than the idle
-        timeout is a backfill: it gets no session id rather than a wrong one.
+        Returns ``(session id for the event, session it started, session it ended)``; the
+        last two are usually ``None``. (A plain tuple: this runs inside every ``track()``.)
+        An event older than the open session by more than the idle timeout is a backfill:
+        it gets no session id rather than a wrong one.
         """
         with self._lock:
             current = self._open.get(key)
@@ -129,14 +126,14 @@ class Sessionizer:
                     elif t < current.started:
                         current.started = t
                     self._open.move_to_end(key)
-                    return Touch(current.session_id)
+                    return current.session_id, None, None
                 ended = current.span()
             opened = _Open(user_id, anonymous_id, account_id, t, explicit=False)
             self._open[key] = opened
             self._open.move_to_end(key)
             evicted = self._evict()
         # Replacing a user's session never grows the map, so at most one of the two is set.
-        return Touch(opened.session_id, started=opened.span(), ended=ended or evicted)
+        return opened.session_id, opened.span(), ended or evicted
 
     def current(self, key: str) -> str | None:
         """Return the open session id of a user, if any, without touching it."""
@@ -196,6 +193,3 @@ class Sessionizer:
             _, current = self._open.popitem(last=False)
             return current.span()
         return None
-
-
-_NO_SESSION = Touch(None)

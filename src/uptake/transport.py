@@ -244,6 +244,15 @@ class HttpTransport:
             raise _Retryable(f"HTTP {status} from the collector", status, retry_after)
         return status
 
+    def prepare(self) -> None:
+        """Build the connection pool now, off the hot path.
+
+        Creating it loads TLS certificates and touches many files; done lazily on the worker
+        thread while the host's threads are busy, every one of those steps waits for the
+        GIL, and the first batch can take most of a second to leave.
+        """
+        self._client()
+
     def _client(self) -> _httpx.Client:
         if self._http is None:
             self._http = _httpx.Client(headers={"Connection": "keep-alive"})
