@@ -305,3 +305,19 @@ def test_client_is_a_context_manager(collector: LoopbackCollector) -> None:
     with uptake.Client(write_key=WRITE_KEY, endpoint=collector.url) as client:
         client.track("u1", "Inside")
     assert "Inside" in track_names(collector.events)
+
+
+def test_flush_from_a_hook_on_the_delivery_thread_does_not_deadlock(
+    collector: LoopbackCollector, make_client: MakeClient
+) -> None:
+    results: list[bool] = []
+    client: uptake.Client
+
+    def on_error(error: uptake.DeliveryError) -> None:
+        results.append(client.flush(timeout=30))
+
+    collector.respond_with(400)
+    client = make_client(on_error=on_error)
+    client.track("u1", "E")
+    assert client.flush(timeout=5) is False
+    assert results == [False]

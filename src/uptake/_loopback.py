@@ -14,9 +14,9 @@ Example:
     from uptake.testing import LoopbackCollector
 
     with LoopbackCollector(write_key="test-key") as collector:
-        client = make_client(host=collector.url, write_key="test-key")
+        client = uptake.Client(write_key="test-key", endpoint=collector.url)
         client.track("user-1", "Signed Up")
-        client.flush()
+        assert client.flush(timeout=5)
         assert collector.wait_for_events(1, timeout=5)
         assert collector.events[0]["event"] == "Signed Up"
     ```
@@ -29,7 +29,6 @@ import binascii
 import collections
 import contextlib
 import copy
-import dataclasses
 import gzip
 import hmac
 import json
@@ -39,12 +38,13 @@ import socketserver
 import threading
 import zlib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Final
 from urllib.parse import urlsplit
+
+import attrs
 
 __all__ = ["LoopbackCollector", "RecordedRequest"]
 
@@ -62,7 +62,7 @@ _POLL_INTERVAL: Final = 0.05
 _RESERVED_HEADERS: Final = frozenset({"content-length", "transfer-encoding"})
 
 
-@dataclass(frozen=True)
+@attrs.frozen
 class RecordedRequest:
     """One HTTP request received by a :class:`LoopbackCollector`.
 
@@ -94,7 +94,7 @@ class RecordedRequest:
     accepted: bool = False
 
 
-@dataclass(frozen=True)
+@attrs.frozen
 class _Reply:
     """A response decided by the collector, written by the request handler."""
 
@@ -104,21 +104,21 @@ class _Reply:
     close: bool = False
 
 
-@dataclass(frozen=True)
+@attrs.frozen
 class _Hang:
     """Tells the request handler to leave the request unanswered until ``release`` is set."""
 
     release: threading.Event
 
 
-@dataclass
+@attrs.define
 class _Parsed:
     """The outcome of decoding a request body as a batch."""
 
     body: dict[str, Any] | None = None
     error_status: int = 0
     error: str = ""
-    events: list[dict[str, Any]] = field(default_factory=list)
+    events: list[dict[str, Any]] = attrs.field(factory=list)
 
 
 class _BodyError(Exception):
@@ -581,7 +581,7 @@ class LoopbackCollector:
                     _error_payload(body_error.status, body_error.message),
                     close=True,
                 )
-                self._record(dataclasses.replace(record, status=reply.status))
+                self._record(attrs.evolve(record, status=reply.status))
                 return reply
             if is_batch_post:
                 self._batch_posts += 1
@@ -604,7 +604,7 @@ class LoopbackCollector:
                     message_id = event.get("messageId")
                     if isinstance(message_id, str):
                         self._message_ids[message_id] += 1
-            self._record(dataclasses.replace(record, status=reply.status, accepted=accepted))
+            self._record(attrs.evolve(record, status=reply.status, accepted=accepted))
             return reply
 
     def _decide_batch(self, headers: Mapping[str, str], parsed: _Parsed) -> tuple[_Reply, bool]:

@@ -640,6 +640,7 @@ class Client:
         """Start afresh in a forked child: own lock, worker and connections, empty queue.
 
         Events queued in the parent stay the parent's to send, so nothing is sent twice.
+        The parent's transport is abandoned, not closed: its sockets belong to the parent.
         """
         self._buffer.after_fork_in_child()
         self._sessions.reset_lock()

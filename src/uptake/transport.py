@@ -144,13 +144,6 @@ class HttpTransport:
             self._http.close()
             self._http = None
 
-    def reset_after_fork(self) -> None:
-        """Forget the parent's connections and deadline (call in a forked child)."""
-        self._http = None  # never close: the sockets are shared with the parent
-        self._deadline = None
-        self._not_before = 0.0
-        self._wake = threading.Event()
-
     # ------------------------------------------------------------------ sending
 
     def send(self, messages: Sequence[bytes]) -> SendOutcome:

@@ -94,6 +94,10 @@ class Worker:
 
     def flush(self, timeout: float) -> bool:
         """Wait until every event queued before this call is settled; True if all delivered."""
+        if threading.current_thread() is self._thread:
+            # Called from a hook running on the delivery thread: waiting would wait on itself.
+            logger.warning("flush() called on the delivery thread (from a hook); not waiting")
+            return False
         with self._cond:
             target = self.counters.enqueued
             if self._settled >= target:
