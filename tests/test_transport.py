@@ -103,8 +103,9 @@ def test_final_statuses_are_not_retried(mock: respx.MockRouter, status: int) -> 
     assert route.call_count == 1
     assert outcome.delivered == 0
     (failure,) = outcome.failures
-    assert (failure.status, failure.count) == (status, 4)
-    assert str(status) in failure.reason
+    assert (failure.error.status, failure.error.count) == (status, 4)
+    assert str(status) in failure.error.reason
+    assert (failure.start, failure.stop, failure.retryable) == (0, 4, False)
 
 
 def test_413_splits_until_batches_fit(mock: respx.MockRouter) -> None:
@@ -122,7 +123,11 @@ def test_413_for_one_event_fails_it(mock: respx.MockRouter) -> None:
     mock.post(URL).respond(413)
     outcome = make().send(messages(2))
     assert outcome.delivered == 0
-    assert [(f.status, f.count) for f in outcome.failures] == [(413, 1), (413, 1)]
+    assert [(f.error.status, f.error.count) for f in outcome.failures] == [(413, 1), (413, 1)]
+    assert [(f.start, f.stop, f.retryable) for f in outcome.failures] == [
+        (0, 1, False),
+        (1, 2, False),
+    ]
 
 
 def test_retry_after_is_obeyed_before_the_next_attempt(mock: respx.MockRouter) -> None:
@@ -149,7 +154,7 @@ def test_retry_after_also_holds_back_the_next_batch(mock: respx.MockRouter) -> N
     mock.post(URL).mock(side_effect=respond)
     transport = make(retry_timeout=0.01)  # the first batch gives up at once...
     first = transport.send(messages(1))
-    assert first.failures and first.failures[0].status == 503
+    assert first.failures and first.failures[0].error.status == 503
     assert transport.send(messages(1)).delivered == 1  # ...the next still waits its turn
     assert seen[1] - seen[0] >= 0.3
 
@@ -158,8 +163,9 @@ def test_gives_up_after_retry_timeout(mock: respx.MockRouter) -> None:
     route = mock.post(URL).respond(503)
     outcome = make(retry_timeout=0.2).send(messages(5))
     (failure,) = outcome.failures
-    assert failure.status == 503 and failure.count == 5
-    assert "gave up after" in failure.reason
+    assert failure.error.status == 503 and failure.error.count == 5
+    assert "gave up after" in failure.error.reason
+    assert failure.retryable and (failure.start, failure.stop) == (0, 5)
     assert route.call_count >= 2
 
 
@@ -170,7 +176,7 @@ def test_retry_after_beyond_the_deadline_gives_up_without_sending_early(
     started = time.monotonic()
     outcome = make(retry_timeout=5).send(messages(1))
     assert route.call_count == 1
-    assert outcome.failures[0].status == 429
+    assert outcome.failures[0].error.status == 429
     assert time.monotonic() - started < 5
 
 
@@ -189,7 +195,8 @@ def test_abort_in_the_past_sends_nothing(mock: respx.MockRouter) -> None:
     transport.abort_after(time.monotonic() - 1)
     outcome = transport.send(messages(2))
     assert route.call_count == 0
-    assert outcome.failures[0].reason == "client shut down before delivery"
+    assert outcome.failures[0].error.reason == "client shut down before delivery"
+    assert outcome.failures[0].retryable
 
 
 def test_write_key_never_appears_in_repr_or_failures(mock: respx.MockRouter) -> None:
@@ -197,7 +204,7 @@ def test_write_key_never_appears_in_repr_or_failures(mock: respx.MockRouter) -> 
     transport = make(retry_timeout=0.05)
     outcome = transport.send(messages(1))
     assert "wk_secret" not in repr(transport)
-    assert all("wk_secret" not in str(f) + repr(f) for f in outcome.failures)
+    assert all("wk_secret" not in str(f.error) + repr(f) for f in outcome.failures)
 
 
 NOW = 1_800_000_000.0

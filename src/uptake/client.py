@@ -160,6 +160,12 @@ class Client:
         }
         self._max_batch_bytes = max_batch_bytes
         self._buffer: Buffer = buffer if buffer is not None else MemoryBuffer()
+        self._buffer.configure(
+            max_events=max_queue_size,
+            max_bytes=max_queue_bytes,
+            on_drop=self._buffer_dropped,
+            lease=retry_timeout + timeout + 30.0,
+        )
         self._sessions = Sessionizer(
             idle_timeout=session_timeout, max_duration=max_session_duration, max_users=100_000
         )
@@ -173,7 +179,6 @@ class Client:
         self._lock = self._counters.lock
         self._unreported: Counter[str] = Counter()
         self._next_sweep = time.monotonic() + _SESSION_SWEEP_S
-        self._warned_at = 0.0
         transport = HttpTransport(
             self.endpoint or "http://127.0.0.1",
             self._write_key,
@@ -424,7 +429,9 @@ class Client:
         _clients.discard(self)
         # Open sessions are not ended: a process exit is not the user leaving.
         self._sessions.clear()
-        delivered = self._worker.flush(timeout) if self.send else True
+        # Leave a fifth of the time (at most a second) to stop the thread cleanly.
+        flush_timeout = timeout - min(1.0, timeout / 5)
+        delivered = self._worker.flush(flush_timeout) if self.send else True
         stopped = self._worker.stop(deadline)
         self._tick()
         return delivered and stopped
@@ -453,6 +460,9 @@ class Client:
         timestamp: datetime | None,
         context: Mapping[str, Any] | None,
     ) -> None:
+        if self._state is _State.CLOSED:
+            self._drop("closed")
+            return
         t = time.time() if timestamp is None else self._event_time(timestamp)
         session_id: str | None
         if context is not None and "sessionId" in context:
@@ -561,41 +571,35 @@ class Client:
         if not self.send:
             self._drop("send_disabled", log=False)
             return
-        buffer = self._buffer
-        with self._lock:
-            if self._state is _State.CLOSED:
-                reason = "closed"
-            elif (
-                len(buffer) >= self.max_queue_size
-                or buffer.nbytes + len(data) > self.max_queue_bytes
-            ):
-                reason = "queue_full"
-            else:
-                buffer.put(data)
-                self._counters.tracked += 1
-                self._counters.enqueued += 1
-                queued = len(buffer)
-                reason = ""
-            if reason:
-                self._counters.tracked += 1
-                self._counters.dropped[reason] += 1
-                self._unreported[reason] += 1
-        if reason:
-            if reason == "closed":
-                self._report_after_close()
+        if self._state is _State.CLOSED:
+            self._drop("closed")
             return
-        if queued >= self.flush_at:
+        if not self._buffer.put(data):
+            self._drop("queue_full")
+            return
+        with self._lock:
+            self._counters.tracked += 1
+            self._counters.enqueued += 1
+            accepted = self._counters.enqueued
+        if not accepted % self.flush_at:  # another flush_at events: a full batch may wait
             self._worker.wake()
         self._worker.ensure_started()
 
-    def _drop(self, reason: str, *, log: bool = True) -> None:
+    def _drop(self, reason: str, *, log: bool = True, count: int = 1) -> None:
         with self._lock:
-            self._counters.tracked += 1
-            self._counters.dropped[reason] += 1
+            self._counters.tracked += count
+            self._counters.dropped[reason] += count
             if log:
-                self._unreported[reason] += 1
+                self._unreported[reason] += count
         if log and self._state is _State.CLOSED:
-            self._report_after_close()
+            self._tick()  # no delivery thread any more to report it
+
+    def _buffer_dropped(self, reason: str, count: int, oldest: int) -> None:
+        """A buffer dropped events it had accepted (a full outbox discards its oldest)."""
+        with self._lock:
+            self._counters.dropped[reason] += count
+            self._unreported[reason] += count
+        self._worker.note_dropped(oldest)
 
     def _capture(self, message: dict[str, Any]) -> bool:
         for target, sink in _captures:
@@ -616,13 +620,6 @@ class Client:
                 self._on_error(error)
             except Exception:
                 logger.exception("on_error hook raised")
-
-    def _report_after_close(self) -> None:
-        # No delivery thread any more to report drops: do it here, at most once a second.
-        now = time.monotonic()
-        if now - self._warned_at >= 1.0:
-            self._warned_at = now
-            self._tick()
 
     def _tick(self) -> None:
         """Periodic chores, on the delivery thread: report drops, end idle sessions."""

@@ -71,8 +71,8 @@ class Counters:
         with self.lock:
             self.failed[reason] += count
 
-    def snapshot(self, queued: int) -> Stats:
-        """Return a frozen copy of the counters."""
+    def snapshot(self, held: int) -> Stats:
+        """Return a frozen copy of the counters; ``held`` counts queued plus in-flight events."""
         with self.lock:
             return Stats(
                 tracked=self.tracked,
@@ -81,7 +81,7 @@ class Counters:
                 dropped=sum(self.dropped.values()),
                 failed=sum(self.failed.values()),
                 retried=self.retried,
-                queued=queued,
+                queued=max(0, held - self.in_flight),
                 in_flight=self.in_flight,
                 dropped_by_reason=MappingProxyType(dict(+self.dropped)),
                 failed_by_reason=MappingProxyType(dict(+self.failed)),

@@ -36,11 +36,29 @@ _USER_AGENT = f"uptake-python/{__version__}"
 
 
 @attrs.frozen
+class Failure:
+    """Events of a batch that were not delivered.
+
+    Attributes:
+        error: What went wrong, as handed to ``on_error``.
+        start: Index of the first event concerned in the batch sent.
+        stop: Index after the last one.
+        retryable: True when a later attempt may succeed (no answer, 408, 429, 5xx, or the
+            client shut down first); False when the collector refused the events for good.
+    """
+
+    error: DeliveryError
+    start: int
+    stop: int
+    retryable: bool
+
+
+@attrs.frozen
 class SendOutcome:
     """What became of one batch: how many events were delivered, and the failures."""
 
     delivered: int = 0
-    failures: tuple[DeliveryError, ...] = ()
+    failures: tuple[Failure, ...] = ()
 
     def __add__(self, other: SendOutcome) -> SendOutcome:
         return SendOutcome(self.delivered + other.delivered, self.failures + other.failures)
@@ -146,29 +164,29 @@ class HttpTransport:
 
     # ------------------------------------------------------------------ sending
 
-    def send(self, messages: Sequence[bytes]) -> SendOutcome:
+    def send(self, messages: Sequence[bytes], offset: int = 0) -> SendOutcome:
         """Deliver one batch of encoded events, retrying as the policy says.
 
-        Never raises for delivery problems: they are returned as failures.
+        Never raises for delivery problems: they are returned as failures, with index
+        ranges into ``messages`` (shifted by ``offset``, used when a 413 splits a batch).
         """
         if not messages:
             return SendOutcome()
+        stop = offset + len(messages)
         try:
             status = self._send_with_retries(messages)
         except _GaveUp as exc:
-            return self._failed(messages, exc.reason, exc.status)
+            error = DeliveryError(exc.reason, status=exc.status, count=len(messages))
+            return SendOutcome(failures=(Failure(error, offset, stop, retryable=True),))
         if 200 <= status < 300:
             return SendOutcome(delivered=len(messages))
         if status == 413 and len(messages) > 1:
             half = len(messages) // 2
             logger.info("batch of %d events too large (413); splitting", len(messages))
-            return self.send(messages[:half]) + self.send(messages[half:])
+            return self.send(messages[:half], offset) + self.send(messages[half:], offset + half)
         reason = _FINAL_REASONS.get(status, f"the collector refused the batch ({status})")
-        return self._failed(messages, reason, status)
-
-    def _failed(self, messages: Sequence[bytes], reason: str, status: int | None) -> SendOutcome:
         error = DeliveryError(reason, status=status, count=len(messages))
-        return SendOutcome(failures=(error,))
+        return SendOutcome(failures=(Failure(error, offset, stop, retryable=False),))
 
     def _send_with_retries(self, messages: Sequence[bytes]) -> int:
         """Return the final status of the batch or raise _GaveUp."""

@@ -5,9 +5,9 @@ seconds, on ``flush()`` and at shutdown. Woken early by a full batch it sends fu
 only; on the interval, a flush or shutdown it sends everything queued. A batch holds as many
 queued events as fit in ``max_batch_bytes``, so a backlog drains in few, large requests.
 
-Accounting: events get consecutive positions when they are queued. The worker settles them
-in order (delivered, failed or dropped), so ``flush()`` only has to wait until the settled
-position reaches the one queued last before it was called.
+Settling: events the collector refused for good are failed. Events it could not take for
+now (no answer, 429, 5xx after the retry budget, or shutdown first) are failed too with a
+memory buffer, but kept for a later attempt with a durable one.
 """
 
 from __future__ import annotations
@@ -17,30 +17,27 @@ import threading
 import time
 from collections.abc import Callable
 
-from .buffer import Buffer
+from .buffer import Batch, Buffer
 from .errors import DeliveryError
 from .stats import Counters
 from .transport import HttpTransport, SendOutcome
 
 logger = logging.getLogger("uptake")
 
-_NO_LIMIT = 1 << 62
+# How often flush() re-checks a durable buffer, which other processes may drain too.
+_SHARED_POLL_S = 0.05
 
 
 class _Waiter:
-    __slots__ = ("ok", "target")
+    __slots__ = ("mark", "ok")
 
-    def __init__(self, target: int) -> None:
-        self.target = target
+    def __init__(self, mark: int) -> None:
+        self.mark = mark
         self.ok = True
 
 
 class Worker:
-    """Owns the sending thread of one client (internal).
-
-    ``counters.lock`` guards the buffer, the counters and the positions below; the client
-    takes it to enqueue.
-    """
+    """Owns the sending thread of one client (internal)."""
 
     def __init__(
         self,
@@ -62,9 +59,8 @@ class Worker:
         self.max_batch_bytes = max_batch_bytes
         self._report = report
         self._on_tick = on_tick
-        self._cond = threading.Condition(counters.lock)
+        self._cond = threading.Condition()
         self._wake = threading.Event()
-        self._settled = 0  # positions settled; counters.enqueued is the next position
         self._waiters: list[_Waiter] = []
         self._stopping = False
         self._deadline: float | None = None
@@ -93,50 +89,58 @@ class Worker:
             self._thread = thread
 
     def flush(self, timeout: float) -> bool:
-        """Wait until every event queued before this call is settled; True if all delivered."""
+        """Wait until every event accepted before this call is settled; True if delivered."""
         if threading.current_thread() is self._thread:
             # Called from a hook running on the delivery thread: waiting would wait on itself.
             logger.warning("flush() called on the delivery thread (from a hook); not waiting")
             return False
+        buffer = self.buffer
+        deadline = time.monotonic() + timeout
+        mark = buffer.mark()
+        if buffer.drained(mark):
+            return True
+        waiter = _Waiter(mark)
         with self._cond:
-            target = self.counters.enqueued
-            if self._settled >= target:
-                return True
-            waiter = _Waiter(target)
             self._waiters.append(waiter)
         self.ensure_started()
         self._wake.set()
-        with self._cond:
-            try:
-                done = self._cond.wait_for(lambda: self._settled >= target, timeout)
-            finally:
+        poll = _SHARED_POLL_S if buffer.durable else None
+        try:
+            with self._cond:
+                while not buffer.drained(mark):
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return False
+                    self._cond.wait(remaining if poll is None else min(poll, remaining))
+                return waiter.ok
+        finally:
+            with self._cond:
                 self._waiters.remove(waiter)
-            return done and waiter.ok
 
     def stop(self, deadline: float) -> bool:
         """Drain what is queued until ``deadline`` (monotonic), then stop the thread.
 
-        Events still queued at the deadline are dropped and counted. Returns False when the
-        thread is still stuck in a request at the deadline (its batch stays in flight).
+        What a memory buffer still holds at the deadline is dropped and counted; a durable
+        buffer keeps it for the next process. Returns False when the thread is still stuck
+        in a request at the deadline (its batch stays in flight).
         """
+        # Stop sending a little before the deadline, so the thread can settle and exit in time.
+        grace = min(0.5, max(0.0, deadline - time.monotonic()) / 4)
         with self._cond:
             self._stopping = True
-            self._deadline = deadline
-        self.transport.abort_after(deadline)
+            self._deadline = deadline - grace
+        self.transport.abort_after(deadline - grace)
         self._wake.set()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(max(0.0, deadline - time.monotonic()))
             if thread.is_alive():  # hung on a request that outlived the deadline
-                with self._cond:
-                    queued, in_flight = len(self.buffer), self.counters.in_flight
                 logger.warning(
-                    "shutdown deadline passed with %d events queued and %d in flight",
-                    queued,
-                    in_flight,
+                    "shutdown deadline passed with %d events queued or in flight",
+                    len(self.buffer),
                 )
                 return False
-        self._drop_queued("client shut down before delivery")
+        self._close_buffer()
         self.transport.close()
         return True
 
@@ -146,7 +150,10 @@ class Worker:
         next_due = time.monotonic() + self.flush_interval
         while True:
             try:
-                self._wake.wait(max(0.0, next_due - time.monotonic()))
+                wait = next_due - time.monotonic()
+                if self._deadline is not None:
+                    wait = min(wait, self._deadline - time.monotonic())
+                self._wake.wait(max(0.0, wait))
                 self._wake.clear()
                 now = time.monotonic()
                 due = now >= next_due
@@ -154,62 +161,77 @@ class Worker:
                     next_due = now + self.flush_interval
                 self._drain(force=due or bool(self._waiters) or self._stopping)
                 self._on_tick()
-                if self._stopping:
-                    with self._cond:
-                        finished = not len(self.buffer) or self._past_deadline()
-                    if finished:
-                        self._drop_queued("client shut down before delivery")
-                        return
+                if self._stopping and (not len(self.buffer) or self._past_deadline()):
+                    self._close_buffer()
+                    return
             except Exception:  # never let a bug end delivery silently
                 logger.exception("unexpected error in the delivery thread")
 
     def _drain(self, force: bool) -> None:
-        while True:
-            with self._cond:
-                queued = len(self.buffer)
-                if not queued or (not force and queued < self.flush_at):
-                    return
-                if self._past_deadline():
-                    return
-                batch = self.buffer.take(_NO_LIMIT, self.max_batch_bytes)
-                start = self._settled
+        while not self._past_deadline():
+            if not force and len(self.buffer) < self.flush_at:
+                return
+            batch = self.buffer.take(self.max_batch_bytes)
+            if batch is None:
+                return
+            with self.counters.lock:
                 self.counters.in_flight = len(batch)
-            outcome = self.transport.send(batch)
-            self._settle(start, len(batch), outcome)
+            outcome = self.transport.send(batch.messages)
+            kept = self._settle(batch, outcome)
+            if kept:
+                return  # the collector is unavailable: the kept events wait for next time
             force = force or bool(self._waiters)
 
     def _past_deadline(self) -> bool:
         return self._deadline is not None and time.monotonic() >= self._deadline
 
-    def _settle(self, start: int, count: int, outcome: SendOutcome) -> None:
-        with self._cond:
+    def _settle(self, batch: Batch, outcome: SendOutcome) -> int:
+        """Account for a sent batch; return how many events a durable buffer kept."""
+        durable = self.buffer.durable
+        keep = [(f.start, f.stop) for f in outcome.failures if durable and f.retryable]
+        lost = [f for f in outcome.failures if not (durable and f.retryable)]
+        with self.counters.lock:
             self.counters.in_flight = 0
             self.counters.delivered += outcome.delivered
-            for failure in outcome.failures:
-                self.counters.failed[_reason_key(failure)] += failure.count
-        for failure in outcome.failures:  # before waking flush(), so on_error has run
-            self._report(failure)
+            for failure in lost:
+                self.counters.failed[_reason_key(failure.error)] += failure.error.count
+        for failure in lost:  # before waking flush(), so on_error has run
+            self._report(failure.error)
+        kept = sum(stop - start for start, stop in keep)
+        if kept:
+            logger.warning(
+                "collector unavailable (%s); %d events kept in the outbox for a later attempt",
+                outcome.failures[0].error.reason,
+                kept,
+            )
+        self.buffer.settle(batch, keep)
         with self._cond:
-            self._settled = start + count
-            if outcome.failures:
+            if lost:
                 for waiter in self._waiters:
-                    if waiter.target > start:
+                    if waiter.mark >= batch.low:
                         waiter.ok = False
             self._cond.notify_all()
+        return kept
 
-    def _drop_queued(self, reason: str) -> None:
+    def note_dropped(self, oldest: int) -> None:
+        """Tell flush() waiters that events from number ``oldest`` on were dropped."""
         with self._cond:
-            count = self.buffer.clear()
-            if not count:
-                return
-            self.counters.dropped["shutdown"] += count
-            start = self._settled
-            self._settled += count
             for waiter in self._waiters:
-                if waiter.target > start:
+                if waiter.mark >= oldest:
                     waiter.ok = False
             self._cond.notify_all()
-        self._report(DeliveryError(reason, count=count))
+
+    def _close_buffer(self) -> None:
+        lost = self.buffer.close()
+        with self._cond:
+            if lost:
+                for waiter in self._waiters:
+                    waiter.ok = False
+            self._cond.notify_all()
+        if lost:
+            with self.counters.lock:
+                self.counters.dropped["shutdown"] += lost
+            self._report(DeliveryError("client shut down before delivery", count=lost))
 
 
 def _reason_key(failure: DeliveryError) -> str:
