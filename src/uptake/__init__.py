@@ -7,6 +7,7 @@ from ._version import __version__
 from .buffer import Buffer, MemoryBuffer
 from .client import Client
 from .errors import ConfigurationError, DeliveryError, InvalidEventError, UptakeError
+from .outbox import SqliteBuffer
 from .stats import Stats
 
 __all__ = [
@@ -16,6 +17,7 @@ __all__ = [
     "DeliveryError",
     "InvalidEventError",
     "MemoryBuffer",
+    "SqliteBuffer",
     "Stats",
     "UptakeError",
     "__version__",

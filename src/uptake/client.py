@@ -646,6 +646,7 @@ class Client:
 
 _DROP_REASONS = {
     "queue_full": "queue full (max_queue_size / max_queue_bytes reached); new events dropped",
+    "outbox_full": "outbox full (SqliteBuffer max_events / max_bytes reached); oldest dropped",
     "too_large": f"event larger than {_ev.MAX_EVENT_BYTES} bytes once encoded; dropped",
     "closed": "event tracked after shutdown(); dropped",
     "unencodable": "event could not be encoded as JSON; dropped",

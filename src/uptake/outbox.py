@@ -1,0 +1,509 @@
+"""SqliteBuffer: a durable outbox on disk, so accepted events survive crashes and outages.
+
+Events are appended to a SQLite table (WAL mode) and deleted only once the collector has
+acknowledged their batch. Several processes may share one file (gunicorn workers): a
+process *claims* the rows it sends with a lease; rows whose owner died are reclaimed
+when the lease ends, or at once when the owner is a dead process on this host.
+
+Durability window: with ``commit_interval=0.05`` (the default) ``track()`` only appends to
+an in-memory list, and a writer thread commits it every 50 ms at most, in one transaction;
+an event is on disk within ``commit_interval`` of being accepted. ``commit_interval=0``
+commits every event inside ``track()`` (about 5x the caller cost; see docs/delivery.md).
+Commits use ``synchronous=NORMAL``: they survive the process being killed, not a power cut.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sqlite3
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from pathlib import Path
+
+from .buffer import Batch, OnDrop
+from .errors import ConfigurationError
+
+logger = logging.getLogger("uptake")
+
+__all__ = ["SqliteBuffer"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    body BLOB NOT NULL,
+    size INTEGER NOT NULL,
+    lease_owner TEXT,
+    lease_until REAL NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS outbox_lease ON outbox (lease_until) WHERE lease_until > 0;
+CREATE TABLE IF NOT EXISTS outbox_totals (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    events INTEGER NOT NULL,
+    bytes INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO outbox_totals VALUES (1, 0, 0);
+CREATE TRIGGER IF NOT EXISTS outbox_added AFTER INSERT ON outbox BEGIN
+    UPDATE outbox_totals SET events = events + 1, bytes = bytes + NEW.size WHERE id = 1;
+END;
+CREATE TRIGGER IF NOT EXISTS outbox_removed AFTER DELETE ON outbox BEGIN
+    UPDATE outbox_totals SET events = events - 1, bytes = bytes - OLD.size WHERE id = 1;
+END;
+"""
+_INSERT = "INSERT INTO outbox (body, size) VALUES (?, ?)"
+_GROUP_SIZE = 512  # pending events that wake the writer before the interval is up
+_RECLAIM_EVERY_S = 30.0
+_CLAIM_ROWS = 4096
+
+
+class SqliteBuffer:
+    """A durable outbox: pass ``buffer=uptake.SqliteBuffer("uptake-outbox.db")``.
+
+    Args:
+        path: The database file. Its directory must exist and be writable.
+        commit_interval: Longest time, in seconds, an accepted event waits in memory before
+            it is committed to disk; ``0`` commits inside every tracking call.
+        max_events: Most events kept on disk; beyond it the oldest are dropped and counted
+            (``stats.dropped_by_reason["outbox_full"]``).
+        max_bytes: Most encoded bytes kept on disk; same treatment beyond it.
+        lease: Seconds a process owns the rows it is sending. Must outlast one batch's
+            retries; by default the client's ``retry_timeout`` plus ``timeout`` plus 30 s.
+
+    Raises:
+        ConfigurationError: the file cannot be created or opened.
+    """
+
+    durable = True
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        commit_interval: float = 0.05,
+        max_events: int = 1_000_000,
+        max_bytes: int = 512 * 1024 * 1024,
+        lease: float | None = None,
+    ) -> None:
+        if not isinstance(commit_interval, (int, float)) or commit_interval < 0:
+            raise ConfigurationError(f"commit_interval must be >= 0, not {commit_interval!r}")
+        for name, value in (("max_events", max_events), ("max_bytes", max_bytes)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigurationError(f"{name} must be a positive int, not {value!r}")
+        if lease is not None and (not isinstance(lease, (int, float)) or lease <= 0):
+            raise ConfigurationError(f"lease must be a positive number of seconds, not {lease!r}")
+        self.path = os.fspath(path)
+        self.commit_interval = float(commit_interval)
+        self.max_events = max_events
+        self.max_bytes = max_bytes
+        self.lease = lease
+        self.write_errors = 0  # failed commits; events stay in memory meanwhile
+        self._max_pending = 100_000
+        self._max_pending_bytes = 64 * 1024 * 1024
+        self._on_drop: OnDrop | None = None
+        self._init_process_state()
+        with self._lock:
+            self._connection()  # fail now, at construction, if the file is unusable
+
+    def _init_process_state(self) -> None:
+        self._lock = threading.Lock()  # guards the connection
+        self._commit_lock = threading.Lock()  # one commit (or fallback take) at a time
+        self._pending_lock = threading.Lock()  # guards the pending deque
+        self._pending: deque[bytes] = deque()
+        self._pending_bytes = 0
+        self._conn: sqlite3.Connection | None = None
+        self._owner = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(4).hex()}"
+        self._has_pending = threading.Event()
+        self._closing = threading.Event()
+        self._writer: threading.Thread | None = None
+        self._next_reclaim = 0.0
+        self._degraded = False
+
+    def __repr__(self) -> str:
+        return f"SqliteBuffer({self.path!r}, commit_interval={self.commit_interval})"
+
+    @property
+    def degraded(self) -> bool:
+        """True while commits fail (disk full, read-only): events wait in memory meanwhile."""
+        return self._degraded
+
+    # ------------------------------------------------------------------ Buffer protocol
+
+    def configure(self, *, max_events: int, max_bytes: int, on_drop: OnDrop, lease: float) -> None:
+        """Take the client's bounds for events held in memory before they are committed."""
+        self._max_pending = max_events
+        self._max_pending_bytes = max_bytes
+        self._on_drop = on_drop
+        if self.lease is None:
+            self.lease = lease
+
+    def put(self, message: bytes) -> bool:
+        """Accept one encoded event: commit it now, or hand it to the writer thread."""
+        if self.commit_interval == 0 and not self._degraded:
+            try:
+                with self._lock:
+                    self._connection().execute(_INSERT, (message, len(message)))
+                return True
+            except sqlite3.Error as exc:
+                self._write_failed(exc)
+        size = len(message)
+        with self._pending_lock:
+            pending = self._pending
+            if (
+                len(pending) >= self._max_pending
+                or self._pending_bytes + size > self._max_pending_bytes
+            ):
+                return False
+            pending.append(message)
+            self._pending_bytes += size
+            count = len(pending)
+        if count == 1 or count >= _GROUP_SIZE:
+            self._has_pending.set()
+            if self._writer is None:
+                self._start_writer()
+        return True
+
+    def take(self, max_bytes: int) -> Batch | None:
+        """Claim the oldest unclaimed rows (committing what is pending first)."""
+        self._commit_pending()
+        try:
+            with self._lock:
+                batch = self._claim(max_bytes)
+        except sqlite3.Error as exc:
+            self._write_failed(exc)
+            batch = None
+        if batch is None and self._degraded:
+            return self._take_pending(max_bytes)
+        return batch
+
+    def settle(self, batch: Batch, keep: Sequence[tuple[int, int]] = ()) -> None:
+        """Delete the batch's rows, except ``keep`` ranges, which are released for later."""
+        if not batch.ids:  # taken from memory while the disk was failing
+            kept = [m for start, stop in keep for m in batch.messages[start:stop]]
+            with self._pending_lock:
+                self._pending.extendleft(reversed(kept))
+                self._pending_bytes += sum(len(m) for m in kept)
+            return
+        kept_ids = [(batch.ids[i],) for start, stop in keep for i in range(start, stop)]
+        try:
+            with self._lock:
+                conn = self._connection()
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    conn.executemany(
+                        "UPDATE outbox SET lease_owner = NULL, lease_until = 0 WHERE id = ?",
+                        kept_ids,
+                    )
+                    conn.execute(
+                        "DELETE FROM outbox WHERE id BETWEEN ? AND ? AND lease_owner = ?",
+                        (batch.ids[0], batch.ids[-1], self._owner),
+                    )
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+        except sqlite3.Error as exc:
+            # The rows keep their lease; once it ends they are sent again (at least once).
+            logger.error("outbox %s: could not remove a delivered batch: %s", self.path, exc)
+
+    def mark(self) -> int:
+        """Commit what is pending; return the newest row id in the outbox."""
+        self._commit_pending()
+        try:
+            with self._lock:
+                row = self._connection().execute("SELECT MAX(id) FROM outbox").fetchone()
+        except sqlite3.Error:
+            return 0
+        return int(row[0] or 0)
+
+    def drained(self, mark: int) -> bool:
+        """True when no row numbered up to ``mark`` is left (by any process)."""
+        if self._degraded and self._pending:
+            return False
+        try:
+            with self._lock:
+                row = (
+                    self._connection()
+                    .execute("SELECT 1 FROM outbox WHERE id <= ? LIMIT 1", (mark,))
+                    .fetchone()
+                )
+        except sqlite3.Error:
+            return False
+        return row is None
+
+    def __len__(self) -> int:
+        try:
+            with self._lock:
+                row = (
+                    self._connection()
+                    .execute("SELECT events FROM outbox_totals WHERE id = 1")
+                    .fetchone()
+                )
+            stored = int(row[0])
+        except sqlite3.Error:
+            stored = 0
+        return stored + len(self._pending)
+
+    def close(self) -> int:
+        """Commit what is pending, release this process's leases, close the file.
+
+        Returns how many events could not be written (lost with the process).
+        """
+        self._closing.set()
+        self._has_pending.set()
+        writer = self._writer
+        if writer is not None and writer is not threading.current_thread():
+            writer.join(5.0)
+        self._commit_pending()
+        try:
+            with self._lock:
+                if self._conn is not None:
+                    self._conn.execute(
+                        "UPDATE outbox SET lease_owner = NULL, lease_until = 0 "
+                        "WHERE lease_owner = ?",
+                        (self._owner,),
+                    )
+                    self._conn.close()
+                    self._conn = None
+        except sqlite3.Error as exc:
+            logger.error("outbox %s: error while closing: %s", self.path, exc)
+        with self._pending_lock:
+            lost = len(self._pending)
+            self._pending.clear()
+            self._pending_bytes = 0
+        return lost
+
+    def after_fork_in_child(self) -> None:
+        """Start afresh in a forked child: own connection and lease owner, nothing pending.
+
+        Events pending in the parent are the parent's to commit; the parent's connection is
+        abandoned, never used (SQLite connections must not cross a fork).
+        """
+        self._init_process_state()
+
+    # ------------------------------------------------------------------ internals
+
+    def _connection(self) -> sqlite3.Connection:
+        """The open connection (call with ``_lock`` held); opens or recovers the file."""
+        if self._conn is None:
+            self._conn = self._open()
+        return self._conn
+
+    def _open(self) -> sqlite3.Connection:
+        try:
+            return self._open_file()
+        except sqlite3.OperationalError as exc:
+            raise ConfigurationError(f"cannot open the outbox {self.path!r}: {exc}") from exc
+        except sqlite3.DatabaseError as exc:
+            aside = f"{self.path}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+            logger.error(
+                "outbox %s is unreadable (%s); moved aside to %s, starting a fresh one",
+                self.path,
+                exc,
+                aside,
+            )
+            os.replace(self.path, aside)
+            for suffix in ("-wal", "-shm"):
+                if os.path.exists(self.path + suffix):
+                    os.replace(self.path + suffix, aside + suffix)
+            return self._open_file()
+
+    def _open_file(self) -> sqlite3.Connection:
+        if not Path(self.path).parent.is_dir():
+            raise sqlite3.OperationalError(f"directory {Path(self.path).parent} does not exist")
+        conn = sqlite3.connect(
+            self.path, timeout=10.0, isolation_level=None, check_same_thread=False
+        )
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.executescript(_SCHEMA)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _start_writer(self) -> None:
+        with self._lock:
+            if self._writer is not None:
+                return
+            thread = threading.Thread(target=self._write_loop, name="uptake-outbox", daemon=True)
+            try:
+                thread.start()
+            except RuntimeError:  # interpreter exiting: the worker commits instead
+                return
+            self._writer = thread
+
+    def _write_loop(self) -> None:
+        while not self._closing.is_set():
+            self._has_pending.wait()
+            self._closing.wait(self.commit_interval)  # gather a group, unless closing
+            self._commit_pending()
+
+    def _commit_pending(self) -> None:
+        with self._commit_lock:
+            self._commit_pending_locked()
+
+    def _commit_pending_locked(self) -> None:
+        # Only this method and _take_pending remove from the deque, both under _commit_lock,
+        # so the group copied here is still at its head when the commit is done.
+        with self._pending_lock:
+            if not self._pending:
+                self._has_pending.clear()
+                return
+            group = list(self._pending)
+        try:
+            with self._lock:
+                conn = self._connection()
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    conn.executemany(_INSERT, ((m, len(m)) for m in group))
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                dropped = self._trim(conn)
+        except sqlite3.Error as exc:
+            self._write_failed(exc)
+            return
+        if dropped and self._on_drop is not None:  # outside the lock: it calls back up
+            self._on_drop("outbox_full", *dropped)
+        with self._pending_lock:
+            for _ in range(len(group)):
+                self._pending_bytes -= len(self._pending.popleft())
+            if not self._pending:
+                self._has_pending.clear()
+        if self._degraded:
+            self._degraded = False
+            logger.warning("outbox %s is writable again; events go to disk again", self.path)
+
+    def _write_failed(self, exc: sqlite3.Error) -> None:
+        self.write_errors += 1
+        if not self._degraded:
+            self._degraded = True
+            logger.error(
+                "outbox %s: writing failed (%s); keeping events in memory until it works",
+                self.path,
+                exc,
+            )
+
+    def _take_pending(self, max_bytes: int) -> Batch | None:
+        with self._commit_lock, self._pending_lock:
+            if not self._pending:
+                return None
+            out: list[bytes] = []
+            size = 0
+            while self._pending:
+                cost = len(self._pending[0]) + 1
+                if out and size + cost > max_bytes:
+                    break
+                out.append(self._pending.popleft())
+                size += cost
+            self._pending_bytes -= size - len(out)
+        return Batch(out, 1 << 62, 1 << 62)
+
+    def _claim(self, max_bytes: int) -> Batch | None:
+        conn = self._connection()
+        now = time.time()
+        if now >= self._next_reclaim:
+            self._next_reclaim = now + _RECLAIM_EVERY_S
+            self._reclaim_from_dead_owners(conn, now)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            ids: list[int] = []
+            messages: list[bytes] = []
+            size = 0
+            cursor = conn.execute(
+                "SELECT id, body FROM outbox WHERE lease_until < ? ORDER BY id LIMIT ?",
+                (now, _CLAIM_ROWS),
+            )
+            for row_id, body in cursor:
+                cost = len(body) + 1
+                if messages and size + cost > max_bytes:
+                    break
+                ids.append(row_id)
+                messages.append(bytes(body))
+                size += cost
+            cursor.close()
+            if ids:
+                conn.execute(
+                    "UPDATE outbox SET lease_owner = ?, lease_until = ? "
+                    "WHERE id BETWEEN ? AND ? AND lease_until < ?",
+                    (self._owner, now + (self.lease or 360.0), ids[0], ids[-1], now),
+                )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        if not ids:
+            return None
+        return Batch(messages, ids[0], ids[-1], ids)
+
+    def _reclaim_from_dead_owners(self, conn: sqlite3.Connection, now: float) -> None:
+        host = socket.gethostname()
+        owners = conn.execute(
+            "SELECT DISTINCT lease_owner FROM outbox WHERE lease_until > ?", (now,)
+        ).fetchall()
+        for (owner,) in owners:
+            if owner and owner != self._owner and _dead_on_this_host(owner, host):
+                released = conn.execute(
+                    "UPDATE outbox SET lease_owner = NULL, lease_until = 0 WHERE lease_owner = ?",
+                    (owner,),
+                ).rowcount
+                logger.info(
+                    "outbox %s: reclaimed %d events from a process that died", self.path, released
+                )
+
+    def _trim(self, conn: sqlite3.Connection) -> tuple[int, int] | None:
+        """Drop the oldest rows beyond the bounds; return (count, oldest id) if any."""
+        events, nbytes = conn.execute(
+            "SELECT events, bytes FROM outbox_totals WHERE id = 1"
+        ).fetchone()
+        if events <= self.max_events and nbytes <= self.max_bytes:
+            return None
+        excess_events = max(0, events - self.max_events)
+        excess_bytes = max(0, nbytes - self.max_bytes)
+        victims: list[int] = []
+        freed = 0
+        for row_id, size in conn.execute(
+            "SELECT id, size FROM outbox WHERE lease_until < ? ORDER BY id", (time.time(),)
+        ):
+            if len(victims) >= excess_events and freed >= excess_bytes:
+                break
+            victims.append(row_id)
+            freed += size
+        if not victims:
+            return None
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany("DELETE FROM outbox WHERE id = ?", ((v,) for v in victims))
+        conn.execute("COMMIT")
+        logger.warning(
+            "outbox %s is full (max_events=%d, max_bytes=%d); dropped its %d oldest events",
+            self.path,
+            self.max_events,
+            self.max_bytes,
+            len(victims),
+        )
+        return len(victims), victims[0]
+
+
+def _dead_on_this_host(owner: str, host: str) -> bool:
+    """Whether a lease owner ("host:pid:token") is a process of this host that has exited."""
+    parts = owner.split(":")
+    if len(parts) < 3 or ":".join(parts[:-2]) != host:
+        return False
+    try:
+        pid = int(parts[-2])
+    except ValueError:
+        return False
+    if pid == os.getpid():
+        return False  # another buffer of this very process: alive
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
