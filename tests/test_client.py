@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 import uptake
-from uptake.testing import LoopbackCollector
+from uptake.testing import LoopbackCollector, capture_events
 
 from .conftest import WRITE_KEY, track_names
 
@@ -167,7 +167,8 @@ def test_oversized_event_is_dropped_alone(
     client.track("u1", "Small")
     client.track("u1", "Huge", {"blob": "x" * 40_000})
     client.track("u1", "Small Again")
-    assert client.flush(timeout=5)
+    assert client.flush(timeout=5) is False  # one event tracked before it was lost
+    assert client.flush(timeout=5) is True  # and nothing since
     assert track_names(collector.events) == ["Session Started", "Small", "Small Again"]
     assert client.stats.dropped_by_reason == {"too_large": 1}
     client.shutdown(timeout=5)
@@ -222,7 +223,7 @@ def test_before_send_that_raises_drops_that_event_only(
     with caplog.at_level(logging.ERROR, logger="uptake"):
         client.track("u1", "Bad")
         client.track("u1", "Good")
-    assert client.flush(timeout=5)
+    assert client.flush(timeout=5) is False  # "Bad" was lost
     assert track_names(collector.events) == ["Session Started", "Good"]
     assert client.stats.dropped_by_reason == {"before_send_error": 1}
     assert "before_send raised" in caplog.text
@@ -297,7 +298,7 @@ def test_shutdown_delivers_then_refuses_new_events(
     client.track("u1", "After")
     assert "After" not in track_names(collector.events)
     assert client.stats.dropped_by_reason["closed"] >= 1
-    assert client.shutdown(timeout=1) is False  # second call: already closed
+    assert client.shutdown(timeout=1) is True  # a second call repeats the first's answer
     assert "closed" in repr(client)
 
 
@@ -321,3 +322,46 @@ def test_flush_from_a_hook_on_the_delivery_thread_does_not_deadlock(
     client.track("u1", "E")
     assert client.flush(timeout=5) is False
     assert results == [False]
+
+
+def test_every_drop_after_shutdown_reaches_on_error(
+    caplog: pytest.LogCaptureFixture, make_client: MakeClient
+) -> None:
+    errors: list[uptake.DeliveryError] = []
+    client = make_client(on_error=errors.append)
+    client.shutdown(timeout=5)
+    with caplog.at_level(logging.DEBUG, logger="uptake"):
+        for _ in range(3):
+            client.track("u1", "Too Late")
+    assert [(e.count, "after shutdown" in e.reason) for e in errors] == [(1, True)] * 3
+    assert client.stats.dropped_by_reason == {"closed": 3}  # no session opened for them
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1  # the log is spared a line per event
+
+
+def test_session_id_none_in_context_means_automatic_sessions(make_client: MakeClient) -> None:
+    client = make_client(send=False)
+    with capture_events(client) as captured:
+        client.track("u1", "A", context={"sessionId": None, "ip": "203.0.113.1"})
+        client.track("u2", "B", context={"sessionId": ""})
+    sessions = {e["context"]["sessionId"] for e in captured}
+    assert "None" not in sessions and "" not in sessions and len(sessions) == 2
+
+
+def test_flush_reports_losses_since_the_previous_flush(
+    collector: LoopbackCollector, make_client: MakeClient
+) -> None:
+    client = make_client(max_queue_size=10, flush_interval=60, flush_at=10_000)
+    for i in range(50):
+        client.track("u1", "E", {"i": i})
+    assert client.flush(timeout=5) is False  # 41 were dropped (queue full)
+    client.track("u1", "E")
+    assert client.flush(timeout=5) is True
+
+
+def test_negative_flush_timeout_is_a_value_error(make_client: MakeClient) -> None:
+    client = make_client()
+    with pytest.raises(ValueError, match="timeout"):
+        client.flush(timeout=-1)
+    with pytest.raises(ValueError, match="timeout"):
+        client.shutdown(timeout=float("nan"))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+import pytest
+
 import uptake
 from uptake.testing import LoopbackCollector
 
@@ -133,3 +135,37 @@ def test_track_never_waits_on_the_network(
     thread.join(timeout=10)  # would hang forever if track() waited on the collector
     assert done == [True]
     assert client.stats.queued + client.stats.in_flight == 2_001
+
+
+def test_a_bug_in_sending_fails_the_batch_instead_of_losing_it(
+    collector: LoopbackCollector, make_client: MakeClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    errors: list[uptake.DeliveryError] = []
+    client = make_client(on_error=errors.append)
+
+    def broken(messages: object, offset: int = 0) -> object:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(client._worker.transport, "send", broken)
+    client.track("u1", "E")
+    assert client.flush(timeout=5) is False  # answered at once, not after a hang
+    assert client.stats.failed == 2 and client.stats.in_flight == 0
+    assert "internal error" in errors[0].reason
+    monkeypatch.undo()
+    client.track("u1", "After")
+    assert client.flush(timeout=5)
+
+
+def test_long_retry_after_holds_sending_but_not_the_client(
+    collector: LoopbackCollector, make_client: MakeClient
+) -> None:
+    errors: list[uptake.DeliveryError] = []
+    collector.respond_with(503, headers={"Retry-After": "3600"})
+    client = make_client(on_error=errors.append, retry_timeout=1)
+    client.track("u1", "First")
+    assert client.flush(timeout=5) is False  # given up: an hour is past the retry budget
+    client.track("u1", "Second")
+    assert client.flush(timeout=0.3) is False  # held back: nothing is sent before the hour
+    assert [r.status for r in collector.requests] == [503]
+    assert client._worker.transport.ready_in() > 3000
+    assert errors and errors[0].status == 503

@@ -275,3 +275,22 @@ def test_fast_track_encoding_hands_hard_cases_to_the_careful_path(
     assert events.encode_track("m", "t", "u", None, "E", properties, None, None) is None
     client.track("u1", "E", properties)  # still accepted, through the general encoder
     assert client.stats.dropped_by_reason == {"send_disabled": 2}
+
+
+def test_values_whose_own_conversion_fails_still_encode(client: uptake.Client) -> None:
+    too_early = dt.datetime(1, 1, 1, tzinfo=dt.timezone(dt.timedelta(hours=1)))
+    assert encoded(too_early) == str(too_early)  # cannot be shifted to UTC: its str()
+    client.track("u1", "E", {"when": too_early})  # never raises into the host
+    assert client.stats.dropped_by_reason == {"send_disabled": 2}
+
+
+def test_extreme_timestamps_are_sent_as_valid_iso8601(client: uptake.Client) -> None:
+    too_early = dt.datetime(1, 1, 1, tzinfo=dt.timezone(dt.timedelta(hours=1)))
+    with capture_events(client) as captured:
+        client.track("u1", "E", timestamp=too_early)
+    assert captured[-1]["timestamp"] == "0000-12-31T23:00:00.000Z"
+
+
+def test_early_years_are_zero_padded() -> None:
+    t = dt.datetime(5, 6, 7, 8, 9, 10, tzinfo=dt.timezone.utc).timestamp()
+    assert events.format_timestamp(t) == "0005-06-07T08:09:10.000Z"

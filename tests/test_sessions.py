@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 from types import SimpleNamespace
 from typing import Any
 
@@ -171,3 +172,31 @@ def test_custom_session_timeout() -> None:
         client.track("u1", "A", timestamp=at(0))
         client.track("u1", "B", timestamp=at(2))
     assert [e["event"] for e in captured].count("Session Started") == 2
+
+
+def test_expire_follows_event_time_for_old_events() -> None:
+    s = Sessionizer(idle_timeout=30 * MIN, max_duration=24 * 3600.0, max_users=10)
+    old = 1_500_000_000.0  # 2017: a replay of old events, the wall clock is years later
+    touch(s, old, "a")
+    touch(s, old + 1 * MIN, "b")
+    assert s.expire() == []  # on the replay's clock nobody has been idle for 30 minutes
+    touch(s, old + 40 * MIN, "c")
+    assert [span.user_id for span in s.expire()] == ["a", "b"]
+
+
+def test_expire_uses_the_wall_clock_for_live_events() -> None:
+    s = Sessionizer(idle_timeout=30 * MIN, max_duration=24 * 3600.0, max_users=10)
+    now = time.time()
+    touch(s, now - 45 * MIN, "gone")
+    touch(s, now - 5 * MIN, "here")
+    assert [span.user_id for span in s.expire()] == ["gone"]
+
+
+def test_expire_stops_at_the_first_live_session() -> None:
+    s = Sessionizer(idle_timeout=30 * MIN, max_duration=24 * 3600.0, max_users=100_000)
+    for n in range(50_000):
+        touch(s, T0 + n * 0.01, f"u{n}")
+    assert s.expire(T0 + 600) == []
+    ended = s.expire(T0 + 30 * MIN + 100)  # only the first ~10,000 users are idle
+    assert 9_000 < len(ended) < 11_000
+    assert len(s) == 50_000 - len(ended)

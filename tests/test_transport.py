@@ -221,9 +221,28 @@ NOW = 1_800_000_000.0
         ("-3", None),
         ("soon", None),
         ("nan", None),
+        ("inf", None),
+        ("1e300", 86400.0),  # capped at a day
         (email.utils.formatdate(NOW + 30, usegmt=True), 30.0),
         (email.utils.formatdate(NOW - 30, usegmt=True), None),
     ],
 )
 def test_parse_retry_after(header: str | None, expected: float | None) -> None:
     assert parse_retry_after(header, now=NOW) == expected
+
+
+def test_undecodable_response_is_retried_not_raised(mock: respx.MockRouter) -> None:
+    route = mock.post(URL)
+    # What httpx raises reading a reply whose body does not match its Content-Encoding.
+    route.side_effect = [httpx.DecodingError("incorrect header check"), httpx.Response(200)]
+    outcome = make().send(messages(2))
+    assert outcome.delivered == 2 and route.call_count == 2
+
+
+def test_ready_in_reports_a_retry_after_hold(mock: respx.MockRouter) -> None:
+    mock.post(URL).respond(429, headers={"Retry-After": "120"})
+    transport = make(retry_timeout=1)
+    assert transport.ready_in() == 0
+    outcome = transport.send(messages(1))
+    assert outcome.failures[0].retryable
+    assert 100 < transport.ready_in() <= 120

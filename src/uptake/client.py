@@ -170,13 +170,16 @@ class Client:
             idle_timeout=session_timeout, max_duration=max_session_duration, max_users=100_000
         )
         self._state = _State.OPEN
+        self._shutdown_result = False
         self._build_engine()
         _clients.add(self)
 
-    def _build_engine(self) -> None:
+    def _build_engine(self, *, in_child: bool = False) -> None:
         """Create the lock, counters, transport and worker (again, in a forked child)."""
         self._counters = Counters()
         self._lock = self._counters.lock
+        self._flush_checkpoint = 0
+        self._last_warning = 0.0
         self._unreported: Counter[str] = Counter()
         self._next_sweep = time.monotonic() + _SESSION_SWEEP_S
         transport = HttpTransport(
@@ -185,7 +188,7 @@ class Client:
             on_retry=self._count_retry,
             **self._transport_options,  # type: ignore[arg-type]
         )
-        if self.send:
+        if self.send and not in_child:  # at fork, stay light: the child builds it on first use
             transport.prepare()
         self._worker = Worker(
             buffer=self._buffer,
@@ -406,40 +409,58 @@ class Client:
             True when every event queued before the call was delivered; False when some
             were given up, or the timeout passed first. Thread-safe.
         """
-        _check_positive_number("timeout", timeout, allow_zero=True)
+        _check_timeout(timeout)
         if self._state is _State.CLOSED or not self.send:
-            return not len(self._buffer)
-        return self._worker.flush(timeout)
+            return self._nothing_lost() and not len(self._buffer)
+        return self._flush(timeout)
+
+    def _flush(self, timeout: float) -> bool:
+        clean = self._nothing_lost()
+        delivered = self._worker.flush(timeout)
+        self._nothing_lost()  # losses seen while waiting are this call's answer, not the next's
+        return delivered and clean
+
+    def _nothing_lost(self) -> bool:
+        """True if no event was lost since the previous call (flush() asks this)."""
+        with self._lock:
+            losses = self._counters.losses()
+            clean = losses == self._flush_checkpoint
+            self._flush_checkpoint = losses
+        return clean
 
     def shutdown(self, timeout: float = 5.0) -> bool:
         """Deliver what is queued (for at most ``timeout`` seconds) and stop the worker.
 
-        Events still queued at the deadline are dropped, counted and reported. Later
-        tracking calls drop their events (counted as ``"closed"``). Safe to call twice.
+        Events still queued at the deadline are dropped, counted and reported (a durable
+        buffer keeps them on disk instead). Later tracking calls drop their events (counted
+        as ``"closed"``). Safe to call twice: the second call returns the first's result.
 
         Returns:
-            True when every event queued before the call was delivered.
+            True when everything tracked since the last flush() was delivered.
         """
-        _check_positive_number("timeout", timeout, allow_zero=True)
+        _check_timeout(timeout)
         deadline = time.monotonic() + timeout
         with self._lock:
             if self._state is _State.CLOSED:
-                return False
+                return self._shutdown_result
             self._state = _State.CLOSED
         _clients.discard(self)
         # Open sessions are not ended: a process exit is not the user leaving.
         self._sessions.clear()
-        # Leave a fifth of the time (at most a second) to stop the thread cleanly.
-        flush_timeout = timeout - min(1.0, timeout / 5)
-        delivered = self._worker.flush(flush_timeout) if self.send else True
+        # Leave a fifth of the time (at most a second) to stop the thread cleanly, and make
+        # retries give up by then rather than sleep past it.
+        grace = min(1.0, timeout / 5)
+        self._worker.transport.abort_after(deadline - grace / 2)
+        delivered = self._flush(timeout - grace) if self.send else self._nothing_lost()
         stopped = self._worker.stop(deadline)
         self._tick()
-        return delivered and stopped
+        self._shutdown_result = delivered and stopped
+        return self._shutdown_result
 
     @property
     def stats(self) -> Stats:
         """A snapshot of the delivery counters (see :class:`~uptake.Stats`). Thread-safe."""
-        return self._counters.snapshot(len(self._buffer))
+        return self._counters.snapshot(self._buffer)
 
     # ------------------------------------------------------------------ internals
 
@@ -465,7 +486,7 @@ class Client:
             return
         t = time.time() if timestamp is None else self._event_time(timestamp)
         session_id: str | None
-        if context is not None and "sessionId" in context:
+        if context is not None and context.get("sessionId") not in (None, ""):
             session_id = str(context["sessionId"])
         else:
             session_id, started, ended = self._sessions.touch(
@@ -574,10 +595,12 @@ class Client:
         if self._state is _State.CLOSED:
             self._drop("closed")
             return
-        if not self._buffer.put(data):
-            self._drop("queue_full")
-            return
-        with self._lock:
+        with self._lock:  # one step for the buffer and the counters: stats stay consistent
+            if not self._buffer.put(data):
+                self._counters.tracked += 1
+                self._counters.dropped["queue_full"] += 1
+                self._unreported["queue_full"] += 1
+                return
             self._counters.tracked += 1
             self._counters.enqueued += 1
             accepted = self._counters.enqueued
@@ -612,9 +635,9 @@ class Client:
         with self._lock:
             self._counters.retried += 1
 
-    def _report(self, error: DeliveryError) -> None:
+    def _report(self, error: DeliveryError, *, quiet: bool = False) -> None:
         """Log a delivery problem and hand it to ``on_error``. Never raises."""
-        logger.warning("%s", error)
+        logger.log(logging.DEBUG if quiet else logging.WARNING, "%s", error)
         if self._on_error is not None:
             try:
                 self._on_error(error)
@@ -622,15 +645,25 @@ class Client:
                 logger.exception("on_error hook raised")
 
     def _tick(self) -> None:
-        """Periodic chores, on the delivery thread: report drops, end idle sessions."""
+        """Periodic chores, on the delivery thread: report drops, end idle sessions.
+
+        After shutdown there is no delivery thread: tracking calls run it themselves, and
+        their drops reach ``on_error`` every time but the log at most once a second.
+        """
+        now = time.monotonic()
+        quiet = False
         with self._lock:
             unreported, self._unreported = self._unreported, Counter()
+            if unreported and self._state is _State.CLOSED:
+                quiet = now - self._last_warning < 1.0
+                if not quiet:
+                    self._last_warning = now
         for reason, count in unreported.items():
-            self._report(DeliveryError(_DROP_REASONS.get(reason, reason), count=count))
-        now = time.monotonic()
+            error = DeliveryError(_DROP_REASONS.get(reason, reason), count=count)
+            self._report(error, quiet=quiet)
         if now >= self._next_sweep and self._state is _State.OPEN:
             self._next_sweep = now + _SESSION_SWEEP_S
-            for span in self._sessions.expire(time.time()):
+            for span in self._sessions.expire():
                 self._emit_session("Session Ended", span, span.last)
 
     def _after_fork_in_child(self) -> None:
@@ -641,7 +674,8 @@ class Client:
         """
         self._buffer.after_fork_in_child()
         self._sessions.reset_lock()
-        self._build_engine()
+        self._sessions.clear()  # the parent's sessions are the parent's to end
+        self._build_engine(in_child=True)
 
 
 _DROP_REASONS = {
@@ -657,6 +691,15 @@ _DROP_REASONS = {
 def _check_positive_int(name: str, value: object) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ConfigurationError(f"{name} must be a positive int, not {value!r}")
+
+
+def _check_timeout(timeout: object) -> None:
+    if (
+        not isinstance(timeout, (int, float))
+        or isinstance(timeout, bool)
+        or not timeout >= 0  # also refuses NaN
+    ):
+        raise ValueError(f"timeout must be a number of seconds >= 0, not {timeout!r}")
 
 
 def _check_positive_number(name: str, value: object, *, allow_zero: bool = False) -> None:
@@ -695,16 +738,25 @@ def _is_loopback(host: str) -> bool:
 
 
 def _exit_hook() -> None:
-    for client in list(_clients):
+    clients = list(_clients)
+    if not clients:
+        return
+    # One deadline for all clients: exit takes at most the longest exit_timeout.
+    deadline = time.monotonic() + max(client.exit_timeout for client in clients)
+    for client in clients:
+        remaining = max(0.0, min(client.exit_timeout, deadline - time.monotonic()))
         try:
-            client.shutdown(client.exit_timeout)
+            client.shutdown(remaining)
         except Exception:  # never disturb interpreter exit
             logger.exception("error while delivering events at exit")
 
 
 def _after_fork() -> None:
     for client in list(_clients):
-        client._after_fork_in_child()
+        try:
+            client._after_fork_in_child()
+        except Exception:  # one broken client must not leave the others unusable
+            logger.exception("error while preparing a client in a forked child")
 
 
 atexit.register(_exit_hook)

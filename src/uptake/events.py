@@ -78,7 +78,11 @@ def format_timestamp(t: float) -> str:
     sec = millis // 1000
     cached_sec, prefix = _second_cache
     if sec != cached_sec:
-        prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+        tm = time.gmtime(sec)  # strftime's %Y does not zero-pad years before 1000
+        prefix = (
+            f"{tm.tm_year:04d}-{tm.tm_mon:02d}-{tm.tm_mday:02d}"
+            f"T{tm.tm_hour:02d}:{tm.tm_min:02d}:{tm.tm_sec:02d}"
+        )
         _second_cache = (sec, prefix)
     return f"{prefix}.{millis - sec * 1000:03d}Z"
 
@@ -177,8 +181,17 @@ def coerce(value: Any) -> Any:
     """Return a JSON-friendly stand-in for a value the JSON encoder cannot handle.
 
     Used as the encoder's ``default`` hook: the result is encoded in turn, so it may itself
-    need coercion (an Enum whose value is a Decimal, say).
+    need coercion (an Enum whose value is a Decimal, say). Never raises: a value whose own
+    conversion fails (a datetime too close to year 1 to shift to UTC, say) becomes its
+    ``str()``.
     """
+    try:
+        return _coerce(value)
+    except Exception:
+        return _as_str(value)
+
+
+def _coerce(value: Any) -> Any:
     if isinstance(value, _dt.datetime):
         return _iso(value)
     if isinstance(value, (_dt.date, _dt.time)):
@@ -201,6 +214,10 @@ def coerce(value: Any) -> Any:
     if isinstance(value, _dt.timedelta):
         return value.total_seconds()
     _warn_once(type(value), "coerced to str()")
+    return _as_str(value)
+
+
+def _as_str(value: Any) -> str:
     try:
         return str(value)
     except Exception:
@@ -242,11 +259,11 @@ def encode(obj: Mapping[str, Any]) -> bytes:
     """
     try:
         text = _encode(obj)
-    except (ValueError, TypeError, RecursionError):
+    except Exception:  # NaN, odd keys, cycles, a dict changed by another thread, ...
         try:
             text = _encode(_sanitize(obj, 0, set()))
-        except (ValueError, TypeError, RecursionError) as exc:
-            raise UnencodableEventError(str(exc)) from exc
+        except Exception as exc:
+            raise UnencodableEventError(f"{type(exc).__name__}: {exc}") from exc
     try:
         return text.encode("utf-8")
     except UnicodeEncodeError:  # lone surrogates: escape everything as \uXXXX instead
@@ -330,7 +347,7 @@ def encode_track(
     """
     try:
         props = _encode(properties) if properties else "{}"
-    except (ValueError, TypeError, RecursionError):
+    except Exception:
         return None
     parts = [
         '{"type":"track","messageId":"',

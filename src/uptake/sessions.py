@@ -10,6 +10,7 @@ traffic. Thread-safe.
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
 
 import attrs
@@ -90,6 +91,7 @@ class Sessionizer:
         self.max_users = max_users
         self._open: OrderedDict[str, _Open] = OrderedDict()
         self._lock = threading.Lock()
+        self.latest = 0.0  # the latest event time seen
 
     def reset_lock(self) -> None:
         """Replace the lock (after fork, where the parent may have held it)."""
@@ -112,6 +114,8 @@ class Sessionizer:
         it gets no session id rather than a wrong one.
         """
         with self._lock:
+            if t > self.latest:
+                self.latest = t
             current = self._open.get(key)
             ended = None
             if current is not None:
@@ -168,17 +172,31 @@ class Sessionizer:
             current.last = t
         return current.span()
 
-    def expire(self, now: float) -> list[SessionSpan]:
-        """Close and return every session that has been idle or open too long at ``now``."""
-        ended = []
+    def expire(self, now: float | None = None) -> list[SessionSpan]:
+        """Close and return the sessions idle for longer than the timeout at ``now``.
+
+        By default ``now`` is the wall clock while events are live (the latest event time
+        is within ``max_duration`` of it), and the latest event time otherwise, so replays
+        and backfills of old events expire on their own clock. Scans from the least
+        recently active user and stops at the first live session, so the cost is the
+        number of sessions ended.
+        """
+        if now is None:
+            wall = time.time()
+            now = wall if wall - self.latest <= self.max_duration else self.latest
+        expired: list[_Open] = []
         with self._lock:
             for key, current in list(self._open.items()):
-                too_long = now - current.started > self.max_duration
-                idle = not current.explicit and now - current.last > self.idle_timeout
-                if too_long or idle:
-                    del self._open[key]
-                    ended.append(current.span())
-        return ended
+                if current.explicit:
+                    if now - current.started > self.max_duration:
+                        del self._open[key]
+                        expired.append(current)
+                    continue
+                if now - current.last <= self.idle_timeout:
+                    break  # the rest were active more recently
+                del self._open[key]
+                expired.append(current)
+        return [current.span() for current in expired]
 
     def clear(self) -> None:
         """Forget every open session without ending it."""

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sized
 from types import MappingProxyType
 
 import attrs
 
 __all__ = ["Stats"]
+
+#: Drop reasons that are the host's choice, not a loss (flush() still returns True).
+INTENTIONAL_DROPS = frozenset({"before_send", "send_disabled"})
 
 
 @attrs.frozen
@@ -61,19 +64,15 @@ class Counters:
         self.dropped: Counter[str] = Counter()
         self.failed: Counter[str] = Counter()
 
-    def add_dropped(self, reason: str, count: int = 1) -> None:
-        """Count events dropped for ``reason``; ``count`` may be 0."""
-        with self.lock:
-            self.dropped[reason] += count
+    def losses(self) -> int:
+        """Events lost so far: failed, or dropped other than on purpose (call with the lock)."""
+        dropped = sum(n for reason, n in self.dropped.items() if reason not in INTENTIONAL_DROPS)
+        return dropped + sum(self.failed.values())
 
-    def add_failed(self, reason: str, count: int) -> None:
-        """Count events given up after sending, for ``reason``."""
+    def snapshot(self, buffer: Sized) -> Stats:
+        """Return a frozen copy of the counters; ``len(buffer)`` counts queued and in flight."""
         with self.lock:
-            self.failed[reason] += count
-
-    def snapshot(self, held: int) -> Stats:
-        """Return a frozen copy of the counters; ``held`` counts queued plus in-flight events."""
-        with self.lock:
+            held = len(buffer)
             return Stats(
                 tracked=self.tracked,
                 enqueued=self.enqueued,

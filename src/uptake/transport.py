@@ -17,6 +17,7 @@ import base64
 import email.utils
 import gzip as _gzip
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -32,6 +33,8 @@ from .events import format_timestamp
 logger = logging.getLogger("uptake")
 
 _RETRY_STATUSES = frozenset({408, 429})
+#: Longest ``Retry-After`` obeyed, in seconds; longer requests are shortened to this.
+MAX_RETRY_AFTER = 24 * 3600.0
 _USER_AGENT = f"uptake-python/{__version__}"
 
 
@@ -65,11 +68,10 @@ class SendOutcome:
 
 
 class _Retryable(Exception):
-    def __init__(self, reason: str, status: int | None, retry_after: float | None) -> None:
+    def __init__(self, reason: str, status: int | None) -> None:
         super().__init__(reason)
         self.reason = reason
         self.status = status
-        self.retry_after = retry_after
 
 
 class _GaveUp(Exception):
@@ -102,9 +104,9 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
         if when.tzinfo is None:
             return None
         seconds = when.timestamp() - (time.time() if now is None else now)
-    if seconds != seconds or seconds <= 0:  # NaN or in the past
+    if not math.isfinite(seconds) or seconds <= 0:  # NaN, infinite, or in the past
         return None
-    return seconds
+    return min(seconds, MAX_RETRY_AFTER)
 
 
 class HttpTransport:
@@ -150,6 +152,10 @@ class HttpTransport:
         return f"HttpTransport(url={self.url!r}, gzip={self.gzip})"
 
     # ------------------------------------------------------------------ lifecycle
+
+    def ready_in(self) -> float:
+        """Seconds until the collector allows another request (``Retry-After``); 0 if now."""
+        return max(0.0, self._not_before - time.monotonic())
 
     def abort_after(self, deadline: float) -> None:
         """Give up any delivery not finished by ``deadline`` (a ``time.monotonic()`` value)."""
@@ -236,9 +242,9 @@ class HttpTransport:
                 self.url, content=body, headers=self._headers, timeout=timeout
             )
         except _httpx.TimeoutException as exc:
-            raise _Retryable(f"timed out after {timeout:.1f}s", None, None) from exc
-        except _httpx.TransportError as exc:
-            raise _Retryable(f"connection error: {type(exc).__name__}", None, None) from exc
+            raise _Retryable(f"timed out after {timeout:.1f}s", None) from exc
+        except _httpx.HTTPError as exc:  # connection, protocol or response decoding error
+            raise _Retryable(f"connection error: {type(exc).__name__}", None) from exc
         status = response.status_code
         logger.debug(
             "POST %s %d events, %d bytes -> %d in %.1f ms",
@@ -252,7 +258,7 @@ class HttpTransport:
             retry_after = parse_retry_after(response.headers.get("Retry-After"))
             if retry_after is not None:
                 self._not_before = max(self._not_before, time.monotonic() + retry_after)
-            raise _Retryable(f"HTTP {status} from the collector", status, retry_after)
+            raise _Retryable(f"HTTP {status} from the collector", status)
         return status
 
     def prepare(self) -> None:

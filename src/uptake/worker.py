@@ -20,12 +20,16 @@ from collections.abc import Callable
 from .buffer import Batch, Buffer
 from .errors import DeliveryError
 from .stats import Counters
-from .transport import HttpTransport, SendOutcome
+from .transport import Failure, HttpTransport, SendOutcome
 
 logger = logging.getLogger("uptake")
 
 # How often flush() re-checks a durable buffer, which other processes may drain too.
 _SHARED_POLL_S = 0.05
+# Room left in a request body for {"batch":[...],"sentAt":"..."} around the events.
+_ENVELOPE_BYTES = 64
+# Longest the thread sleeps without running its chores (drop reports, session expiry).
+_CHORES_EVERY_S = 1.0
 
 
 class _Waiter:
@@ -153,6 +157,9 @@ class Worker:
                 wait = next_due - time.monotonic()
                 if self._deadline is not None:
                     wait = min(wait, self._deadline - time.monotonic())
+                held_back = self.transport.ready_in()
+                if held_back > 0:  # Retry-After: sleep through it, but keep the chores going
+                    wait = min(max(wait, held_back), _CHORES_EVERY_S)
                 self._wake.wait(max(0.0, wait))
                 self._wake.clear()
                 now = time.monotonic()
@@ -169,14 +176,21 @@ class Worker:
 
     def _drain(self, force: bool) -> None:
         while not self._past_deadline():
+            if self.transport.ready_in() > 0:
+                return  # the collector asked us to wait (Retry-After); _run wakes us then
             if not force and len(self.buffer) < self.flush_at:
                 return
-            batch = self.buffer.take(self.max_batch_bytes)
+            batch = self.buffer.take(self.max_batch_bytes - _ENVELOPE_BYTES)
             if batch is None:
                 return
             with self.counters.lock:
                 self.counters.in_flight = len(batch)
-            outcome = self.transport.send(batch.messages)
+            try:
+                outcome = self.transport.send(batch.messages)
+            except Exception as exc:  # a bug, not a delivery problem: fail, never lose
+                logger.exception("unexpected error while sending a batch")
+                error = DeliveryError(f"internal error: {exc!r}", count=len(batch))
+                outcome = SendOutcome(failures=(Failure(error, 0, len(batch), False),))
             kept = self._settle(batch, outcome)
             if kept:
                 return  # the collector is unavailable: the kept events wait for next time
@@ -190,7 +204,11 @@ class Worker:
         durable = self.buffer.durable
         keep = [(f.start, f.stop) for f in outcome.failures if durable and f.retryable]
         lost = [f for f in outcome.failures if not (durable and f.retryable)]
+        if durable:  # file I/O: not under the counters lock, which track() takes
+            self.buffer.settle(batch, keep)
         with self.counters.lock:
+            if not durable:  # in the same step as the counters, so stats add up exactly
+                self.buffer.settle(batch)
             self.counters.in_flight = 0
             self.counters.delivered += outcome.delivered
             for failure in lost:
@@ -204,7 +222,6 @@ class Worker:
                 outcome.failures[0].error.reason,
                 kept,
             )
-        self.buffer.settle(batch, keep)
         with self._cond:
             if lost:
                 for waiter in self._waiters:
