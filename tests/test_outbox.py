@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -307,3 +308,66 @@ def test_outbox_is_exported_and_repr_is_safe(tmp_path: Path) -> None:
     assert "SqliteBuffer" in uptake.__all__
     assert repr(buffer) == f"SqliteBuffer({str(tmp_path / 'r.db')!r}, commit_interval=0.05)"
     assert os.path.exists(tmp_path / "r.db")
+
+
+def test_a_full_outbox_with_synchronous_commits_does_not_deadlock(
+    tmp_path: Path, collector: LoopbackCollector, make_client: MakeClient
+) -> None:
+    buffer = uptake.SqliteBuffer(tmp_path / "tiny.db", commit_interval=0, max_events=2)
+    client = make_client(buffer=buffer, flush_interval=60, flush_at=10_000)
+    done = threading.Event()
+
+    def track_some() -> None:
+        for i in range(5):
+            client.track("u1", "E", {"i": i})  # each commit past 2 rows drops the oldest
+        done.set()
+
+    threading.Thread(target=track_some, daemon=True).start()
+    assert done.wait(timeout=10), "track() hung"
+    assert client.stats.dropped_by_reason["outbox_full"] == 4
+
+
+def test_settling_never_touches_rows_another_process_claimed(tmp_path: Path) -> None:
+    path = tmp_path / "shared.db"
+    first = uptake.SqliteBuffer(path, lease=1e-6)  # its leases end at once
+    second = uptake.SqliteBuffer(path)
+    for i in range(3):
+        assert first.put(f'{{"i":{i}}}'.encode())
+    stale = first.take(500_000)
+    assert stale is not None and len(stale) == 3
+    claimed = second.take(500_000)  # the lease ran out: the second process claims them
+    assert claimed is not None and list(claimed.ids) == list(stale.ids)
+    first.settle(stale, keep=[(0, 3)])  # the first process gives up on them...
+    first.settle(stale)  # ...or thinks it delivered them: neither may touch the rows now
+    with sqlite3.connect(path) as conn:
+        owners = {owner for (owner,) in conn.execute("SELECT lease_owner FROM outbox")}
+    assert owners == {second._owner}
+    second.settle(claimed)
+    assert rows(path) == []
+    assert len(second) == 0
+
+
+def test_a_row_that_is_not_utf8_does_not_block_the_outbox(tmp_path: Path) -> None:
+    path = tmp_path / "odd.db"
+    buffer = uptake.SqliteBuffer(path)
+    with sqlite3.connect(path) as conn:  # a row some other writer left behind
+        conn.execute("INSERT INTO outbox (body, size) VALUES (?, 3)", (b"\xff\xfe\x00",))
+        conn.execute("UPDATE outbox_totals SET events = events + 1, bytes = bytes + 3")
+    assert buffer.put(b'{"ok":true}')
+    batch = buffer.take(500_000)
+    assert batch is not None and list(batch.messages) == [b"\xff\xfe\x00", b'{"ok":true}']
+
+
+def test_losing_the_file_later_falls_back_to_memory_without_raising(
+    tmp_path: Path, collector: LoopbackCollector, make_client: MakeClient
+) -> None:
+    folder = tmp_path / "data"
+    folder.mkdir()
+    buffer = uptake.SqliteBuffer(folder / "o.db", commit_interval=0)
+    client = make_client(buffer=buffer)
+    buffer.after_fork_in_child()  # as in a forked child: the file is reopened on first use
+    folder.rename(tmp_path / "gone")  # ...and by then its directory has disappeared
+    client.track("u1", "Still Tracked")  # must not raise into the host
+    assert buffer.degraded
+    assert client.flush(timeout=10)
+    assert "Still Tracked" in track_names(collector.events)

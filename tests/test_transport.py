@@ -155,7 +155,11 @@ def test_retry_after_also_holds_back_the_next_batch(mock: respx.MockRouter) -> N
     transport = make(retry_timeout=0.01)  # the first batch gives up at once...
     first = transport.send(messages(1))
     assert first.failures and first.failures[0].error.status == 503
-    assert transport.send(messages(1)).delivered == 1  # ...the next still waits its turn
+    assert 0.2 < transport.ready_in() <= 0.3
+    held = transport.send(messages(1))  # ...a next one with no budget to wait is not sent
+    assert held.failures and held.failures[0].retryable and len(seen) == 1
+    transport.retry_timeout = 5.0
+    assert transport.send(messages(1)).delivered == 1  # with budget, it waits its turn
     assert seen[1] - seen[0] >= 0.3
 
 

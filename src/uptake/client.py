@@ -595,18 +595,32 @@ class Client:
         if self._state is _State.CLOSED:
             self._drop("closed")
             return
-        with self._lock:  # one step for the buffer and the counters: stats stay consistent
-            if not self._buffer.put(data):
-                self._counters.tracked += 1
-                self._counters.dropped["queue_full"] += 1
-                self._unreported["queue_full"] += 1
-                return
-            self._counters.tracked += 1
-            self._counters.enqueued += 1
-            accepted = self._counters.enqueued
+        buffer = self._buffer
+        if buffer.durable:  # may touch the disk and call back on_drop: not under the lock
+            accepted_now = buffer.put(data)
+            with self._lock:
+                accepted = self._count_put(accepted_now)
+        else:
+            with self._lock:  # one step for the buffer and the counters: stats add up
+                accepted = self._count_put(buffer.put(data))
+        if not accepted:
+            return
         if not accepted % self.flush_at:  # another flush_at events: a full batch may wait
             self._worker.wake()
         self._worker.ensure_started()
+
+    def _count_put(self, ok: bool) -> int:
+        """Count one event offered to the buffer (call with the lock held).
+
+        Returns how many events were accepted so far, or 0 if this one was refused.
+        """
+        self._counters.tracked += 1
+        if not ok:
+            self._counters.dropped["queue_full"] += 1
+            self._unreported["queue_full"] += 1
+            return 0
+        self._counters.enqueued += 1
+        return self._counters.enqueued
 
     def _drop(self, reason: str, *, log: bool = True, count: int = 1) -> None:
         with self._lock:

@@ -7,15 +7,16 @@ when the lease ends, or at once when the owner is a dead process on this host.
 
 Durability window: with ``commit_interval=0.05`` (the default) ``track()`` only appends to
 an in-memory list, and a writer thread commits it every 50 ms at most, in one transaction;
-an event is on disk within ``commit_interval`` of being accepted. ``commit_interval=0``
-commits every event inside ``track()`` (about 5x the caller cost; see docs/delivery.md).
-Commits use ``synchronous=NORMAL``: they survive the process being killed, not a power cut.
+an event is on disk within ``commit_interval`` of being accepted (while the disk works).
+``commit_interval=0`` commits every event inside ``track()`` (about 10x the caller cost;
+see docs/delivery.md). Commits use ``synchronous=NORMAL``: they survive the process being
+killed, not a power cut.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
-import json
 import logging
 import os
 import socket
@@ -23,7 +24,7 @@ import sqlite3
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from .buffer import Batch, OnDrop
@@ -49,44 +50,32 @@ CREATE TABLE IF NOT EXISTS outbox_totals (
 );
 INSERT OR IGNORE INTO outbox_totals VALUES (1, 0, 0);
 """
+# Totals are kept by hand in the same transaction as each change: cheaper than triggers.
+_ADD_TOTALS = "UPDATE outbox_totals SET events = events + ?, bytes = bytes + ? WHERE id = 1"
 # Python's sqlite3 lets go of the GIL at every step of a statement, and getting it back
 # waits behind a busy host thread (up to 5 ms each time). So rows go in a few hundred per
 # INSERT, and a claim is a single statement that returns one row: every batch of events
 # costs a handful of steps, not one or two per event.
 _INSERT_ROWS = 400
-# The oldest unclaimed rows whose running size fits max_bytes (at least one), aggregated:
-# their ids, their sizes, and their bodies joined by newlines (JSON has no raw newline).
+# The oldest unclaimed rows whose running size fits max_bytes (at least one), aggregated
+# into one row: their ids and sizes as JSON arrays and their bodies as one hex string
+# (hex, so a body that is not valid UTF-8 cannot break the claim).
 _CLAIM = """
-SELECT json_group_array(id), json_group_array(size), group_concat(CAST(body AS TEXT), char(10))
+SELECT json_group_array(id), json_group_array(size), group_concat(hex(body), '')
 FROM (
     SELECT id, size, body, SUM(size + 1) OVER (ORDER BY id) AS running
     FROM outbox WHERE lease_until < :now ORDER BY id LIMIT :rows
 )
 WHERE running <= :max_bytes OR running = size + 1
 """
-
-
-@functools.lru_cache(maxsize=4)
-def _insert_sql(rows: int) -> str:
-    return "INSERT INTO outbox (body, size) VALUES " + ",".join(["(?, ?)"] * rows)
-
-
-def _split(joined: str, sizes: list[int]) -> list[bytes]:
-    """Cut the newline-joined bodies of a claim back into messages, by their sizes."""
-    data = joined.encode("utf-8")
-    out = []
-    pos = 0
-    for size in sizes:
-        out.append(data[pos : pos + size])
-        pos += size + 1
-    return out
-
-
-# Totals are kept by hand in the same transaction as each change: cheaper than triggers.
-_ADD_TOTALS = "UPDATE outbox_totals SET events = events + ?, bytes = bytes + ? WHERE id = 1"
+_IDS = "SELECT value FROM json_each(?)"
 _GROUP_SIZE = 512  # pending events that wake the writer before the interval is up
 _RECLAIM_EVERY_S = 30.0
 _CLAIM_ROWS = 4096
+_RETRY_WRITES_S = (0.5, 30.0)  # after a failed commit the writer waits 0.5 s, doubling to 30
+# Connections inherited from a parent process: kept referenced so that they are never
+# closed (closing one would act on the parent's SQLite handle); never used.
+_abandoned: list[sqlite3.Connection] = []
 
 
 class SqliteBuffer:
@@ -117,36 +106,41 @@ class SqliteBuffer:
         max_bytes: int = 512 * 1024 * 1024,
         lease: float | None = None,
     ) -> None:
-        if not isinstance(commit_interval, (int, float)) or commit_interval < 0:
+        if not isinstance(commit_interval, (int, float)) or not commit_interval >= 0:
             raise ConfigurationError(f"commit_interval must be >= 0, not {commit_interval!r}")
         for name, value in (("max_events", max_events), ("max_bytes", max_bytes)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigurationError(f"{name} must be a positive int, not {value!r}")
-        if lease is not None and (not isinstance(lease, (int, float)) or lease <= 0):
+        if lease is not None and (not isinstance(lease, (int, float)) or not lease > 0):
             raise ConfigurationError(f"lease must be a positive number of seconds, not {lease!r}")
         self.path = os.fspath(path)
         self.commit_interval = float(commit_interval)
         self.max_events = max_events
         self.max_bytes = max_bytes
         self.lease = lease
-        self.write_errors = 0  # failed commits; events stay in memory meanwhile
+        self.write_errors = 0  # failed writes; events stay in memory meanwhile
         self._max_pending = 100_000
         self._max_pending_bytes = 64 * 1024 * 1024
         self._on_drop: OnDrop | None = None
+        self._conn: sqlite3.Connection | None = None
         self._init_process_state()
-        with self._lock:
-            self._connection()  # fail now, at construction, if the file is unusable
+        try:
+            self._conn = self._open()
+        except (sqlite3.Error, OSError) as exc:
+            raise ConfigurationError(f"cannot open the outbox {self.path!r}: {exc}") from exc
 
     def _init_process_state(self) -> None:
         self._lock = threading.Lock()  # guards the connection
         self._commit_lock = threading.Lock()  # one commit (or fallback take) at a time
         self._pending_lock = threading.Lock()  # guards the pending deque
+        self._writer_lock = threading.Lock()
         self._pending: deque[bytes] = deque()
         self._pending_bytes = 0
-        self._conn: sqlite3.Connection | None = None
+        self._conn = None
         self._owner = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(4).hex()}"
         self._has_pending = threading.Event()
         self._closing = threading.Event()
+        self._closed = False
         self._writer: threading.Thread | None = None
         self._next_reclaim = 0.0
         self._degraded = False
@@ -156,7 +150,7 @@ class SqliteBuffer:
 
     @property
     def degraded(self) -> bool:
-        """True while commits fail (disk full, read-only): events wait in memory meanwhile."""
+        """True while writes fail (disk full, read-only): events wait in memory meanwhile."""
         return self._degraded
 
     # ------------------------------------------------------------------ Buffer protocol
@@ -170,24 +164,22 @@ class SqliteBuffer:
             self.lease = lease
 
     def put(self, message: bytes) -> bool:
-        """Accept one encoded event: commit it now, or hand it to the writer thread."""
+        """Accept one encoded event: commit it now, or hand it to the writer thread.
+
+        May call the ``on_drop`` callback (when a commit makes the file overflow), so the
+        caller must not hold a lock that callback takes.
+        """
         if self.commit_interval == 0 and not self._degraded:
             try:
-                with self._lock:
-                    conn = self._connection()
-                    conn.execute("BEGIN IMMEDIATE")
-                    try:
-                        self._insert(conn, (message,))
-                        dropped = self._trim(conn)
-                        conn.execute("COMMIT")
-                    except BaseException:
-                        conn.execute("ROLLBACK")
-                        raise
+                with self._lock, self._transaction() as conn:
+                    self._insert(conn, (message,))
+                    dropped = self._trim(conn)
+            except sqlite3.Error as exc:
+                self._write_failed(exc)
+            else:
                 if dropped and self._on_drop is not None:
                     self._on_drop("outbox_full", *dropped)
                 return True
-            except sqlite3.Error as exc:
-                self._write_failed(exc)
         size = len(message)
         with self._pending_lock:
             pending = self._pending
@@ -201,7 +193,8 @@ class SqliteBuffer:
             count = len(pending)
         if count == 1 or count >= _GROUP_SIZE:
             self._has_pending.set()
-            if self._writer is None:
+            writer = self._writer
+            if writer is None or not writer.is_alive():
                 self._start_writer()
         return True
 
@@ -219,37 +212,37 @@ class SqliteBuffer:
         return batch
 
     def settle(self, batch: Batch, keep: Sequence[tuple[int, int]] = ()) -> None:
-        """Delete the batch's rows, except ``keep`` ranges, which are released for later."""
+        """Delete the batch's rows, except ``keep`` ranges, which are released for later.
+
+        Only rows this process still holds the lease of are touched: a row whose lease
+        ran out and that another process claimed is that process's to settle.
+        """
         if not batch.ids:  # taken from memory while the disk was failing
             kept = [m for start, stop in keep for m in batch.messages[start:stop]]
-            with self._pending_lock:
+            with self._commit_lock, self._pending_lock:
                 self._pending.extendleft(reversed(kept))
                 self._pending_bytes += sum(len(m) for m in kept)
             return
-        kept_ids = [(batch.ids[i],) for start, stop in keep for i in range(start, stop)]
+        kept_ids = {batch.ids[i] for start, stop in keep for i in range(start, stop)}
+        done = _json_ids(i for i in batch.ids if i not in kept_ids)
         try:
-            with self._lock:
-                conn = self._connection()
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    conn.executemany(
-                        "UPDATE outbox SET lease_owner = NULL, lease_until = 0 WHERE id = ?",
-                        kept_ids,
-                    )
-                    mine = (batch.ids[0], batch.ids[-1], self._owner)
-                    count, size = conn.execute(
-                        "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM outbox "
-                        "WHERE id BETWEEN ? AND ? AND lease_owner = ?",
-                        mine,
-                    ).fetchone()
+            with self._lock, self._transaction() as conn:
+                if kept_ids:
                     conn.execute(
-                        "DELETE FROM outbox WHERE id BETWEEN ? AND ? AND lease_owner = ?", mine
+                        "UPDATE outbox SET lease_owner = NULL, lease_until = 0 "
+                        f"WHERE id IN ({_IDS}) AND lease_owner = ?",
+                        (_json_ids(kept_ids), self._owner),
                     )
-                    conn.execute(_ADD_TOTALS, (-count, -size))
-                    conn.execute("COMMIT")
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
+                count, size = conn.execute(
+                    "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM outbox "
+                    f"WHERE id IN ({_IDS}) AND lease_owner = ?",
+                    (done, self._owner),
+                ).fetchone()
+                conn.execute(
+                    f"DELETE FROM outbox WHERE id IN ({_IDS}) AND lease_owner = ?",
+                    (done, self._owner),
+                )
+                conn.execute(_ADD_TOTALS, (-count, -size))
         except sqlite3.Error as exc:
             # The rows keep their lease; once it ends they are sent again (at least once).
             logger.error("outbox %s: could not remove a delivered batch: %s", self.path, exc)
@@ -275,46 +268,56 @@ class SqliteBuffer:
                     .execute("SELECT 1 FROM outbox WHERE id <= ? LIMIT 1", (mark,))
                     .fetchone()
                 )
-        except sqlite3.Error:
-            return False
+        except sqlite3.Error:  # the file is out of reach: judge by what is in memory
+            return not self._pending
         return row is None
 
     def __len__(self) -> int:
-        try:
-            with self._lock:
-                row = (
-                    self._connection()
-                    .execute("SELECT events FROM outbox_totals WHERE id = 1")
-                    .fetchone()
-                )
-            stored = int(row[0])
-        except sqlite3.Error:
-            stored = 0
+        """Events waiting: those not yet committed, plus every row in the file.
+
+        The file is shared: its rows include other processes' events and events left by
+        earlier runs, all of which this process may end up sending.
+        """
+        stored = 0
+        if not self._closed:
+            try:
+                with self._lock:
+                    row = (
+                        self._connection()
+                        .execute("SELECT events FROM outbox_totals WHERE id = 1")
+                        .fetchone()
+                    )
+                stored = int(row[0])
+            except sqlite3.Error:
+                pass
         return stored + len(self._pending)
 
     def close(self) -> int:
         """Commit what is pending, release this process's leases, close the file.
 
-        Returns how many events could not be written (lost with the process).
+        Safe to call twice. Returns how many events could not be written (lost with the
+        process).
         """
         self._closing.set()
         self._has_pending.set()
         writer = self._writer
         if writer is not None and writer is not threading.current_thread():
-            writer.join(5.0)
-        self._commit_pending()
-        try:
-            with self._lock:
-                if self._conn is not None:
-                    self._conn.execute(
-                        "UPDATE outbox SET lease_owner = NULL, lease_until = 0 "
-                        "WHERE lease_owner = ?",
-                        (self._owner,),
-                    )
-                    self._conn.close()
-                    self._conn = None
-        except sqlite3.Error as exc:
-            logger.error("outbox %s: error while closing: %s", self.path, exc)
+            writer.join(1.0)
+        if not self._closed:
+            self._commit_pending()
+            try:
+                with self._lock:
+                    if self._conn is not None:
+                        self._conn.execute(
+                            "UPDATE outbox SET lease_owner = NULL, lease_until = 0 "
+                            "WHERE lease_owner = ?",
+                            (self._owner,),
+                        )
+                        self._conn.close()
+                        self._conn = None
+            except sqlite3.Error as exc:
+                logger.error("outbox %s: error while closing: %s", self.path, exc)
+            self._closed = True
         with self._pending_lock:
             lost = len(self._pending)
             self._pending.clear()
@@ -324,25 +327,54 @@ class SqliteBuffer:
     def after_fork_in_child(self) -> None:
         """Start afresh in a forked child: own connection and lease owner, nothing pending.
 
-        Events pending in the parent are the parent's to commit; the parent's connection is
-        abandoned, never used (SQLite connections must not cross a fork).
+        Events still pending in the parent are the parent's to commit; rows already in the
+        file may be sent by any process sharing it, the child included.
         """
+        if self._conn is not None:
+            _abandoned.append(self._conn)  # never closed here: it is the parent's handle
         self._init_process_state()
 
     # ------------------------------------------------------------------ internals
 
     def _connection(self) -> sqlite3.Connection:
-        """The open connection (call with ``_lock`` held); opens or recovers the file."""
+        """The open connection (call with ``_lock`` held); reopens it when needed.
+
+        Raises:
+            sqlite3.Error: the file cannot be opened now (or the buffer is closed).
+        """
         if self._conn is None:
-            self._conn = self._open()
+            if self._closed:
+                raise sqlite3.OperationalError("the outbox is closed")
+            try:
+                self._conn = self._open()
+            except OSError as exc:
+                raise sqlite3.OperationalError(str(exc)) from exc
         return self._conn
 
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction on the connection (call with ``_lock`` held)."""
+        conn = self._connection()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:  # SQLite may have rolled back already (disk full)
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    _abandoned.append(conn)  # stuck in a transaction: start a new one
+                    self._conn = None
+            raise
+
     def _open(self) -> sqlite3.Connection:
+        """Open the file, moving it aside first if it is not a database."""
         try:
             return self._open_file()
-        except sqlite3.OperationalError as exc:
-            raise ConfigurationError(f"cannot open the outbox {self.path!r}: {exc}") from exc
         except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError):
+                raise  # cannot open (missing directory, locked, ...): not corruption
             aside = f"{self.path}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
             logger.error(
                 "outbox %s is unreadable (%s); moved aside to %s, starting a fresh one",
@@ -373,8 +405,8 @@ class SqliteBuffer:
         return conn
 
     def _start_writer(self) -> None:
-        with self._lock:
-            if self._writer is not None:
+        with self._writer_lock:
+            if (self._writer is not None and self._writer.is_alive()) or self._closing.is_set():
                 return
             thread = threading.Thread(target=self._write_loop, name="uptake-outbox", daemon=True)
             try:
@@ -384,47 +416,48 @@ class SqliteBuffer:
             self._writer = thread
 
     def _write_loop(self) -> None:
+        backoff = _RETRY_WRITES_S[0]
         while not self._closing.is_set():
-            self._has_pending.wait()
-            self._closing.wait(self.commit_interval)  # gather a group, unless closing
-            self._commit_pending()
+            try:
+                self._has_pending.wait()
+                self._closing.wait(self.commit_interval)  # gather a group, unless closing
+                if self._commit_pending():
+                    backoff = _RETRY_WRITES_S[0]
+                else:  # the disk refused: try again later, not in a tight loop
+                    self._closing.wait(backoff)
+                    backoff = min(backoff * 2, _RETRY_WRITES_S[1])
+            except Exception:  # never let a bug stop the commits silently
+                logger.exception("unexpected error in the outbox writer")
+                self._closing.wait(backoff)
 
-    def _commit_pending(self) -> None:
+    def _commit_pending(self) -> bool:
+        """Write what is pending; False when the disk refused it."""
         with self._commit_lock:
-            self._commit_pending_locked()
-
-    def _commit_pending_locked(self) -> None:
-        # Only this method and _take_pending remove from the deque, both under _commit_lock,
-        # so the group copied here is still at its head when the commit is done.
-        with self._pending_lock:
-            if not self._pending:
-                self._has_pending.clear()
-                return
-            group = list(self._pending)
-        try:
-            with self._lock:
-                conn = self._connection()
-                conn.execute("BEGIN IMMEDIATE")
-                try:
+            # Only this method and _take_pending remove from the deque, both under
+            # _commit_lock, so the group copied here is still at its head afterwards.
+            with self._pending_lock:
+                if not self._pending:
+                    self._has_pending.clear()
+                    return True
+                group = list(self._pending)
+            try:
+                with self._lock, self._transaction() as conn:
                     self._insert(conn, group)
                     dropped = self._trim(conn)
-                    conn.execute("COMMIT")
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
-        except sqlite3.Error as exc:
-            self._write_failed(exc)
-            return
-        if dropped and self._on_drop is not None:  # outside the lock: it calls back up
+            except sqlite3.Error as exc:
+                self._write_failed(exc)
+                return False
+            with self._pending_lock:
+                for _ in range(len(group)):
+                    self._pending_bytes -= len(self._pending.popleft())
+                if not self._pending:
+                    self._has_pending.clear()
+        if dropped and self._on_drop is not None:  # outside the locks: it calls back up
             self._on_drop("outbox_full", *dropped)
-        with self._pending_lock:
-            for _ in range(len(group)):
-                self._pending_bytes -= len(self._pending.popleft())
-            if not self._pending:
-                self._has_pending.clear()
         if self._degraded:
             self._degraded = False
             logger.warning("outbox %s is writable again; events go to disk again", self.path)
+        return True
 
     def _write_failed(self, exc: sqlite3.Error) -> None:
         self.write_errors += 1
@@ -451,33 +484,6 @@ class SqliteBuffer:
             self._pending_bytes -= size - len(out)
         return Batch(out, 1 << 62, 1 << 62)
 
-    def _claim(self, max_bytes: int) -> Batch | None:
-        conn = self._connection()
-        now = time.time()
-        if now >= self._next_reclaim:
-            self._next_reclaim = now + _RECLAIM_EVERY_S
-            self._reclaim_from_dead_owners(conn, now)
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            ids_json, sizes_json, joined = conn.execute(
-                _CLAIM, {"now": now, "rows": _CLAIM_ROWS, "max_bytes": max_bytes}
-            ).fetchone()
-            ids: list[int] = json.loads(ids_json) if ids_json else []
-            messages = _split(joined, json.loads(sizes_json)) if ids else []
-            if ids:
-                conn.execute(
-                    "UPDATE outbox SET lease_owner = ?, lease_until = ? "
-                    "WHERE id BETWEEN ? AND ? AND lease_until < ?",
-                    (self._owner, now + (self.lease or 360.0), ids[0], ids[-1], now),
-                )
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        if not ids:
-            return None
-        return Batch(messages, ids[0], ids[-1], ids)
-
     def _insert(self, conn: sqlite3.Connection, group: Sequence[bytes]) -> None:
         """Insert rows and update the totals, a few hundred rows per statement."""
         for start in range(0, len(group), _INSERT_ROWS):
@@ -485,6 +491,27 @@ class SqliteBuffer:
             params = [value for m in chunk for value in (m, len(m))]
             conn.execute(_insert_sql(len(chunk)), params)
         conn.execute(_ADD_TOTALS, (len(group), sum(len(m) for m in group)))
+
+    def _claim(self, max_bytes: int) -> Batch | None:
+        now = time.time()
+        if now >= self._next_reclaim:
+            self._next_reclaim = now + _RECLAIM_EVERY_S
+            self._reclaim_from_dead_owners(self._connection(), now)
+        with self._transaction() as conn:
+            ids_json, sizes_json, joined = conn.execute(
+                _CLAIM, {"now": now, "rows": _CLAIM_ROWS, "max_bytes": max_bytes}
+            ).fetchone()
+            ids: list[int] = _load_ids(ids_json)
+            if ids:
+                conn.execute(
+                    "UPDATE outbox SET lease_owner = ?, lease_until = ? "
+                    f"WHERE id IN ({_IDS}) AND lease_until < ?",
+                    (self._owner, now + (self.lease or 360.0), ids_json, now),
+                )
+        if not ids:
+            return None
+        messages = _split(bytes.fromhex(joined), _load_ids(sizes_json))
+        return Batch(messages, min(ids), max(ids), ids)
 
     def _reclaim_from_dead_owners(self, conn: sqlite3.Connection, now: float) -> None:
         host = socket.gethostname()
@@ -505,6 +532,7 @@ class SqliteBuffer:
         """Drop the oldest rows beyond the bounds; return (count, oldest id) if any.
 
         Runs inside the caller's write transaction, so the totals it reads are exact.
+        Rows leased for sending are spared.
         """
         events, nbytes = conn.execute(
             "SELECT events, bytes FROM outbox_totals WHERE id = 1"
@@ -530,7 +558,7 @@ class SqliteBuffer:
         cursor.close()
         if not victims:
             return None
-        conn.executemany("DELETE FROM outbox WHERE id = ?", ((v,) for v in victims))
+        conn.execute(f"DELETE FROM outbox WHERE id IN ({_IDS})", (_json_ids(victims),))
         conn.execute(_ADD_TOTALS, (-len(victims), -freed))
         logger.warning(
             "outbox %s is full (max_events=%d, max_bytes=%d); dropped its %d oldest events",
@@ -540,6 +568,31 @@ class SqliteBuffer:
             len(victims),
         )
         return len(victims), victims[0]
+
+
+@functools.lru_cache(maxsize=4)
+def _insert_sql(rows: int) -> str:
+    return "INSERT INTO outbox (body, size) VALUES " + ",".join(["(?, ?)"] * rows)
+
+
+def _json_ids(ids: Iterator[int] | Sequence[int] | set[int]) -> str:
+    return "[" + ",".join(str(i) for i in ids) + "]"
+
+
+def _load_ids(text: str | None) -> list[int]:
+    if not text or text == "[]":
+        return []
+    return [int(part) for part in text[1:-1].split(",")]
+
+
+def _split(data: bytes, sizes: list[int]) -> list[bytes]:
+    """Cut the concatenated bodies of a claim back into messages, by their sizes."""
+    out = []
+    pos = 0
+    for size in sizes:
+        out.append(data[pos : pos + size])
+        pos += size
+    return out
 
 
 def _dead_on_this_host(owner: str, host: str) -> bool:

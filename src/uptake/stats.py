@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Mapping, Sized
+from collections.abc import Mapping
 from types import MappingProxyType
 
 import attrs
+
+from .buffer import Buffer
 
 __all__ = ["Stats"]
 
@@ -69,10 +71,16 @@ class Counters:
         dropped = sum(n for reason, n in self.dropped.items() if reason not in INTENTIONAL_DROPS)
         return dropped + sum(self.failed.values())
 
-    def snapshot(self, buffer: Sized) -> Stats:
-        """Return a frozen copy of the counters; ``len(buffer)`` counts queued and in flight."""
+    def snapshot(self, buffer: Buffer) -> Stats:
+        """Return a frozen copy of the counters; ``len(buffer)`` counts queued and in flight.
+
+        A memory buffer is read under the lock, so the numbers add up exactly; a durable
+        one is read before it (it may wait on the disk, and track() takes this lock).
+        """
+        held = len(buffer) if buffer.durable else -1
         with self.lock:
-            held = len(buffer)
+            if held < 0:
+                held = len(buffer)
             return Stats(
                 tracked=self.tracked,
                 enqueued=self.enqueued,

@@ -145,6 +145,7 @@ class HttpTransport:
             self._headers["Content-Encoding"] = "gzip"
         self._http: _httpx.Client | None = None
         self._not_before = 0.0  # monotonic time before which nothing may be sent
+        self._budget_end = 0.0  # monotonic time the batch being sent must be done by
         self._deadline: float | None = None  # monotonic hard deadline (shutdown)
         self._wake = threading.Event()
 
@@ -170,12 +171,17 @@ class HttpTransport:
 
     # ------------------------------------------------------------------ sending
 
-    def send(self, messages: Sequence[bytes], offset: int = 0) -> SendOutcome:
+    def send(self, messages: Sequence[bytes]) -> SendOutcome:
         """Deliver one batch of encoded events, retrying as the policy says.
 
         Never raises for delivery problems: they are returned as failures, with index
-        ranges into ``messages`` (shifted by ``offset``, used when a 413 splits a batch).
+        ranges into ``messages``. The whole batch, halves of a 413 split included, gets
+        one ``retry_timeout`` budget, so its sending never outlasts a durable buffer's lease.
         """
+        self._budget_end = time.monotonic() + self.retry_timeout
+        return self._send(messages, 0)
+
+    def _send(self, messages: Sequence[bytes], offset: int) -> SendOutcome:
         if not messages:
             return SendOutcome()
         stop = offset + len(messages)
@@ -189,7 +195,7 @@ class HttpTransport:
         if status == 413 and len(messages) > 1:
             half = len(messages) // 2
             logger.info("batch of %d events too large (413); splitting", len(messages))
-            return self.send(messages[:half], offset) + self.send(messages[half:], offset + half)
+            return self._send(messages[:half], offset) + self._send(messages[half:], offset + half)
         reason = _FINAL_REASONS.get(status, f"the collector refused the batch ({status})")
         error = DeliveryError(reason, status=status, count=len(messages))
         return SendOutcome(failures=(Failure(error, offset, stop, retryable=False),))
@@ -224,6 +230,8 @@ class HttpTransport:
     def _attempt(self, messages: Sequence[bytes]) -> int:
         delay = self._not_before - time.monotonic()
         if delay > 0:  # a previous batch was told to wait; obey it here too
+            if time.monotonic() + delay > self._budget_end:
+                raise _Retryable("held back by Retry-After past the retry budget", None)
             self._sleep(delay)
         body = b'{"batch":[%s],"sentAt":"%s"}' % (
             b",".join(messages),
@@ -284,8 +292,7 @@ class HttpTransport:
 
     def _stop(self, state: _t.RetryCallState) -> bool:
         sleep = state.upcoming_sleep
-        elapsed = state.seconds_since_start or 0.0
-        if elapsed + sleep > self.retry_timeout:
+        if time.monotonic() + sleep > self._budget_end:
             return True
         deadline = self._deadline
         return deadline is not None and time.monotonic() + sleep > deadline

@@ -143,6 +143,7 @@ class Worker:
                     "shutdown deadline passed with %d events queued or in flight",
                     len(self.buffer),
                 )
+                self._close_buffer()  # commit or count what waits; the request stays in flight
                 return False
         self._close_buffer()
         self.transport.close()
