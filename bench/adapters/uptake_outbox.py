@@ -6,7 +6,7 @@ SETTINGS = (
 )
 
 
-def make_client(url):
+def make_client(url, **buffer_options):
     import tempfile
 
     import uptake
@@ -14,7 +14,8 @@ def make_client(url):
     from . import Client
 
     path = tempfile.mkdtemp(prefix="uptake-bench-") + "/outbox.db"
-    c = uptake.Client(write_key="bench", endpoint=url, buffer=uptake.SqliteBuffer(path))
+    buffer = uptake.SqliteBuffer(path, **buffer_options)
+    c = uptake.Client(write_key="bench", endpoint=url, buffer=buffer)
     return Client(
         track=c.track,
         flush=lambda: c.flush(timeout=60.0),

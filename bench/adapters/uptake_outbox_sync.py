@@ -1,3 +1,5 @@
+from . import uptake_outbox
+
 MODULE = "uptake"
 DIST = "uptake"
 EXTRA = True  # run with --sdks uptake_outbox_sync
@@ -8,17 +10,4 @@ SETTINGS = (
 
 
 def make_client(url):
-    import tempfile
-
-    import uptake
-
-    from . import Client
-
-    path = tempfile.mkdtemp(prefix="uptake-bench-") + "/outbox.db"
-    buffer = uptake.SqliteBuffer(path, commit_interval=0)
-    c = uptake.Client(write_key="bench", endpoint=url, buffer=buffer)
-    return Client(
-        track=c.track,
-        flush=lambda: c.flush(timeout=60.0),
-        shutdown=lambda: c.shutdown(timeout=60.0),
-    )
+    return uptake_outbox.make_client(url, commit_interval=0)
