@@ -8,7 +8,9 @@ from .buffer import Buffer, MemoryBuffer
 from .client import Client
 from .errors import ConfigurationError, DeliveryError, InvalidEventError, UptakeError
 from .outbox import SqliteBuffer
+from .rules.milestones import Milestone, MilestoneReached
 from .stats import Stats
+from .stores.memory import MemoryStore
 
 __all__ = [
     "Buffer",
@@ -17,6 +19,9 @@ __all__ = [
     "DeliveryError",
     "InvalidEventError",
     "MemoryBuffer",
+    "MemoryStore",
+    "Milestone",
+    "MilestoneReached",
     "SqliteBuffer",
     "Stats",
     "UptakeError",

@@ -11,16 +11,18 @@ import os
 import time
 import weakref
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
-from datetime import datetime
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import urlsplit
 
 from . import events as _ev
 from .buffer import Buffer, MemoryBuffer
 from .errors import ConfigurationError, DeliveryError, InvalidEventError
+from .rules.milestones import FEATURE_EVENT, Milestone, MilestoneReached, MilestoneRules
 from .sessions import Sessionizer, SessionSpan
 from .stats import Counters, Stats
+from .stores.memory import MemoryStore
 from .transport import HttpTransport
 from .worker import Worker
 
@@ -29,6 +31,23 @@ logger = logging.getLogger("uptake")
 __all__ = ["Client"]
 
 BeforeSend = Callable[[dict[str, Any]], "Mapping[str, Any] | None"]
+MilestoneHook = Callable[[MilestoneReached], object]
+MILESTONE_EVENT = "Milestone Reached"
+#: uptake's own events: never activity, whatever the host says.
+INACTIVE_EVENTS = frozenset(
+    {
+        "Session Started",
+        "Session Ended",
+        MILESTONE_EVENT,
+        "Nudge Fired",
+        "Nudge Shown",
+        "Nudge Clicked",
+        "Nudge Dismissed",
+        "Nudge Snoozed",
+        "Nudge Held Out",
+        "Nudge Suppressed",
+    }
+)
 OnError = Callable[[DeliveryError], None]
 
 #: Largest batch body sent, in bytes (the Segment spec allows 500 KB).
@@ -107,6 +126,9 @@ class Client:
         session_timeout: float = 30 * 60.0,
         max_session_duration: float = 24 * 3600.0,
         max_batch_bytes: int = MAX_BATCH_BYTES,
+        milestones: Sequence[Milestone] = (),
+        store: MemoryStore | None = None,
+        inactive_events: Iterable[str] = (),
     ) -> None:
         write_key = write_key if write_key is not None else os.environ.get("UPTAKE_WRITE_KEY")
         endpoint = endpoint if endpoint is not None else os.environ.get("UPTAKE_ENDPOINT")
@@ -159,6 +181,24 @@ class Client:
             "max_backoff": max_backoff,
         }
         self._max_batch_bytes = max_batch_bytes
+        milestones = tuple(milestones)
+        for m in milestones:
+            if not isinstance(m, Milestone):
+                raise ConfigurationError(f"milestones must be uptake.Milestone, not {m!r}")
+        self._milestone_names = frozenset(m.name for m in milestones)
+        if len(self._milestone_names) != len(milestones):
+            seen = [m.name for m in milestones]
+            twice = sorted({n for n in seen if seen.count(n) > 1})
+            raise ConfigurationError(f"milestone names must be unique; repeated: {twice}")
+        self.milestones = milestones
+        self._user_rules = MilestoneRules([m for m in milestones if m.scope == "user"])
+        self._account_rules = MilestoneRules([m for m in milestones if m.scope == "account"])
+        self._rules_on = bool(milestones)
+        self._store = store if store is not None else MemoryStore()
+        if isinstance(inactive_events, str):
+            raise ConfigurationError("inactive_events must be a list of event names")
+        self._inactive_events = INACTIVE_EVENTS | frozenset(inactive_events)
+        self._hooks: dict[str | None, list[MilestoneHook]] = {}
         self._buffer: Buffer = buffer if buffer is not None else MemoryBuffer()
         self._buffer.configure(
             max_events=max_queue_size,
@@ -496,6 +536,7 @@ class Client:
                 self._emit_session("Session Ended", ended, ended.last)
             if started is not None:
                 self._emit_session("Session Started", started, started.started)
+        data = None
         if context is None and self._before_send is None and not _captures:
             data = _ev.encode_track(
                 _ev.new_message_id(),
@@ -507,13 +548,106 @@ class Client:
                 account,
                 session_id,
             )
-            if data is not None:
-                self._enqueue(data)
-                return
-        message = self._message("track", uid, anon, t, account, context, session_id)
-        message["event"] = event
-        message["properties"] = properties if properties is not None else {}
+        if data is not None:
+            self._enqueue(data)
+        else:  # hooks, captures, extra context, or values the fast encoder hands back
+            message = self._message("track", uid, anon, t, account, context, session_id)
+            message["event"] = event
+            message["properties"] = properties if properties is not None else {}
+            self._emit(message)
+        if self._rules_on:
+            self._apply_rules(uid, anon, account, event, properties, t, session_id)
+
+    def _apply_rules(
+        self,
+        uid: str | None,
+        anon: str | None,
+        account: str | None,
+        event: str,
+        properties: Mapping[str, Any] | None,
+        t: float,
+        session_id: str | None,
+    ) -> None:
+        """Update milestone state for the user (and account); report what was reached."""
+        active = event not in self._inactive_events
+        feature = None
+        if event == FEATURE_EVENT and properties:
+            name = properties.get("feature")
+            feature = name if isinstance(name, str) and name else None
+        reached: list[tuple[Milestone, float, float]] = []
+        try:
+            rules = self._user_rules
+            if rules and rules.wants(event, active, feature):
+                key = f"user:{uid}" if uid is not None else f"anon:{anon}"
+                reached += self._store.update(key, rules.apply, event, t, active, feature)
+            rules = self._account_rules
+            if account is not None and rules and rules.wants(event, active, feature):
+                key = f"account:{account}"
+                reached += self._store.update(key, rules.apply, event, t, active, feature)
+        except Exception:  # never let the rules break the host's call
+            logger.exception("error while evaluating milestones; event still sent")
+        for milestone, at, first in reached:
+            self._milestone_reached(milestone, at, first, uid, anon, account, session_id)
+
+    def _milestone_reached(
+        self,
+        milestone: Milestone,
+        at: float,
+        first: float,
+        uid: str | None,
+        anon: str | None,
+        account: str | None,
+        session_id: str | None,
+    ) -> None:
+        message = self._message("track", uid, anon, at, account, None, session_id)
+        message["event"] = MILESTONE_EVENT
+        message["properties"] = {
+            "milestone": milestone.name,
+            "scope": milestone.scope,
+            "time_to_reach_s": round(at - first, 3),
+        }
         self._emit(message)
+        reached = MilestoneReached(
+            milestone=milestone.name,
+            user_id=uid if uid is not None else anon,
+            account_id=account,
+            timestamp=datetime.fromtimestamp(at, timezone.utc),
+            time_to_reach=timedelta(seconds=at - first),
+        )
+        for hook in (*self._hooks.get(milestone.name, ()), *self._hooks.get(None, ())):
+            try:
+                hook(reached)
+            except Exception:  # one broken callback must not stop the others
+                logger.exception("on_milestone callback %r raised", hook)
+
+    def on_milestone(self, name: str | None = None) -> Callable[[MilestoneHook], MilestoneHook]:
+        """Register a callback for a milestone (or, with no name, for every milestone).
+
+        The callback receives one :class:`~uptake.MilestoneReached` and runs on the thread
+        whose event reached the milestone, right after it was tracked. Exceptions it raises
+        are logged; other callbacks still run and the tracking call still returns.
+
+        Example::
+
+            @client.on_milestone("activated")
+            def celebrate(reached: uptake.MilestoneReached) -> None:
+                print(reached.user_id, "activated in", reached.time_to_reach)
+
+        Raises:
+            ConfigurationError: ``name`` is not one of the client's milestones.
+        """
+        if name is not None and name not in self._milestone_names:
+            raise ConfigurationError(
+                f"no milestone named {name!r}; the client has {sorted(self._milestone_names)}"
+            )
+
+        def register(hook: MilestoneHook) -> MilestoneHook:
+            if not callable(hook):
+                raise ConfigurationError(f"on_milestone needs a callable, not {hook!r}")
+            self._hooks.setdefault(name, []).append(hook)
+            return hook
+
+        return register
 
     def _emit_session(self, name: str, span: SessionSpan, t: float) -> None:
         message = self._message(
@@ -687,6 +821,9 @@ class Client:
         The parent's transport is abandoned, not closed: its sockets belong to the parent.
         """
         self._buffer.after_fork_in_child()
+        self._store.after_fork_in_child()
+        if self._rules_on and isinstance(self._store, MemoryStore):
+            _warn_memory_store_after_fork()
         self._sessions.reset_lock()
         self._sessions.clear()  # the parent's sessions are the parent's to end
         self._build_engine(in_child=True)
@@ -749,6 +886,20 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+_fork_warned = False
+
+
+def _warn_memory_store_after_fork() -> None:
+    global _fork_warned
+    if not _fork_warned:
+        _fork_warned = True
+        logger.warning(
+            "uptake is running in a forked worker with milestones kept in a MemoryStore: each "
+            "process sees only part of a user's events, so milestones fire late or never. "
+            "Use SqliteStore (workers of one machine) or RedisStore (several hosts)."
+        )
 
 
 def _exit_hook() -> None:

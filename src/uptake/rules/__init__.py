@@ -1,0 +1,1 @@
+"""Rules: pure logic over per-user and per-account state (no I/O, no clocks)."""

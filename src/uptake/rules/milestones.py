@@ -1,0 +1,329 @@
+"""Activation, habit and depth milestones, evaluated on event time.
+
+A :class:`Milestone` is a set of criteria that must all hold (``all_of``, ``any_of``,
+``counts``, ``features``, ``active_days``), optionally by ``first_seen + within``. It is
+reached once per subject (a user, or an account with ``scope="account"``) and never
+un-reached; when ``within`` passes first, it is *missed*.
+
+:class:`MilestoneRules` applies one event to one subject's :class:`SubjectState` and returns
+the milestones that event made reached. It is pure: no clock, no I/O, so replays, backfills
+and tests are deterministic, and the same code runs whatever store keeps the state.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
+from types import MappingProxyType
+from typing import Any, Literal
+
+import attrs
+
+from ..errors import ConfigurationError
+from .state import SubjectState
+
+__all__ = ["FEATURE_EVENT", "Milestone", "MilestoneReached", "MilestoneRules"]
+
+#: The event ``Client.feature_used`` tracks; its ``feature`` property names the feature.
+FEATURE_EVENT = "Feature Used"
+_DAY = 86_400.0
+
+
+def _names(value: object, what: str) -> tuple[str, ...]:
+    if isinstance(value, str) or not isinstance(value, Iterable):
+        raise ConfigurationError(f"{what} must be a list of event names, not {value!r}")
+    names = tuple(value)
+    for name in names:
+        if not isinstance(name, str) or not name:
+            raise ConfigurationError(f"{what} must hold non-empty event names, not {name!r}")
+    return names
+
+
+def _counts(value: object) -> Mapping[str, int]:
+    if not isinstance(value, Mapping):
+        raise ConfigurationError(f"counts must map event names to counts, not {value!r}")
+    for name, n in value.items():
+        if not isinstance(name, str) or not name:
+            raise ConfigurationError(f"counts keys must be non-empty event names, not {name!r}")
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise ConfigurationError(f"counts[{name!r}] must be a positive int, not {n!r}")
+    return MappingProxyType(dict(value))
+
+
+def _all_of(value: object) -> tuple[str, ...]:
+    return _names(value, "all_of")
+
+
+def _any_of(value: object) -> tuple[str, ...]:
+    return _names(value, "any_of")
+
+
+def _non_negative(value: object, what: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ConfigurationError(f"{what} must be a non-negative int, not {value!r}")
+    return value
+
+
+def _features(value: object) -> int:
+    return _non_negative(value, "features")
+
+
+def _active_days(value: object) -> int:
+    return _non_negative(value, "active_days")
+
+
+@attrs.frozen
+class Milestone:
+    """A milestone: criteria that must all hold, optionally within a time from first seen.
+
+    Args:
+        name: Unique name, e.g. ``"activated"``.
+        all_of: Events that must each happen at least once.
+        any_of: Events of which at least one must happen.
+        counts: Events that must each happen at least ``n`` times, e.g.
+            ``{"Report Created": 3}``.
+        features: Distinct features (``client.feature_used``) that must be used.
+        active_days: Distinct active days needed inside a rolling window of ``within``.
+        within: With ``active_days``, the rolling window; otherwise the deadline counted
+            from the subject's first event, after which the milestone is missed.
+        scope: ``"user"`` (default) or ``"account"``: whose events count, and who reaches it.
+
+    Raises:
+        ConfigurationError: no criterion, a bare string where a list is expected, counts
+            below 1, ``active_days`` without ``within`` or more days than ``within`` holds.
+    """
+
+    name: str = attrs.field()
+    all_of: tuple[str, ...] = attrs.field(default=(), kw_only=True, converter=_all_of)
+    any_of: tuple[str, ...] = attrs.field(default=(), kw_only=True, converter=_any_of)
+    counts: Mapping[str, int] = attrs.field(
+        factory=dict, kw_only=True, converter=_counts, eq=False, hash=False
+    )
+    features: int = attrs.field(default=0, kw_only=True, converter=_features)
+    active_days: int = attrs.field(default=0, kw_only=True, converter=_active_days)
+    within: timedelta | None = attrs.field(default=None, kw_only=True)
+    scope: Literal["user", "account"] = attrs.field(default="user", kw_only=True)
+
+    @name.validator
+    def _check_name(self, attribute: Any, value: object) -> None:
+        if not isinstance(value, str) or not value:
+            raise ConfigurationError(f"a milestone needs a non-empty name, not {value!r}")
+
+    def __attrs_post_init__(self) -> None:
+        where = f"milestone {self.name!r}"
+        if not (self.all_of or self.any_of or self.counts or self.features or self.active_days):
+            raise ConfigurationError(
+                f"{where} has no criterion: give all_of, any_of, counts, features or active_days"
+            )
+        if self.within is not None and (
+            not isinstance(self.within, timedelta) or self.within <= timedelta(0)
+        ):
+            raise ConfigurationError(f"{where}: within must be a positive timedelta")
+        if self.active_days:
+            if self.within is None:
+                raise ConfigurationError(f"{where}: active_days needs within (the window)")
+            if self.active_days > math.ceil(self.within / timedelta(days=1)):
+                raise ConfigurationError(
+                    f"{where}: {self.active_days} active days cannot fit in {self.within}"
+                )
+        if self.scope not in ("user", "account"):
+            raise ConfigurationError(f"{where}: scope must be 'user' or 'account'")
+
+    @property
+    def events(self) -> frozenset[str]:
+        """Every event name this milestone refers to."""
+        return frozenset(self.all_of) | frozenset(self.any_of) | frozenset(self.counts)
+
+
+@attrs.frozen
+class MilestoneReached:
+    """What ``on_milestone`` callbacks receive.
+
+    Attributes:
+        milestone: The milestone's name.
+        user_id: The user whose event reached it (for account milestones: the user whose
+            event completed it), or their anonymous id.
+        account_id: The account, when known (always, for account milestones).
+        timestamp: When it was reached (event time, UTC).
+        time_to_reach: From the subject's first event to ``timestamp``.
+    """
+
+    milestone: str
+    user_id: str | None
+    account_id: str | None
+    timestamp: datetime
+    time_to_reach: timedelta
+
+
+class MilestoneRules:
+    """Milestones of one scope, compiled for fast evaluation (internal)."""
+
+    def __init__(self, milestones: Sequence[Milestone], *, utc_offset_s: float = 0.0) -> None:
+        self.milestones = tuple(milestones)
+        self.utc_offset_s = utc_offset_s
+        keep: dict[str, int] = {}
+        self._by_event: dict[str, list[Milestone]] = {}
+        for m in self.milestones:
+            for name in m.events:
+                need = m.counts.get(name, 1)
+                keep[name] = max(keep.get(name, 0), need)
+                self._by_event.setdefault(name, []).append(m)
+        self._keep = keep  # event -> how many earliest times to keep
+        self._by_feature = [m for m in self.milestones if m.features]
+        self._by_day = [m for m in self.milestones if m.active_days]
+        windows = [m.within for m in self._by_day if m.within is not None]
+        self._day_window = max((math.ceil(w / timedelta(days=1)) for w in windows), default=0)
+        # Active events matter beyond the referenced ones only for first-seen deadlines
+        # (within) and active days.
+        self._needs_activity = any(m.within is not None for m in self.milestones)
+
+    def __bool__(self) -> bool:
+        return bool(self.milestones)
+
+    def wants(self, event: str, active: bool, feature: str | None) -> bool:
+        """Whether an event can change anything these rules look at (else skip the store)."""
+        if event in self._keep:
+            return True
+        if feature is not None and self._by_feature:
+            return True
+        return active and self._needs_activity
+
+    def day_of(self, t: float) -> int:
+        """The day number of event time ``t`` in the configured time zone."""
+        return math.floor((t + self.utc_offset_s) / _DAY)
+
+    def apply(
+        self, state: SubjectState, event: str, t: float, active: bool, feature: str | None
+    ) -> list[tuple[Milestone, float, float]]:
+        """Apply one event to a subject's state; return the milestones it made reached.
+
+        Each result is ``(milestone, reached_at, first_seen)``, in event time.
+        """
+        candidates: list[Milestone] = []
+        if active:
+            if state.first is None or t < state.first:
+                state.first = t
+            if state.last is None or t > state.last:
+                state.last = t
+            if self._by_day and self._add_day(state, t):
+                candidates.extend(self._by_day)
+        keep = self._keep.get(event)
+        if keep:
+            events = state.events
+            if events is None:
+                events = state.events = {}
+            times = events.get(event)
+            if times is None:
+                events[event] = [t]
+            elif len(times) < keep or t < times[-1]:
+                bisect.insort(times, t)
+                del times[keep:]
+            candidates.extend(self._by_event[event])
+        if feature is not None and self._by_feature:
+            features = state.features
+            if features is None:
+                features = state.features = {}
+            first_use = features.get(feature)
+            if first_use is None or t < first_use:
+                features[feature] = t
+                candidates.extend(self._by_feature)
+        if not candidates:
+            return []
+        return self._evaluate(state, candidates, t)
+
+    def _add_day(self, state: SubjectState, t: float) -> bool:
+        day = self.day_of(t)
+        days = state.days
+        if days is None:
+            state.days = [day]
+            return True
+        i = bisect.bisect_left(days, day)
+        if i < len(days) and days[i] == day:
+            return False
+        if days and day <= days[-1] - self._day_window:
+            return False  # older than any window still open
+        days.insert(i, day)
+        cut = bisect.bisect_left(days, days[-1] - self._day_window + 1)
+        if cut:
+            del days[:cut]
+        return True
+
+    def _evaluate(
+        self, state: SubjectState, candidates: list[Milestone], t: float
+    ) -> list[tuple[Milestone, float, float]]:
+        reached_now: list[tuple[Milestone, float, float]] = []
+        seen: set[str] = set()
+        for m in candidates:
+            if m.name in seen:
+                continue
+            seen.add(m.name)
+            if (state.reached and m.name in state.reached) or (
+                state.missed and m.name in state.missed
+            ):
+                continue
+            at = self._reached_at(state, m, t)
+            if at is None:
+                continue
+            first = state.first if state.first is not None else at
+            if m.within is not None and not m.active_days and at > first + m.within.total_seconds():
+                if state.missed is None:
+                    state.missed = []
+                state.missed.append(m.name)
+                continue
+            if state.reached is None:
+                state.reached = {}
+            state.reached[m.name] = at
+            reached_now.append((m, at, first))
+        return reached_now
+
+    def _reached_at(self, state: SubjectState, m: Milestone, t: float) -> float | None:
+        """When all of a milestone's criteria first held, or None if they do not yet."""
+        times: list[float] = []
+        events = state.events or {}
+        for name in m.all_of:
+            seen = events.get(name)
+            if not seen:
+                return None
+            times.append(seen[0])
+        if m.any_of:
+            firsts = [events[name][0] for name in m.any_of if events.get(name)]
+            if not firsts:
+                return None
+            times.append(min(firsts))
+        for name, n in m.counts.items():
+            seen = events.get(name)
+            if not seen or len(seen) < n:
+                return None
+            times.append(seen[n - 1])
+        if m.features:
+            uses = sorted((state.features or {}).values())
+            if len(uses) < m.features:
+                return None
+            times.append(uses[m.features - 1])
+        if m.active_days:
+            assert m.within is not None  # checked at construction
+            if not self._days_within(state.days or [], m.active_days, m.within):
+                return None
+            times.append(t)  # completed by this event's day
+        return max(times) if times else None
+
+    @staticmethod
+    def _days_within(days: list[int], n: int, window: timedelta) -> bool:
+        span = math.ceil(window / timedelta(days=1))
+        return any(days[i + n - 1] - days[i] < span for i in range(len(days) - n + 1))
+
+    def missed_by(self, state: SubjectState, now: float) -> list[str]:
+        """Milestones with a deadline (``within``) that has passed unreached at ``now``."""
+        missed = list(state.missed or [])
+        if state.first is None:
+            return missed
+        for m in self.milestones:
+            if m.within is None or m.active_days or m.name in missed:
+                continue
+            if state.reached and m.name in state.reached:
+                continue
+            if now > state.first + m.within.total_seconds():
+                missed.append(m.name)
+        return missed

@@ -1,0 +1,51 @@
+"""The state the rules keep about one subject (a user or an account).
+
+Only what the configured rules need: the earliest times of the events they reference (as
+many as the largest count needs), the first time each feature was used, the active days
+inside the longest window, and which milestones were reached or missed. Never the event
+history.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class SubjectState:
+    """Mutable state of one subject; owned by a store, changed only by the rules."""
+
+    __slots__ = ("days", "events", "features", "first", "last", "missed", "reached")
+
+    def __init__(self) -> None:
+        self.first: float | None = None  # first active event (event time)
+        self.last: float | None = None  # latest active event
+        self.events: dict[str, list[float]] | None = None  # earliest times, sorted
+        self.features: dict[str, float] | None = None  # feature -> first use
+        self.days: list[int] | None = None  # sorted distinct active days
+        self.reached: dict[str, float] | None = None  # milestone -> reached at
+        self.missed: list[str] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready copy, for stores that persist state."""
+        return {
+            "first": self.first,
+            "last": self.last,
+            "events": self.events or {},
+            "features": self.features or {},
+            "days": self.days or [],
+            "reached": self.reached or {},
+            "missed": self.missed or [],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SubjectState:
+        """Rebuild a state written by :meth:`to_json`."""
+        state = cls()
+        state.first = data.get("first")
+        state.last = data.get("last")
+        state.events = {k: list(v) for k, v in data.get("events", {}).items()} or None
+        state.features = dict(data.get("features", {})) or None
+        state.days = list(data.get("days", [])) or None
+        state.reached = dict(data.get("reached", {})) or None
+        state.missed = list(data.get("missed", [])) or None
+        return state

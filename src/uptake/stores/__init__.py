@@ -1,0 +1,1 @@
+"""Stores keep the rules' per-user and per-account state."""

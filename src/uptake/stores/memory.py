@@ -1,0 +1,70 @@
+"""MemoryStore: rule state in this process's memory, bounded by the number of subjects."""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from ..errors import ConfigurationError
+from ..rules.state import SubjectState
+
+__all__ = ["MemoryStore"]
+
+T = TypeVar("T")
+
+
+class MemoryStore:
+    """Keeps each user's and account's rule state in memory (the default store).
+
+    Per process: under gunicorn or uwsgi each worker sees only part of a user's events, so
+    milestones fire late or never; use ``SqliteStore`` (one machine) or ``RedisStore``
+    (many hosts) there. Thread-safe; each update is atomic.
+
+    Args:
+        max_users: Most subjects (users plus accounts) kept; beyond it the least recently
+            seen is forgotten, and counted in :attr:`evicted`.
+    """
+
+    def __init__(self, max_users: int = 100_000) -> None:
+        if not isinstance(max_users, int) or isinstance(max_users, bool) or max_users < 1:
+            raise ConfigurationError(f"max_users must be a positive int, not {max_users!r}")
+        self.max_users = max_users
+        self.evicted = 0
+        self._states: OrderedDict[str, SubjectState] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"MemoryStore(subjects={len(self._states)}, max_users={self.max_users})"
+
+    def __len__(self) -> int:
+        return len(self._states)
+
+    def update(self, key: str, change: Callable[..., T], *args: Any) -> T:
+        """Call ``change(state, *args)`` on the state of ``key`` (created if new), atomically."""
+        with self._lock:
+            state = self._states.get(key)
+            if state is None:
+                state = self._states[key] = SubjectState()
+                if len(self._states) > self.max_users:
+                    self._states.popitem(last=False)
+                    self.evicted += 1
+            else:
+                self._states.move_to_end(key)
+            return change(state, *args)
+
+    def get(self, key: str) -> SubjectState | None:
+        """A copy of the state of ``key``, or None."""
+        with self._lock:
+            state = self._states.get(key)
+            return None if state is None else SubjectState.from_json(state.to_json())
+
+    def delete(self, key: str) -> bool:
+        """Forget ``key``; True if it was known."""
+        with self._lock:
+            return self._states.pop(key, None) is not None
+
+    def after_fork_in_child(self) -> None:
+        """Replace the lock (the parent may have held it at fork time)."""
+        self._lock = threading.Lock()
