@@ -11,6 +11,7 @@ from .outbox import SqliteBuffer
 from .rules.milestones import Milestone, MilestoneReached
 from .stats import Stats
 from .stores.memory import MemoryStore
+from .stores.sqlite import SqliteStore
 
 __all__ = [
     "Buffer",
@@ -23,6 +24,7 @@ __all__ = [
     "Milestone",
     "MilestoneReached",
     "SqliteBuffer",
+    "SqliteStore",
     "Stats",
     "UptakeError",
     "__version__",

@@ -22,6 +22,7 @@ from .errors import ConfigurationError, DeliveryError, InvalidEventError
 from .rules.milestones import FEATURE_EVENT, Milestone, MilestoneReached, MilestoneRules
 from .sessions import Sessionizer, SessionSpan
 from .stats import Counters, Stats
+from .stores import Store
 from .stores.memory import MemoryStore
 from .transport import HttpTransport
 from .worker import Worker
@@ -127,7 +128,7 @@ class Client:
         max_session_duration: float = 24 * 3600.0,
         max_batch_bytes: int = MAX_BATCH_BYTES,
         milestones: Sequence[Milestone] = (),
-        store: MemoryStore | None = None,
+        store: Store | None = None,
         inactive_events: Iterable[str] = (),
     ) -> None:
         write_key = write_key if write_key is not None else os.environ.get("UPTAKE_WRITE_KEY")
@@ -194,7 +195,7 @@ class Client:
         self._user_rules = MilestoneRules([m for m in milestones if m.scope == "user"])
         self._account_rules = MilestoneRules([m for m in milestones if m.scope == "account"])
         self._rules_on = bool(milestones)
-        self._store = store if store is not None else MemoryStore()
+        self._store: Store = store if store is not None else MemoryStore()
         if isinstance(inactive_events, str):
             raise ConfigurationError("inactive_events must be a list of event names")
         self._inactive_events = INACTIVE_EVENTS | frozenset(inactive_events)
@@ -620,6 +621,39 @@ class Client:
             except Exception:  # one broken callback must not stop the others
                 logger.exception("on_milestone callback %r raised", hook)
 
+    def state(
+        self, user_id: str | int | None = None, *, account_id: str | None = None
+    ) -> dict[str, Any] | None:
+        """What uptake stores about a user (or an account): its rule state, or None.
+
+        The user's id is looked up as a user id, then as an anonymous id. Thread-safe.
+        Example: ``client.state("user-42")["reached"]``.
+        """
+        for key in _subject_keys(user_id, account_id):
+            state = self._store.get(key)
+            if state is not None:
+                data = state.to_json()
+                rules = self._user_rules if account_id is None else self._account_rules
+                data["missed"] = rules.missed_by(state, time.time())
+                return data
+        return None
+
+    def forget(self, user_id: str | int | None = None, *, account_id: str | None = None) -> bool:
+        """Erase what uptake stores about a user (or an account), e.g. for a GDPR request.
+
+        Removes the rule state from the store (for every process sharing it), under the id
+        as a user id and as an anonymous id, and the user's open session in this process.
+        Events already sent are the collector's to erase. Returns True if anything was
+        stored.
+        """
+        known = False
+        for key in _subject_keys(user_id, account_id):
+            known = self._store.delete(key) or known
+        if account_id is None:
+            subject = _subject_keys(user_id, None)[0].split(":", 1)[1]
+            known = self._sessions.end(subject) is not None or known
+        return known
+
     def on_milestone(self, name: str | None = None) -> Callable[[MilestoneHook], MilestoneHook]:
         """Register a callback for a milestone (or, with no name, for every milestone).
 
@@ -886,6 +920,16 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _subject_keys(user_id: object, account_id: object) -> list[str]:
+    """The store keys a user id (as user or anonymous id) or an account id may have."""
+    if (user_id is None) == (account_id is None):
+        raise InvalidEventError("give either a user_id or an account_id")
+    if account_id is not None:
+        return [f"account:{_ev.check_account(account_id)}"]
+    uid = _ev.check_identity(user_id, None)[0]
+    return [f"user:{uid}", f"anon:{uid}"]
 
 
 _fork_warned = False

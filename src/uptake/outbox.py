@@ -76,6 +76,7 @@ _RETRY_WRITES_S = (0.5, 30.0)  # after a failed commit the writer waits 0.5 s, d
 # Connections inherited from a parent process: kept referenced so that they are never
 # closed (closing one would act on the parent's SQLite handle); never used.
 _abandoned: list[sqlite3.Connection] = []
+_EVERYTHING = 1 << 62  # a mark above every row id
 
 
 class SqliteBuffer:
@@ -248,8 +249,14 @@ class SqliteBuffer:
             logger.error("outbox %s: could not remove a delivered batch: %s", self.path, exc)
 
     def mark(self) -> int:
-        """Commit what is pending; return the newest row id in the outbox."""
-        self._commit_pending()
+        """Commit what is pending; return the newest row id in the outbox.
+
+        If what is pending cannot be committed now (the disk refuses it), those events
+        will get row ids only later: the mark then covers every row, present and future,
+        so that flush() waits for all of them rather than miss the late ones.
+        """
+        if not self._commit_pending():
+            return _EVERYTHING
         try:
             with self._lock:
                 row = self._connection().execute("SELECT MAX(id) FROM outbox").fetchone()

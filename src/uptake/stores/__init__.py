@@ -1,1 +1,36 @@
-"""Stores keep the rules' per-user and per-account state."""
+"""Stores keep the rules' per-user and per-account state.
+
+A store maps a subject key (``"user:<id>"``, ``"anon:<id>"``, ``"account:<id>"``) to its
+:class:`~uptake.rules.state.SubjectState`. ``update`` must be atomic: the change it applies
+runs while no other update of that key (in any process sharing the store) can interleave,
+which is what makes a milestone fire exactly once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
+
+from ..rules.state import SubjectState
+
+T = TypeVar("T")
+
+
+class Store(Protocol):
+    """What the client needs from a store."""
+
+    def update(self, key: str, change: Callable[..., T], *args: Any) -> T:
+        """Call ``change(state, *args)`` on the state of ``key`` (created if new), atomically."""
+        ...
+
+    def get(self, key: str) -> SubjectState | None:
+        """A copy of the state of ``key``, or None."""
+        ...
+
+    def delete(self, key: str) -> bool:
+        """Forget ``key``; True if it was known."""
+        ...
+
+    def after_fork_in_child(self) -> None:
+        """Prepare for use in a forked child process."""
+        ...

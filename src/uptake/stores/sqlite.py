@@ -1,0 +1,125 @@
+"""SqliteStore: rule state in a SQLite file shared by every process of one machine."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from ..errors import ConfigurationError
+from ..rules.state import SubjectState
+
+__all__ = ["SqliteStore"]
+
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS subjects (
+    key TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    seen REAL NOT NULL
+) WITHOUT ROWID;
+"""
+# Connections inherited from a parent process: kept referenced so they are never closed
+# (closing one would act on the parent's SQLite handle); never used.
+_abandoned: list[sqlite3.Connection] = []
+
+
+class SqliteStore:
+    """Keeps rule state in a SQLite file that all processes of one machine share.
+
+    Each update reads, changes and writes a subject's state in one write transaction, so
+    two gunicorn workers seeing the same user's events apply them one after the other and
+    a milestone is reached exactly once. Thread-safe and fork-safe.
+
+    Args:
+        path: The database file. Its directory must exist and be writable.
+        timeout: Longest wait, in seconds, for another process's write to finish.
+
+    Raises:
+        ConfigurationError: the file cannot be created or opened.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, timeout: float = 5.0) -> None:
+        self.path = os.fspath(path)
+        self.timeout = timeout
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+        try:
+            self._conn = self._open()
+        except sqlite3.Error as exc:
+            raise ConfigurationError(f"cannot open the store {self.path!r}: {exc}") from exc
+
+    def __repr__(self) -> str:
+        return f"SqliteStore({self.path!r})"
+
+    def __len__(self) -> int:
+        with self._lock:
+            row = self._connection().execute("SELECT COUNT(*) FROM subjects").fetchone()
+        return int(row[0])
+
+    def update(self, key: str, change: Callable[..., T], *args: Any) -> T:
+        """Call ``change(state, *args)`` on the state of ``key`` in one transaction."""
+        with self._lock:
+            conn = self._connection()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                row = conn.execute("SELECT state FROM subjects WHERE key = ?", (key,)).fetchone()
+                state = SubjectState.from_json(json.loads(row[0])) if row else SubjectState()
+                result = change(state, *args)
+                conn.execute(
+                    "INSERT INTO subjects (key, state, seen) VALUES (?, ?, ?) "
+                    "ON CONFLICT (key) DO UPDATE SET state = excluded.state, seen = excluded.seen",
+                    (key, json.dumps(state.to_json(), separators=(",", ":")), time.time()),
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            return result
+
+    def get(self, key: str) -> SubjectState | None:
+        """The state of ``key``, or None."""
+        with self._lock:
+            row = (
+                self._connection()
+                .execute("SELECT state FROM subjects WHERE key = ?", (key,))
+                .fetchone()
+            )
+        return SubjectState.from_json(json.loads(row[0])) if row else None
+
+    def delete(self, key: str) -> bool:
+        """Forget ``key``; True if it was known."""
+        with self._lock:
+            cursor = self._connection().execute("DELETE FROM subjects WHERE key = ?", (key,))
+        return cursor.rowcount > 0
+
+    def after_fork_in_child(self) -> None:
+        """Use a connection of the child's own (the parent's is kept, never touched)."""
+        if self._conn is not None:
+            _abandoned.append(self._conn)
+        self._conn = None
+        self._lock = threading.Lock()
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            self._conn = self._open()
+        return self._conn
+
+    def _open(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
+        )
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.executescript(_SCHEMA)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
