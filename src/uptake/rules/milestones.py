@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import bisect
 import math
+from array import array
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from types import MappingProxyType
@@ -157,6 +158,16 @@ class MilestoneReached:
     time_to_reach: timedelta
 
 
+def _nth(events: dict[str, float | list[float]], name: str, n: int) -> float | None:
+    """The time of the n-th occurrence of an event (from the earliest), or None."""
+    times = events.get(name)
+    if times is None:
+        return None
+    if isinstance(times, float):
+        return times if n == 1 else None
+    return times[n - 1] if len(times) >= n else None
+
+
 class MilestoneRules:
     """Milestones of one scope, compiled for fast evaluation (internal)."""
 
@@ -216,7 +227,10 @@ class MilestoneRules:
                 events = state.events = {}
             times = events.get(event)
             if times is None:
-                events[event] = [t]
+                events[event] = t if keep == 1 else [t]
+            elif isinstance(times, float):  # only the first time is needed: a bare float
+                if t < times:
+                    events[event] = t
             elif len(times) < keep or t < times[-1]:
                 bisect.insort(times, t)
                 del times[keep:]
@@ -237,7 +251,7 @@ class MilestoneRules:
         day = self.day_of(t)
         days = state.days
         if days is None:
-            state.days = [day]
+            state.days = array("i", (day,))
             return True
         i = bisect.bisect_left(days, day)
         if i < len(days) and days[i] == day:
@@ -283,20 +297,20 @@ class MilestoneRules:
         times: list[float] = []
         events = state.events or {}
         for name in m.all_of:
-            seen = events.get(name)
-            if not seen:
+            at = _nth(events, name, 1)
+            if at is None:
                 return None
-            times.append(seen[0])
+            times.append(at)
         if m.any_of:
-            firsts = [events[name][0] for name in m.any_of if events.get(name)]
+            firsts = [at for name in m.any_of if (at := _nth(events, name, 1)) is not None]
             if not firsts:
                 return None
             times.append(min(firsts))
         for name, n in m.counts.items():
-            seen = events.get(name)
-            if not seen or len(seen) < n:
+            at = _nth(events, name, n)
+            if at is None:
                 return None
-            times.append(seen[n - 1])
+            times.append(at)
         if m.features:
             uses = sorted((state.features or {}).values())
             if len(uses) < m.features:
@@ -310,7 +324,7 @@ class MilestoneRules:
         return max(times) if times else None
 
     @staticmethod
-    def _days_within(days: list[int], n: int, window: timedelta) -> bool:
+    def _days_within(days: Sequence[int], n: int, window: timedelta) -> bool:
         span = math.ceil(window / timedelta(days=1))
         return any(days[i + n - 1] - days[i] < span for i in range(len(days) - n + 1))
 

@@ -8,6 +8,7 @@ history.
 
 from __future__ import annotations
 
+from array import array
 from typing import Any
 
 
@@ -19,9 +20,10 @@ class SubjectState:
     def __init__(self) -> None:
         self.first: float | None = None  # first active event (event time)
         self.last: float | None = None  # latest active event
-        self.events: dict[str, list[float]] | None = None  # earliest times, sorted
+        # event -> earliest time (a float when only the first is needed) or earliest times
+        self.events: dict[str, float | list[float]] | None = None
         self.features: dict[str, float] | None = None  # feature -> first use
-        self.days: list[int] | None = None  # sorted distinct active days
+        self.days: array[int] | None = None  # sorted distinct active days (compact ints)
         self.reached: dict[str, float] | None = None  # milestone -> reached at
         self.missed: list[str] | None = None
 
@@ -32,7 +34,7 @@ class SubjectState:
             "last": self.last,
             "events": self.events or {},
             "features": self.features or {},
-            "days": self.days or [],
+            "days": list(self.days or ()),
             "reached": self.reached or {},
             "missed": self.missed or [],
         }
@@ -43,9 +45,11 @@ class SubjectState:
         state = cls()
         state.first = data.get("first")
         state.last = data.get("last")
-        state.events = {k: list(v) for k, v in data.get("events", {}).items()} or None
+        events = data.get("events", {})
+        state.events = {k: list(v) if isinstance(v, list) else v for k, v in events.items()}
+        state.events = state.events or None
         state.features = dict(data.get("features", {})) or None
-        state.days = list(data.get("days", [])) or None
+        state.days = array("i", data.get("days", [])) or None
         state.reached = dict(data.get("reached", {})) or None
         state.missed = list(data.get("missed", [])) or None
         return state

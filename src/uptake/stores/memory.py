@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -32,7 +31,9 @@ class MemoryStore:
             raise ConfigurationError(f"max_users must be a positive int, not {max_users!r}")
         self.max_users = max_users
         self.evicted = 0
-        self._states: OrderedDict[str, SubjectState] = OrderedDict()
+        # A plain dict in least-recently-seen order (a touched key is moved to the end):
+        # lighter per entry than an OrderedDict.
+        self._states: dict[str, SubjectState] = {}
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -45,13 +46,14 @@ class MemoryStore:
         """Call ``change(state, *args)`` on the state of ``key`` (created if new), atomically."""
         with self._lock:
             state = self._states.get(key)
+            states = self._states
+            state = states.pop(key, None)
             if state is None:
-                state = self._states[key] = SubjectState()
-                if len(self._states) > self.max_users:
-                    self._states.popitem(last=False)
+                state = SubjectState()
+                if len(states) >= self.max_users:
+                    del states[next(iter(states))]
                     self.evicted += 1
-            else:
-                self._states.move_to_end(key)
+            states[key] = state
             return change(state, *args)
 
     def get(self, key: str) -> SubjectState | None:
