@@ -16,6 +16,8 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import urlsplit
 
+import attrs
+
 from . import events as _ev
 from .buffer import Buffer, MemoryBuffer
 from .errors import ConfigurationError, DeliveryError, InvalidEventError
@@ -570,6 +572,19 @@ class Client:
         session_id: str | None,
     ) -> None:
         """Update milestone state for the user (and account); report what was reached."""
+        for milestone, at, first in self._update_rules(uid, anon, account, event, properties, t):
+            self._milestone_reached(milestone, at, first, uid, anon, account, session_id)
+
+    def _update_rules(
+        self,
+        uid: str | None,
+        anon: str | None,
+        account: str | None,
+        event: str,
+        properties: Mapping[str, Any] | None,
+        t: float,
+    ) -> list[tuple[Milestone, float, float]]:
+        """Apply one event to the user's and the account's state; return what it reached."""
         active = event not in self._inactive_events
         feature = None
         if event == FEATURE_EVENT and properties:
@@ -587,8 +602,7 @@ class Client:
                 reached += self._store.update(key, rules.apply, event, t, active, feature)
         except Exception:  # never let the rules break the host's call
             logger.exception("error while evaluating milestones; event still sent")
-        for milestone, at, first in reached:
-            self._milestone_reached(milestone, at, first, uid, anon, account, session_id)
+        return reached
 
     def _milestone_reached(
         self,
@@ -620,6 +634,32 @@ class Client:
                 hook(reached)
             except Exception:  # one broken callback must not stop the others
                 logger.exception("on_milestone callback %r raised", hook)
+
+    def replay(self, events: Iterable[Mapping[str, Any]]) -> ReplayResult:
+        """Rebuild milestone state from past events, without sending or calling back anything.
+
+        Feed it your history (event dicts in the wire format this client sends, e.g. the
+        lines of a JSONL export) so that users who activated long ago are known as such from
+        day one. Events are applied on their own timestamps, in any order; track events
+        count, other types are skipped. Malformed events are counted, never raised.
+        Milestones reached here are recorded in the store but produce no "Milestone
+        Reached" event and no callback (they are history). Thread-safe.
+
+        Returns:
+            Counts of events read, applied, skipped and milestones reached.
+        """
+        read = applied = skipped = reached = 0
+        for raw in events:
+            read += 1
+            parsed = _parse_history(raw)
+            if parsed is None:
+                skipped += 1
+                continue
+            uid, anon, account, name, props, t = parsed
+            applied += 1
+            if self._rules_on:
+                reached += len(self._update_rules(uid, anon, account, name, props, t))
+        return ReplayResult(read=read, applied=applied, skipped=skipped, reached=reached)
 
     def state(
         self, user_id: str | int | None = None, *, account_id: str | None = None
@@ -920,6 +960,48 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+@attrs.frozen
+class ReplayResult:
+    """What ``Client.replay`` did: events read, applied, skipped; milestones reached."""
+
+    read: int
+    applied: int
+    skipped: int
+    reached: int
+
+
+def _parse_history(
+    raw: object,
+) -> tuple[str | None, str | None, str | None, str, Mapping[str, Any] | None, float] | None:
+    """Read a past track event in the wire format; None if it is not a usable one."""
+    if not isinstance(raw, Mapping) or raw.get("type", "track") != "track":
+        return None
+    name = raw.get("event")
+    uid, anon = raw.get("userId"), raw.get("anonymousId")
+    context = raw.get("context")
+    account = raw.get("groupId") or (
+        context.get("groupId") if isinstance(context, Mapping) else None
+    )
+    props = raw.get("properties")
+    stamp = raw.get("timestamp")
+    if not isinstance(name, str) or not name or not isinstance(stamp, str):
+        return None
+    if not (isinstance(uid, str) and uid) and not (isinstance(anon, str) and anon):
+        return None
+    try:
+        when = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return (
+        uid if isinstance(uid, str) and uid else None,
+        anon if isinstance(anon, str) and anon else None,
+        account if isinstance(account, str) and account else None,
+        name,
+        props if isinstance(props, Mapping) else None,
+        _ev.to_epoch(when),
+    )
 
 
 def _subject_keys(user_id: object, account_id: object) -> list[str]:

@@ -1,0 +1,128 @@
+"""The ``uptake`` command.
+
+    uptake replay EVENTS.jsonl --client myapp.analytics:client
+
+``replay`` feeds past events (one wire-format JSON object per line) to your configured
+client's :meth:`~uptake.Client.replay`, so its store starts with the right milestones. The
+client is found the way gunicorn finds an app: ``module:attribute``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from typing import IO, Any
+
+from .client import Client
+
+__all__ = ["main"]
+
+
+def _load_client(spec: str) -> Client:
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise SystemExit(f"uptake: --client must look like 'package.module:name', not {spec!r}")
+    sys.path.insert(0, os.getcwd())
+    try:
+        target: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise SystemExit(f"uptake: cannot import {module_name!r}: {exc}") from exc
+    for part in attribute.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise SystemExit(f"uptake: {module_name!r} has no attribute {attribute!r}") from None
+    if callable(target) and not isinstance(target, Client):
+        target = target()  # a factory
+    if not isinstance(target, Client):
+        raise SystemExit(f"uptake: {spec!r} is not an uptake.Client")
+    return target
+
+
+class _Progress:
+    """A one-line progress bar on stderr, redrawn at most ten times a second."""
+
+    def __init__(self, total_bytes: int, stream: IO[str], enabled: bool) -> None:
+        self.total = max(total_bytes, 1)
+        self.stream = stream
+        self.enabled = enabled
+        self.started = time.monotonic()
+        self._drawn = 0.0
+
+    def update(self, done_bytes: int, events: int, final: bool = False) -> None:
+        now = time.monotonic()
+        if not self.enabled or (not final and now - self._drawn < 0.1):
+            return
+        self._drawn = now
+        share = min(done_bytes / self.total, 1.0)
+        bar = "#" * int(share * 30)
+        rate = events / max(now - self.started, 1e-9)
+        self.stream.write(
+            f"\r[{bar:<30}] {share:6.1%}  {events:,} events  {rate:,.0f}/s"
+            + ("\n" if final else "")
+        )
+        self.stream.flush()
+
+
+def _lines(handle: IO[bytes], progress: _Progress, counts: dict[str, int]) -> Iterator[Any]:
+    done = 0
+    for line in handle:
+        done += len(line)
+        counts["lines"] += 1
+        progress.update(done, counts["lines"])
+        if not line.strip():
+            continue
+        try:
+            yield json.loads(line)
+        except ValueError:
+            counts["bad_json"] += 1
+            yield None  # counted as skipped by replay
+    progress.update(done, counts["lines"], final=True)
+
+
+def _replay(args: argparse.Namespace) -> int:
+    client = _load_client(args.client)
+    size = os.path.getsize(args.file) if args.file != "-" else 0
+    progress = _Progress(size, sys.stderr, enabled=size > 0 and not args.quiet)
+    counts = {"lines": 0, "bad_json": 0}
+    started = time.monotonic()
+    if args.file == "-":
+        result = client.replay(_lines(sys.stdin.buffer, progress, counts))
+    else:
+        with open(args.file, "rb") as handle:
+            result = client.replay(_lines(handle, progress, counts))
+    elapsed = time.monotonic() - started
+    print(
+        f"replayed {result.applied:,} events in {elapsed:.1f}s "
+        f"({result.skipped:,} skipped, {counts['bad_json']:,} of them not JSON); "
+        f"{result.reached:,} milestones reached"
+    )
+    client.shutdown(timeout=5.0)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``uptake`` command."""
+    parser = argparse.ArgumentParser(prog="uptake", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    replay = commands.add_parser(
+        "replay", help="rebuild milestone state from a JSONL export of past events"
+    )
+    replay.add_argument("file", help="events, one JSON object per line ('-' for stdin)")
+    replay.add_argument(
+        "--client",
+        required=True,
+        help="where your configured client is, as 'package.module:name' (or a factory)",
+    )
+    replay.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    return _replay(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
