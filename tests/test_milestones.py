@@ -307,3 +307,20 @@ def test_a_broken_store_never_breaks_track(caplog: pytest.LogCaptureFixture) -> 
         client.track("u1", "Go")
     assert [e["event"] for e in events] == ["Session Started", "Go"]
     assert "evaluating milestones" in caplog.text
+
+
+def test_active_days_are_calendar_days_of_the_configured_zone() -> None:
+    from zoneinfo import ZoneInfo
+
+    # 23:30 and 00:30 UTC: one day apart in UTC, the same day in New York (18:30, 19:30).
+    late = dt.datetime(2026, 3, 2, 23, 30, tzinfo=dt.timezone.utc)
+    habit = uptake.Milestone("habit", active_days=2, within=7 * DAY)
+    for zone, expected in ((None, ["habit"]), (ZoneInfo("America/New_York"), [])):
+        client = make(habit, timezone=zone)
+        reached: list[str] = []
+        client.on_milestone()(lambda r, reached=reached: reached.append(r.milestone))
+        client.track("u1", "Work", timestamp=late)
+        client.track("u1", "Work", timestamp=late + dt.timedelta(hours=1))
+        assert reached == expected, zone
+    with pytest.raises(uptake.ConfigurationError, match="tzinfo"):
+        make(habit, timezone="Europe/Paris")

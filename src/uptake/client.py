@@ -12,7 +12,8 @@ import time
 import weakref
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, tzinfo
+from datetime import timezone as _timezone
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -132,6 +133,7 @@ class Client:
         milestones: Sequence[Milestone] = (),
         store: Store | None = None,
         inactive_events: Iterable[str] = (),
+        timezone: tzinfo | None = None,
     ) -> None:
         write_key = write_key if write_key is not None else os.environ.get("UPTAKE_WRITE_KEY")
         endpoint = endpoint if endpoint is not None else os.environ.get("UPTAKE_ENDPOINT")
@@ -194,8 +196,16 @@ class Client:
             twice = sorted({n for n in seen if seen.count(n) > 1})
             raise ConfigurationError(f"milestone names must be unique; repeated: {twice}")
         self.milestones = milestones
-        self._user_rules = MilestoneRules([m for m in milestones if m.scope == "user"])
-        self._account_rules = MilestoneRules([m for m in milestones if m.scope == "account"])
+        if timezone is not None and not isinstance(timezone, tzinfo):
+            raise ConfigurationError(
+                f"timezone must be a datetime.tzinfo such as ZoneInfo('Europe/Paris'), "
+                f"not {timezone!r}"
+            )
+        self.timezone = timezone
+        user_milestones = [m for m in milestones if m.scope == "user"]
+        self._user_rules = MilestoneRules(user_milestones, tz=timezone)
+        account_milestones = [m for m in milestones if m.scope == "account"]
+        self._account_rules = MilestoneRules(account_milestones, tz=timezone)
         self._rules_on = bool(milestones)
         self._store: Store = store if store is not None else MemoryStore()
         if isinstance(inactive_events, str):
@@ -626,7 +636,7 @@ class Client:
             milestone=milestone.name,
             user_id=uid if uid is not None else anon,
             account_id=account,
-            timestamp=datetime.fromtimestamp(at, timezone.utc),
+            timestamp=datetime.fromtimestamp(at, _timezone.utc),
             time_to_reach=timedelta(seconds=at - first),
         )
         for hook in (*self._hooks.get(milestone.name, ()), *self._hooks.get(None, ())):

@@ -16,7 +16,7 @@ import bisect
 import math
 from array import array
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone, tzinfo
 from types import MappingProxyType
 from typing import Any, Literal
 
@@ -171,9 +171,10 @@ def _nth(events: dict[str, float | list[float]], name: str, n: int) -> float | N
 class MilestoneRules:
     """Milestones of one scope, compiled for fast evaluation (internal)."""
 
-    def __init__(self, milestones: Sequence[Milestone], *, utc_offset_s: float = 0.0) -> None:
+    def __init__(self, milestones: Sequence[Milestone], *, tz: tzinfo | None = None) -> None:
         self.milestones = tuple(milestones)
-        self.utc_offset_s = utc_offset_s
+        # Days are calendar days in this zone; UTC (or None) skips the per-event offset.
+        self.tz = None if tz is None or tz is timezone.utc else tz
         keep: dict[str, int] = {}
         self._by_event: dict[str, list[Milestone]] = {}
         for m in self.milestones:
@@ -202,8 +203,11 @@ class MilestoneRules:
         return active and self._needs_activity
 
     def day_of(self, t: float) -> int:
-        """The day number of event time ``t`` in the configured time zone."""
-        return math.floor((t + self.utc_offset_s) / _DAY)
+        """The calendar day number of event time ``t`` in the configured time zone."""
+        if self.tz is None:
+            return math.floor(t / _DAY)
+        offset = self.tz.utcoffset(datetime.fromtimestamp(t, self.tz))
+        return math.floor((t + (offset.total_seconds() if offset else 0.0)) / _DAY)
 
     def apply(
         self, state: SubjectState, event: str, t: float, active: bool, feature: str | None
