@@ -188,7 +188,7 @@ def test_state_keeps_only_what_the_rules_need() -> None:
     events = [ev("Report Created", d * DAY) for d in range(30)] + [ev("Ignored", 31 * DAY)]
     _, state, _ = run(milestone, events)
     assert state.events == {"Report Created": [(T0 + d * DAY).timestamp() for d in range(3)]}
-    assert state.days is not None and len(state.days) <= 7
+    assert state.days is not None and len(state.days) <= 2 * 7 - 1  # two windows, for late days
 
 
 # ---------------------------------------------------------------- through the client
@@ -324,3 +324,61 @@ def test_active_days_are_calendar_days_of_the_configured_zone() -> None:
         assert reached == expected, zone
     with pytest.raises(uptake.ConfigurationError, match="tzinfo"):
         make(habit, timezone="Europe/Paris")
+
+
+# ---------------------------------------------------------------- edges found in review
+
+
+def test_time_to_reach_counts_from_the_first_event_of_any_kind() -> None:
+    client = make(uptake.Milestone("m", all_of=["Report Created"]))
+    got: list[uptake.MilestoneReached] = []
+    client.on_milestone()(got.append)
+    client.track("u1", "Signed Up", timestamp=T0)  # not named by any milestone
+    client.track("u1", "Report Created", timestamp=T0 + 3 * DAY)
+    assert got[0].time_to_reach == 3 * DAY
+
+
+def test_a_late_event_inside_the_deadline_still_reaches_it() -> None:
+    milestone = uptake.Milestone("m", counts={"R": 2}, within=7 * DAY)
+    events = [
+        ev("R", 0 * DAY),
+        ev("R", 7 * DAY + dt.timedelta(minutes=1)),  # too late...
+        ev("R", 7 * DAY - dt.timedelta(minutes=1)),  # ...but this one, arriving late, is not
+    ]
+    reached, _, _ = run(milestone, events)
+    assert reached == {"m": (T0 + 7 * DAY - dt.timedelta(minutes=1)).timestamp()}
+
+
+def test_late_active_days_complete_an_earlier_window() -> None:
+    milestone = uptake.Milestone("m", active_days=4, within=7 * DAY)
+    order = [1, 2, 9, 5, 7]  # days 1, 2, 5 and 7 fit one 7-day window
+    reached, _, _ = run(milestone, [ev("Any", d * DAY) for d in order])
+    assert "m" in reached
+
+
+def test_events_from_the_future_stay_out_of_the_rules() -> None:
+    client = make(uptake.Milestone("habit", active_days=2, within=7 * DAY))
+    reached: list[str] = []
+    client.on_milestone()(lambda r: reached.append(r.milestone))
+    now = dt.datetime.now(dt.timezone.utc)
+    client.track("u1", "Clock Gone Wrong", timestamp=now + 400 * DAY)
+    client.track("u1", "Work", timestamp=now - DAY)
+    client.track("u1", "Work", timestamp=now)
+    assert reached == ["habit"]
+
+
+def test_a_count_added_to_the_rules_later_still_counts() -> None:
+    first_rules = MilestoneRules([uptake.Milestone("a", all_of=["R"])])
+    state = SubjectState()
+    first_rules.apply(state, "R", T0.timestamp(), True, None)
+    assert state.events == {"R": T0.timestamp()}  # only the first time was needed
+    later_rules = MilestoneRules([uptake.Milestone("b", counts={"R": 3})])
+    fired = []
+    for d in range(1, 4):
+        fired += later_rules.apply(state, "R", (T0 + d * DAY).timestamp(), True, None)
+    assert [m.name for m, _, _ in fired] == ["b"]
+
+
+def test_milestones_differing_only_in_counts_are_different() -> None:
+    assert uptake.Milestone("m", counts={"R": 2}) != uptake.Milestone("m", counts={"R": 3})
+    assert uptake.Milestone("m", counts={"R": 2}) == uptake.Milestone("m", counts={"R": 2})

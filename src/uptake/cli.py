@@ -19,6 +19,7 @@ from collections.abc import Iterator, Sequence
 from typing import IO, Any
 
 from .client import Client
+from .stores.memory import MemoryStore
 
 __all__ = ["main"]
 
@@ -86,7 +87,16 @@ def _lines(handle: IO[bytes], progress: _Progress, counts: dict[str, int]) -> It
 
 
 def _replay(args: argparse.Namespace) -> int:
+    if args.file != "-" and not os.path.isfile(args.file):
+        print(f"uptake: no such file: {args.file}", file=sys.stderr)
+        return 2
     client = _load_client(args.client)
+    if isinstance(client._store, MemoryStore):
+        print(
+            "uptake: warning: this client keeps its state in a MemoryStore, which ends with "
+            "this command; give it a SqliteStore to keep what the replay builds",
+            file=sys.stderr,
+        )
     size = os.path.getsize(args.file) if args.file != "-" else 0
     progress = _Progress(size, sys.stderr, enabled=size > 0 and not args.quiet)
     counts = {"lines": 0, "bad_json": 0}
@@ -103,7 +113,7 @@ def _replay(args: argparse.Namespace) -> int:
         f"{result.reached:,} milestones reached"
     )
     client.shutdown(timeout=5.0)
-    return 0
+    return 1 if result.read and not result.applied else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

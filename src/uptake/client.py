@@ -8,6 +8,7 @@ import enum
 import ipaddress
 import logging
 import os
+import re
 import time
 import weakref
 from collections import Counter
@@ -54,6 +55,8 @@ INACTIVE_EVENTS = frozenset(
 )
 OnError = Callable[[DeliveryError], None]
 
+#: Events stamped further ahead than this are kept out of the rules (a wrong clock).
+_MAX_FUTURE_S = 24 * 3600.0
 #: Largest batch body sent, in bytes (the Segment spec allows 500 KB).
 MAX_BATCH_BYTES = 500_000
 _SESSION_SWEEP_S = 60.0
@@ -212,6 +215,8 @@ class Client:
             raise ConfigurationError("inactive_events must be a list of event names")
         self._inactive_events = INACTIVE_EVENTS | frozenset(inactive_events)
         self._hooks: dict[str | None, list[MilestoneHook]] = {}
+        self._rules_failures = 0
+        self._rules_failure_logged = -1e9
         self._buffer: Buffer = buffer if buffer is not None else MemoryBuffer()
         self._buffer.configure(
             max_events=max_queue_size,
@@ -568,7 +573,9 @@ class Client:
             message["event"] = event
             message["properties"] = properties if properties is not None else {}
             self._emit(message)
-        if self._rules_on:
+        if self._rules_on and (timestamp is None or t <= time.time() + _MAX_FUTURE_S):
+            # (An event stamped in the future is sent, but kept out of the rules: one bad
+            # clock must not make a user's real days look old.)
             self._apply_rules(uid, anon, account, event, properties, t, session_id)
 
     def _apply_rules(
@@ -595,13 +602,13 @@ class Client:
         t: float,
     ) -> list[tuple[Milestone, float, float]]:
         """Apply one event to the user's and the account's state; return what it reached."""
-        active = event not in self._inactive_events
-        feature = None
-        if event == FEATURE_EVENT and properties:
-            name = properties.get("feature")
-            feature = name if isinstance(name, str) and name else None
         reached: list[tuple[Milestone, float, float]] = []
         try:
+            active = event not in self._inactive_events
+            feature = None
+            if event == FEATURE_EVENT and properties:
+                name = properties.get("feature")
+                feature = name if isinstance(name, str) and name else None
             rules = self._user_rules
             if rules and rules.wants(event, active, feature):
                 key = f"user:{uid}" if uid is not None else f"anon:{anon}"
@@ -611,7 +618,14 @@ class Client:
                 key = f"account:{account}"
                 reached += self._store.update(key, rules.apply, event, t, active, feature)
         except Exception:  # never let the rules break the host's call
-            logger.exception("error while evaluating milestones; event still sent")
+            self._rules_failures += 1
+            now = time.monotonic()
+            if now - self._rules_failure_logged >= 10.0:  # one traceback per 10 s at most
+                self._rules_failure_logged = now
+                logger.exception(
+                    "error while evaluating milestones (%d so far); events are still sent",
+                    self._rules_failures,
+                )
         return reached
 
     def _milestone_reached(
@@ -996,13 +1010,12 @@ def _parse_history(
     )
     props = raw.get("properties")
     stamp = raw.get("timestamp")
-    if not isinstance(name, str) or not name or not isinstance(stamp, str):
+    if not isinstance(name, str) or not name or stamp is None:
         return None
     if not (isinstance(uid, str) and uid) and not (isinstance(anon, str) and anon):
         return None
-    try:
-        when = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-    except ValueError:
+    when = _parse_time(stamp)
+    if when is None:
         return None
     return (
         uid if isinstance(uid, str) and uid else None,
@@ -1010,8 +1023,37 @@ def _parse_history(
         account if isinstance(account, str) and account else None,
         name,
         props if isinstance(props, Mapping) else None,
-        _ev.to_epoch(when),
+        when,
     )
+
+
+_ISO_TIME = re.compile(
+    r"(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}(?::\d{2})?)(?:[.,](\d+))?"
+    r"(?:([Zz])|([+-])(\d{2}):?(\d{2}))?$"
+)
+
+
+def _parse_time(value: object) -> float | None:
+    """Epoch seconds from an ISO 8601 timestamp (any fraction length, Z or +HH[:]MM, naive
+    meaning UTC) or from epoch seconds or milliseconds; None if it is neither."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+        return seconds / 1000 if seconds > 1e11 else seconds  # milliseconds look like this
+    if not isinstance(value, str):
+        return None
+    match = _ISO_TIME.match(value.strip())
+    if match is None:
+        return None
+    day, clock, fraction, _zulu, sign, hours, minutes = match.groups()
+    text = f"{day}T{clock}" + (f".{fraction[:6]:0<6}" if fraction else "")
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    offset = 0.0
+    if sign:
+        offset = (int(hours) * 3600 + int(minutes) * 60) * (1 if sign == "+" else -1)
+    return when.replace(tzinfo=_timezone.utc).timestamp() - offset
 
 
 def _subject_keys(user_id: object, account_id: object) -> list[str]:
@@ -1033,8 +1075,8 @@ def _warn_memory_store_after_fork() -> None:
         _fork_warned = True
         logger.warning(
             "uptake is running in a forked worker with milestones kept in a MemoryStore: each "
-            "process sees only part of a user's events, so milestones fire late or never. "
-            "Use SqliteStore (workers of one machine) or RedisStore (several hosts)."
+            "process sees only part of a user's events, so milestones fire late, never, or "
+            "once per worker. Use SqliteStore to share the state between the workers."
         )
 
 

@@ -100,7 +100,11 @@ class Milestone:
     all_of: tuple[str, ...] = attrs.field(default=(), kw_only=True, converter=_all_of)
     any_of: tuple[str, ...] = attrs.field(default=(), kw_only=True, converter=_any_of)
     counts: Mapping[str, int] = attrs.field(
-        factory=dict, kw_only=True, converter=_counts, eq=False, hash=False
+        factory=dict,
+        kw_only=True,
+        converter=_counts,
+        eq=attrs.cmp_using(eq=lambda a, b: dict(a) == dict(b)),
+        hash=False,
     )
     features: int = attrs.field(default=0, kw_only=True, converter=_features)
     active_days: int = attrs.field(default=0, kw_only=True, converter=_active_days)
@@ -133,6 +137,13 @@ class Milestone:
             raise ConfigurationError(f"{where}: scope must be 'user' or 'account'")
 
     @property
+    def deadline_s(self) -> float | None:
+        """Seconds after first seen by which it must be reached (None: no deadline)."""
+        if self.within is None or self.active_days:
+            return None
+        return self.within.total_seconds()
+
+    @property
     def events(self) -> frozenset[str]:
         """Every event name this milestone refers to."""
         return frozenset(self.all_of) | frozenset(self.any_of) | frozenset(self.counts)
@@ -163,7 +174,7 @@ def _nth(events: dict[str, float | list[float]], name: str, n: int) -> float | N
     times = events.get(name)
     if times is None:
         return None
-    if isinstance(times, float):
+    if not isinstance(times, list):
         return times if n == 1 else None
     return times[n - 1] if len(times) >= n else None
 
@@ -183,13 +194,14 @@ class MilestoneRules:
                 keep[name] = max(keep.get(name, 0), need)
                 self._by_event.setdefault(name, []).append(m)
         self._keep = keep  # event -> how many earliest times to keep
+        self._count = len(self.milestones)
         self._by_feature = [m for m in self.milestones if m.features]
         self._by_day = [m for m in self.milestones if m.active_days]
         windows = [m.within for m in self._by_day if m.within is not None]
         self._day_window = max((math.ceil(w / timedelta(days=1)) for w in windows), default=0)
-        # Active events matter beyond the referenced ones only for first-seen deadlines
-        # (within) and active days.
-        self._needs_activity = any(m.within is not None for m in self.milestones)
+        # Every active event matters: it may be the subject's first (deadlines and
+        # time_to_reach count from it) or a new active day.
+        self._needs_activity = bool(self.milestones)
 
     def __bool__(self) -> bool:
         return bool(self.milestones)
@@ -217,12 +229,14 @@ class MilestoneRules:
         Each result is ``(milestone, reached_at, first_seen)``, in event time.
         """
         candidates: list[Milestone] = []
+        # Everything that can fail (a time zone lookup) happens before the state changes.
+        day = self.day_of(t) if active and self._by_day else None
         if active:
             if state.first is None or t < state.first:
                 state.first = t
             if state.last is None or t > state.last:
                 state.last = t
-            if self._by_day and self._add_day(state, t):
+            if day is not None and self._add_day(state, day):
                 candidates.extend(self._by_day)
         keep = self._keep.get(event)
         if keep:
@@ -232,8 +246,10 @@ class MilestoneRules:
             times = events.get(event)
             if times is None:
                 events[event] = t if keep == 1 else [t]
-            elif isinstance(times, float):  # only the first time is needed: a bare float
-                if t < times:
+            elif not isinstance(times, list):  # only the first time was needed: a bare number
+                if keep > 1:  # a count was added to the rules since: keep a list from now on
+                    events[event] = sorted((times, t))[:keep]
+                elif t < times:
                     events[event] = t
             elif len(times) < keep or t < times[-1]:
                 bisect.insort(times, t)
@@ -247,12 +263,23 @@ class MilestoneRules:
             if first_use is None or t < first_use:
                 features[feature] = t
                 candidates.extend(self._by_feature)
-        if not candidates:
+        if not candidates or self._all_reached(state):
             return []
         return self._evaluate(state, candidates, t)
 
-    def _add_day(self, state: SubjectState, t: float) -> bool:
-        day = self.day_of(t)
+    def _all_reached(self, state: SubjectState) -> bool:
+        reached = state.reached
+        if not reached or len(reached) < self._count:
+            return False
+        return all(m.name in reached for m in self.milestones)
+
+    def _add_day(self, state: SubjectState, day: int) -> bool:
+        """Record an active day; True if it is new.
+
+        Days up to one window behind the latest are accepted (a late event still counts),
+        so two windows' worth are kept: a late day can complete a window reaching that far
+        back.
+        """
         days = state.days
         if days is None:
             state.days = array("i", (day,))
@@ -260,10 +287,11 @@ class MilestoneRules:
         i = bisect.bisect_left(days, day)
         if i < len(days) and days[i] == day:
             return False
-        if days and day <= days[-1] - self._day_window:
-            return False  # older than any window still open
+        window = self._day_window
+        if day <= days[-1] - window:
+            return False  # later than the lateness we allow for
         days.insert(i, day)
-        cut = bisect.bisect_left(days, days[-1] - self._day_window + 1)
+        cut = bisect.bisect_left(days, days[-1] - 2 * window + 2)
         if cut:
             del days[:cut]
         return True
@@ -272,27 +300,19 @@ class MilestoneRules:
         self, state: SubjectState, candidates: list[Milestone], t: float
     ) -> list[tuple[Milestone, float, float]]:
         reached_now: list[tuple[Milestone, float, float]] = []
-        seen: set[str] = set()
-        for m in candidates:
-            if m.name in seen:
-                continue
-            seen.add(m.name)
-            if (state.reached and m.name in state.reached) or (
-                state.missed and m.name in state.missed
-            ):
+        reached = state.reached
+        for m in candidates:  # a milestone listed twice is skipped once reached
+            if reached is not None and m.name in reached:
                 continue
             at = self._reached_at(state, m, t)
             if at is None:
                 continue
             first = state.first if state.first is not None else at
-            if m.within is not None and not m.active_days and at > first + m.within.total_seconds():
-                if state.missed is None:
-                    state.missed = []
-                state.missed.append(m.name)
-                continue
-            if state.reached is None:
-                state.reached = {}
-            state.reached[m.name] = at
+            if m.deadline_s is not None and at > first + m.deadline_s:
+                continue  # too late (for now: a late event may still complete it in time)
+            if reached is None:
+                reached = state.reached = {}
+            reached[m.name] = at
             reached_now.append((m, at, first))
         return reached_now
 
@@ -334,7 +354,7 @@ class MilestoneRules:
 
     def missed_by(self, state: SubjectState, now: float) -> list[str]:
         """Milestones with a deadline (``within``) that has passed unreached at ``now``."""
-        missed = list(state.missed or [])
+        missed: list[str] = []
         if state.first is None:
             return missed
         for m in self.milestones:

@@ -2,7 +2,7 @@
 
 Only what the configured rules need: the earliest times of the events they reference (as
 many as the largest count needs), the first time each feature was used, the active days
-inside the longest window, and which milestones were reached or missed. Never the event
+inside the longest windows, and which milestones were reached (and when). Never the event
 history.
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 class SubjectState:
     """Mutable state of one subject; owned by a store, changed only by the rules."""
 
-    __slots__ = ("days", "events", "features", "first", "last", "missed", "reached")
+    __slots__ = ("days", "events", "features", "first", "last", "reached")
 
     def __init__(self) -> None:
         self.first: float | None = None  # first active event (event time)
@@ -25,7 +25,6 @@ class SubjectState:
         self.features: dict[str, float] | None = None  # feature -> first use
         self.days: array[int] | None = None  # sorted distinct active days (compact ints)
         self.reached: dict[str, float] | None = None  # milestone -> reached at
-        self.missed: list[str] | None = None
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready copy, for stores that persist state."""
@@ -36,7 +35,6 @@ class SubjectState:
             "features": self.features or {},
             "days": list(self.days or ()),
             "reached": self.reached or {},
-            "missed": self.missed or [],
         }
 
     @classmethod
@@ -51,5 +49,4 @@ class SubjectState:
         state.features = dict(data.get("features", {})) or None
         state.days = array("i", data.get("days", [])) or None
         state.reached = dict(data.get("reached", {})) or None
-        state.missed = list(data.get("missed", [])) or None
         return state

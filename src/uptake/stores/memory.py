@@ -18,8 +18,9 @@ class MemoryStore:
     """Keeps each user's and account's rule state in memory (the default store).
 
     Per process: under gunicorn or uwsgi each worker sees only part of a user's events, so
-    milestones fire late or never; use ``SqliteStore`` (one machine) or ``RedisStore``
-    (many hosts) there. Thread-safe; each update is atomic.
+    milestones fire late, never, or once per worker; use ``SqliteStore`` there. A user
+    evicted for ``max_users`` starts afresh when seen again (and may reach a milestone a
+    second time). Thread-safe; each update is atomic.
 
     Args:
         max_users: Most subjects (users plus accounts) kept; beyond it the least recently

@@ -38,13 +38,15 @@ class SqliteStore:
 
     Args:
         path: The database file. Its directory must exist and be writable.
-        timeout: Longest wait, in seconds, for another process's write to finish.
+        timeout: Longest wait, in seconds, for another thread's or process's write to
+            finish. It is spent on the tracking thread, so keep it short: past it, that
+            event is left out of the rules (logged), never the host blocked for long.
 
     Raises:
         ConfigurationError: the file cannot be created or opened.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, timeout: float = 5.0) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, timeout: float = 0.5) -> None:
         self.path = os.fspath(path)
         self.timeout = timeout
         self._lock = threading.Lock()
@@ -63,8 +65,15 @@ class SqliteStore:
         return int(row[0])
 
     def update(self, key: str, change: Callable[..., T], *args: Any) -> T:
-        """Call ``change(state, *args)`` on the state of ``key`` in one transaction."""
-        with self._lock:
+        """Call ``change(state, *args)`` on the state of ``key`` in one transaction.
+
+        Raises:
+            TimeoutError: the store stayed busy for longer than ``timeout``.
+            sqlite3.Error: the file could not be read or written.
+        """
+        if not self._lock.acquire(timeout=self.timeout):
+            raise TimeoutError(f"the store {self.path!r} stayed busy for {self.timeout}s")
+        try:
             conn = self._connection()
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -82,6 +91,8 @@ class SqliteStore:
                     conn.execute("ROLLBACK")
                 raise
             return result
+        finally:
+            self._lock.release()
 
     def get(self, key: str) -> SubjectState | None:
         """The state of ``key``, or None."""
