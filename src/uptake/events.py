@@ -266,7 +266,7 @@ def encode(obj: Mapping[str, Any]) -> bytes:
             raise UnencodableEventError(f"{type(exc).__name__}: {exc}") from exc
     try:
         return text.encode("utf-8")
-    except UnicodeEncodeError:  # lone surrogates: escape everything as \uXXXX instead
+    except UnicodeEncodeError:  # lone surrogates: write every non-ASCII character escaped
         return _encode_ascii(json.loads(text)).encode("ascii")
 
 
