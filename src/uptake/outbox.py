@@ -137,6 +137,7 @@ class SqliteBuffer:
         self._writer_lock = threading.Lock()
         self._pending: deque[bytes] = deque()
         self._pending_bytes = 0
+        self._sending_from_memory = 0  # events taken from memory, not yet settled
         self._conn = None
         self._owner = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(4).hex()}"
         self._has_pending = threading.Event()
@@ -223,6 +224,7 @@ class SqliteBuffer:
             with self._commit_lock, self._pending_lock:
                 self._pending.extendleft(reversed(kept))
                 self._pending_bytes += sum(len(m) for m in kept)
+                self._sending_from_memory -= len(batch)
             return
         kept_ids = {batch.ids[i] for start, stop in keep for i in range(start, stop)}
         done = _json_ids(i for i in batch.ids if i not in kept_ids)
@@ -265,8 +267,12 @@ class SqliteBuffer:
         return int(row[0] or 0)
 
     def drained(self, mark: int) -> bool:
-        """True when no row numbered up to ``mark`` is left (by any process)."""
-        if self._degraded and self._pending:
+        """True when no row numbered up to ``mark`` is left (by any process).
+
+        While the disk refuses writes, events waiting in memory or being sent from memory
+        are not settled either. (Otherwise what waits in memory is newer than the mark.)
+        """
+        if self._sending_from_memory or (self._degraded and self._pending):
             return False
         try:
             with self._lock:
@@ -489,6 +495,7 @@ class SqliteBuffer:
                 out.append(self._pending.popleft())
                 size += cost
             self._pending_bytes -= size - len(out)
+            self._sending_from_memory += len(out)
         return Batch(out, 1 << 62, 1 << 62)
 
     def _insert(self, conn: sqlite3.Connection, group: Sequence[bytes]) -> None:
