@@ -115,6 +115,18 @@ def test_replay_skips_what_it_cannot_use() -> None:
     assert (result.read, result.applied, result.skipped) == (5, 1, 4)
 
 
+def replay_command(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run `uptake replay ARGS` in a fresh interpreter, in ``cwd``."""
+    return subprocess.run(
+        [sys.executable, "-m", "uptake.cli", "replay", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
 def test_the_replay_command(tmp_path: Path) -> None:
     (tmp_path / "myapp.py").write_text(
         textwrap.dedent(
@@ -144,14 +156,7 @@ def test_the_replay_command(tmp_path: Path) -> None:
         for n in range(20)
     ]
     export.write_text("\n".join([*lines, "{not json", ""]) + "\n")
-    result = subprocess.run(
-        [sys.executable, "-m", "uptake.cli", "replay", str(export), "--client", "myapp:client"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = replay_command(tmp_path, str(export), "--client", "myapp:client")
     assert result.returncode == 0, result.stderr
     assert "replayed 20 events" in result.stdout
     assert "1 skipped, 1 of them not JSON" in result.stdout
@@ -164,14 +169,7 @@ def test_the_replay_command(tmp_path: Path) -> None:
 
 def test_the_replay_command_explains_a_bad_client_spec(tmp_path: Path) -> None:
     (tmp_path / "x.jsonl").write_text("")
-    result = subprocess.run(
-        [sys.executable, "-m", "uptake.cli", "replay", "x.jsonl", "--client", "nocolon"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = replay_command(tmp_path, "x.jsonl", "--client", "nocolon")
     assert result.returncode != 0
     assert "package.module:name" in result.stderr
 
@@ -195,12 +193,5 @@ def test_replay_reads_the_timestamp_forms_exports_use() -> None:
 
 
 def test_the_replay_command_reports_a_missing_file(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "uptake.cli", "replay", "missing.jsonl", "--client", "m:c"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = replay_command(tmp_path, "missing.jsonl", "--client", "m:c")
     assert result.returncode == 2 and "no such file" in result.stderr
