@@ -371,3 +371,25 @@ def test_losing_the_file_later_falls_back_to_memory_without_raising(
     assert buffer.degraded
     assert client.flush(timeout=10)
     assert "Still Tracked" in track_names(collector.events)
+
+
+def test_a_delivered_batch_the_locked_file_could_not_delete_is_deleted_later(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "locked.db"
+    buffer = uptake.SqliteBuffer(path)
+    assert buffer.put(b'{"i":0}')
+    batch = buffer.take(500_000)
+    assert batch is not None
+    with buffer._lock:  # wait 50 ms for a lock, not 10 s
+        buffer._connection().execute("PRAGMA busy_timeout = 50")
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process holds the write lock...
+    buffer.settle(batch)  # ...so the delivered rows cannot be deleted now
+    other.execute("ROLLBACK")
+    other.close()
+    # Deleted at the next use of the file: not left leased for minutes, making every
+    # flush() wait for them, then sent a second time once the lease ends.
+    assert buffer.drained(batch.high)
+    assert rows(path) == []
+    assert len(buffer) == 0

@@ -138,6 +138,9 @@ class SqliteBuffer:
         self._pending: deque[bytes] = deque()
         self._pending_bytes = 0
         self._sending_from_memory = 0  # events taken from memory, not yet settled
+        # Delivered batches whose rows could not be deleted yet (the file was locked):
+        # (done ids, kept ids) as JSON arrays, retried before the next use of the file.
+        self._unsettled: list[tuple[str, str | None]] = []
         self._conn = None
         self._owner = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(4).hex()}"
         self._has_pending = threading.Event()
@@ -205,6 +208,7 @@ class SqliteBuffer:
         self._commit_pending()
         try:
             with self._lock:
+                self._settle_later()
                 batch = self._claim(max_bytes)
         except sqlite3.Error as exc:
             self._write_failed(exc)
@@ -228,27 +232,19 @@ class SqliteBuffer:
             return
         kept_ids = {batch.ids[i] for start, stop in keep for i in range(start, stop)}
         done = _json_ids(i for i in batch.ids if i not in kept_ids)
-        try:
-            with self._lock, self._transaction() as conn:
-                if kept_ids:
-                    conn.execute(
-                        "UPDATE outbox SET lease_owner = NULL, lease_until = 0 "
-                        f"WHERE id IN ({_IDS}) AND lease_owner = ?",
-                        (_json_ids(kept_ids), self._owner),
-                    )
-                count, size = conn.execute(
-                    "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM outbox "
-                    f"WHERE id IN ({_IDS}) AND lease_owner = ?",
-                    (done, self._owner),
-                ).fetchone()
-                conn.execute(
-                    f"DELETE FROM outbox WHERE id IN ({_IDS}) AND lease_owner = ?",
-                    (done, self._owner),
+        with self._lock:
+            # Settled in order: a batch that could not be settled before goes first.
+            self._unsettled.append((done, _json_ids(kept_ids) if kept_ids else None))
+            try:
+                self._settle_later()
+            except sqlite3.Error as exc:
+                # Kept (with their lease) and retried on the next use of the file, so that
+                # neither this process's flush() waits on them nor they are sent twice.
+                logger.error(
+                    "outbox %s: could not remove a delivered batch (will retry): %s",
+                    self.path,
+                    exc,
                 )
-                conn.execute(_ADD_TOTALS, (-count, -size))
-        except sqlite3.Error as exc:
-            # The rows keep their lease; once it ends they are sent again (at least once).
-            logger.error("outbox %s: could not remove a delivered batch: %s", self.path, exc)
 
     def mark(self) -> int:
         """Commit what is pending; return the newest row id in the outbox.
@@ -276,6 +272,7 @@ class SqliteBuffer:
             return False
         try:
             with self._lock:
+                self._settle_later()
                 row = (
                     self._connection()
                     .execute("SELECT 1 FROM outbox WHERE id <= ? LIMIT 1", (mark,))
@@ -321,6 +318,7 @@ class SqliteBuffer:
             try:
                 with self._lock:
                     if self._conn is not None:
+                        self._settle_later()  # before the leases go: else sent twice
                         self._conn.execute(
                             "UPDATE outbox SET lease_owner = NULL, lease_until = 0 "
                             "WHERE lease_owner = ?",
@@ -471,6 +469,33 @@ class SqliteBuffer:
             self._degraded = False
             logger.warning("outbox %s is writable again; events go to disk again", self.path)
         return True
+
+    def _settle_later(self) -> None:
+        """Delete the rows of delivered batches not settled yet (call with ``_lock`` held).
+
+        Raises:
+            sqlite3.Error: the file is still locked or out of reach; they stay queued.
+        """
+        while self._unsettled:
+            done, kept = self._unsettled[0]
+            with self._transaction() as conn:
+                if kept is not None:
+                    conn.execute(
+                        "UPDATE outbox SET lease_owner = NULL, lease_until = 0 "
+                        f"WHERE id IN ({_IDS}) AND lease_owner = ?",
+                        (kept, self._owner),
+                    )
+                count, size = conn.execute(
+                    "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM outbox "
+                    f"WHERE id IN ({_IDS}) AND lease_owner = ?",
+                    (done, self._owner),
+                ).fetchone()
+                conn.execute(
+                    f"DELETE FROM outbox WHERE id IN ({_IDS}) AND lease_owner = ?",
+                    (done, self._owner),
+                )
+                conn.execute(_ADD_TOTALS, (-count, -size))
+            del self._unsettled[0]
 
     def _write_failed(self, exc: sqlite3.Error) -> None:
         self.write_errors += 1
