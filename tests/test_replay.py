@@ -187,6 +187,8 @@ def test_replay_reads_the_timestamp_forms_exports_use() -> None:
         "2026-01-01t00:00:00z",
         expected,
         expected * 1000,  # milliseconds
+        dt.datetime(2026, 1, 1, 1, tzinfo=dt.timezone(dt.timedelta(hours=1))),
+        dt.datetime(2026, 1, 1),  # naive: UTC
     ):
         assert _parse_time(value) == expected, value
     assert _parse_time("yesterday") is None and _parse_time(None) is None

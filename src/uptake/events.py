@@ -108,7 +108,7 @@ def check_identity(user_id: object, anonymous_id: object) -> tuple[str | None, s
     uid = _check_id(user_id, "user_id")
     anon = _check_id(anonymous_id, "anonymous_id")
     if uid is None and anon is None:
-        raise InvalidEventError("an event needs a user_id or an anonymous_id; both are missing")
+        raise InvalidEventError("give a user_id or an anonymous_id; both are missing")
     return uid, anon
 
 
@@ -153,14 +153,14 @@ def check_mapping(value: object, what: str) -> Mapping[str, Any] | None:
     )
 
 
-def check_timestamp(value: object) -> float | None:
+def check_timestamp(value: object, what: str = "timestamp") -> float | None:
     """Validate an optional event timestamp and return it as epoch seconds."""
     if value is None:
         return None
     if isinstance(value, _dt.datetime):
         return to_epoch(value)
     raise InvalidEventError(
-        f"timestamp must be a datetime.datetime (naive means UTC), not {type(value).__name__}"
+        f"{what} must be a datetime.datetime (naive means UTC), not {type(value).__name__}"
     )
 
 
