@@ -5,25 +5,15 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 import uptake
+from uptake.rules.milestones import MilestoneRules
 from uptake.rules.state import SubjectState
 
-MakeStore = Callable[[], uptake.MemoryStore | uptake.SqliteStore]
-
-
-@pytest.fixture(params=["memory", "sqlite"])
-def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MakeStore]:
-    def make() -> uptake.MemoryStore | uptake.SqliteStore:
-        if request.param == "memory":
-            return uptake.MemoryStore()
-        return uptake.SqliteStore(tmp_path / "rules.db")
-
-    yield make
+from .conftest import MakeStore
 
 
 def set_first(state: SubjectState, t: float) -> float | None:
@@ -135,3 +125,47 @@ def test_a_forked_worker_with_milestones_in_memory_is_warned(
         client._after_fork_in_child()
     warnings = [r for r in caplog.records if "SqliteStore" in r.getMessage()]
     assert len(warnings) == 1
+
+
+def test_state_written_before_feature_days_were_kept_still_reads() -> None:
+    old = {
+        "first": 10.0,
+        "last": 20.0,
+        "events": {"Report Created": [10.0, 15.0]},
+        "features": {"reports": 12.5},
+        "days": [0],
+        "reached": {"activated": 15.0},
+    }
+    state = SubjectState.from_json(old)
+    assert state.reached == {"activated": 15.0}
+    again = state.to_json()
+    assert again["events"] == old["events"] and again["reached"] == old["reached"]
+    assert SubjectState.from_json(again).to_json() == again
+    # The old first use still counts: a second feature reaches a two-feature milestone.
+    rules = MilestoneRules([uptake.Milestone("two", features=2)])
+    reached = rules.apply(state, "Feature Used", 30.0, True, "alerts")
+    assert [(m.name, at, first) for m, at, first in reached] == [("two", 30.0, 10.0)]
+    rules.apply(state, "Feature Used", 31.0, True, "reports")
+    assert state.to_json()["features"]["reports"] >> 96 == 12_500  # first use kept, in ms
+
+
+def test_update_many_changes_several_subjects_at_once(make_store: MakeStore) -> None:
+    store = make_store()
+
+    def stamp(states: list[SubjectState], t: float) -> int:
+        for state in states:
+            state.first = t
+        return len(states)
+
+    assert store.update_many(["account:a", "user:u"], stamp, 5.0) == 2
+    assert store.get("account:a").first == store.get("user:u").first == 5.0  # type: ignore[union-attr]
+
+    def broken(states: list[SubjectState]) -> None:
+        for state in states:
+            state.first = 99.0
+        raise RuntimeError("rule bug")
+
+    with pytest.raises(RuntimeError):
+        store.update_many(["account:a", "user:u"], broken)
+    if isinstance(store, uptake.SqliteStore):  # one transaction: both rolled back
+        assert store.get("account:a").first == store.get("user:u").first == 5.0  # type: ignore[union-attr]

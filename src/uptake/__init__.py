@@ -6,26 +6,61 @@ Start with :class:`uptake.Client`.
 from ._version import __version__
 from .buffer import Buffer, MemoryBuffer
 from .client import Client
-from .errors import ConfigurationError, DeliveryError, InvalidEventError, UptakeError
+from .errors import (
+    ConfigurationError,
+    DeliveryError,
+    InvalidEventError,
+    StoreUnavailable,
+    UptakeError,
+)
 from .outbox import SqliteBuffer
+from .rules.engagement import Engagement, EngagementSnapshot
 from .rules.milestones import Milestone, MilestoneReached
+from .rules.nudges import (
+    Audience,
+    Declining,
+    EventCount,
+    Inactive,
+    NotReached,
+    Nudge,
+    NudgeExplanation,
+    NudgeFired,
+    Reached,
+)
+from .rules.simulation import NudgeSimulation, Simulation
 from .stats import Stats
 from .stores.memory import MemoryStore
+from .stores.redis import RedisStore
 from .stores.sqlite import SqliteStore
 
 __all__ = [
+    "Audience",
     "Buffer",
     "Client",
     "ConfigurationError",
+    "Declining",
     "DeliveryError",
+    "Engagement",
+    "EngagementSnapshot",
+    "EventCount",
+    "Inactive",
     "InvalidEventError",
     "MemoryBuffer",
     "MemoryStore",
     "Milestone",
     "MilestoneReached",
+    "NotReached",
+    "Nudge",
+    "NudgeExplanation",
+    "NudgeFired",
+    "NudgeSimulation",
+    "Reached",
+    "RedisStore",
+    "Simulation",
     "SqliteBuffer",
     "SqliteStore",
     "Stats",
+    "StoreUnavailable",
     "UptakeError",
     "__version__",
 ]

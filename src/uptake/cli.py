@@ -1,10 +1,12 @@
 """The ``uptake`` command.
 
     uptake replay EVENTS.jsonl --client myapp.analytics:client
+    uptake serve --write-key wk_123 [--host 127.0.0.1] [--port 8787] [--db uptake-events.db]
 
 ``replay`` feeds past events (one wire-format JSON object per line) to your configured
 client's :meth:`~uptake.Client.replay`, so its store starts with the right milestones. The
-client is found the way gunicorn finds an app: ``module:attribute``.
+client is found the way gunicorn finds an app: ``module:attribute``. ``serve`` runs the
+reference collector (the ``collector`` extra: uvicorn) that stores what clients send.
 """
 
 from __future__ import annotations
@@ -130,8 +132,39 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="where your configured client is, as 'package.module:name' (or a factory)",
     )
     replay.add_argument("--quiet", action="store_true", help="no progress bar")
+    serve = commands.add_parser("serve", help="run the reference collector (POST /v1/batch)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8787, help="port (8787)")
+    serve.add_argument("--db", default="uptake-events.db", help="SQLite file for the events")
+    serve.add_argument(
+        "--write-key",
+        action="append",
+        default=[],
+        help="a key clients may send (repeatable; default: $UPTAKE_WRITE_KEY)",
+    )
     args = parser.parse_args(argv)
+    if args.command == "serve":
+        return _serve(args)
     return _replay(args)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    try:
+        import uvicorn
+    except ImportError:
+        print("uptake: serve needs the collector extra: pip install 'uptake[collector]'")
+        return 2
+    from .collector import EventStore, create_app
+
+    keys = args.write_key or [k for k in [os.environ.get("UPTAKE_WRITE_KEY")] if k]
+    if not keys:
+        print("uptake: give --write-key (or set UPTAKE_WRITE_KEY)", file=sys.stderr)
+        return 2
+    store = EventStore(args.db)
+    print(f"uptake collector on http://{args.host}:{args.port}/v1/batch, storing into {args.db}")
+    uvicorn.run(create_app(store, keys), host=args.host, port=args.port, log_level="warning")
+    store.close()
+    return 0
 
 
 if __name__ == "__main__":

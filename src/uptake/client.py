@@ -23,7 +23,11 @@ import attrs
 from . import events as _ev
 from .buffer import Buffer, MemoryBuffer
 from .errors import ConfigurationError, DeliveryError, InvalidEventError
-from .rules.milestones import FEATURE_EVENT, Milestone, MilestoneReached, MilestoneRules
+from .rules.engagement import Engagement, EngagementSnapshot
+from .rules.engine import Effects, RulesEngine, subject_keys
+from .rules.milestones import Milestone, MilestoneReached
+from .rules.nudges import Action, Declining, Nudge, NudgeExplanation, NudgeFired
+from .rules.simulation import Simulation, simulate
 from .sessions import Sessionizer, SessionSpan
 from .stats import Counters, Stats
 from .stores import Store
@@ -37,6 +41,7 @@ __all__ = ["Client"]
 
 BeforeSend = Callable[[dict[str, Any]], "Mapping[str, Any] | None"]
 MilestoneHook = Callable[[MilestoneReached], object]
+NudgeHook = Callable[[NudgeFired], object]
 MILESTONE_EVENT = "Milestone Reached"
 #: uptake's own events: never activity, whatever the host says.
 INACTIVE_EVENTS = frozenset(
@@ -109,6 +114,17 @@ class Client:
         session_timeout: Seconds without events after which a user's session ends.
         max_session_duration: Seconds after which a session ends regardless.
         max_batch_bytes: Largest request body, in bytes (at most 500,000).
+        milestones: :class:`~uptake.Milestone` objects evaluated at each event.
+        store: Where rule state lives (default :class:`~uptake.MemoryStore`;
+            :class:`~uptake.SqliteStore` for the processes of one machine,
+            :class:`~uptake.RedisStore` for many hosts).
+        inactive_events: Event names that are not activity (uptake's own never are).
+        timezone: The ``tzinfo`` whose calendar days and ISO weeks the rules use (UTC).
+        engagement: ``True``, ``False`` or an :class:`~uptake.Engagement`; by default on
+            when milestones or nudges are given.
+        nudges: :class:`~uptake.Nudge` objects.
+        nudge_rate_limit: At most one nudge per user per this period (default one hour);
+            ``None``: no limit.
     """
 
     def __init__(
@@ -137,6 +153,9 @@ class Client:
         store: Store | None = None,
         inactive_events: Iterable[str] = (),
         timezone: tzinfo | None = None,
+        engagement: Engagement | bool | None = None,
+        nudges: Sequence[Nudge] = (),
+        nudge_rate_limit: timedelta | None = timedelta(hours=1),
     ) -> None:
         write_key = write_key if write_key is not None else os.environ.get("UPTAKE_WRITE_KEY")
         endpoint = endpoint if endpoint is not None else os.environ.get("UPTAKE_ENDPOINT")
@@ -205,18 +224,42 @@ class Client:
                 f"not {timezone!r}"
             )
         self.timezone = timezone
-        user_milestones = [m for m in milestones if m.scope == "user"]
-        self._user_rules = MilestoneRules(user_milestones, tz=timezone)
-        account_milestones = [m for m in milestones if m.scope == "account"]
-        self._account_rules = MilestoneRules(account_milestones, tz=timezone)
-        self._rules_on = bool(milestones)
+        nudges = tuple(nudges)
+        _check_nudges(nudges, milestones, nudge_rate_limit)
+        if engagement is None:  # on with the rules, off for a plain tracker
+            engagement = bool(milestones) or bool(nudges)
+        if engagement is True:
+            engagement = Engagement()
+        elif engagement is not False and not isinstance(engagement, Engagement):
+            raise ConfigurationError(
+                f"engagement must be an uptake.Engagement or a bool, not {engagement!r}"
+            )
+        if store is not None:
+            needed = ("update", "update_many", "get", "delete", "after_fork_in_child")
+            missing = [name for name in needed if not callable(getattr(store, name, None))]
+            if missing:
+                raise ConfigurationError(
+                    f"store must be a rule store such as uptake.MemoryStore(), "
+                    f"uptake.SqliteStore(path) or uptake.RedisStore(url), not {store!r}"
+                )
         self._store: Store = store if store is not None else MemoryStore()
         if isinstance(inactive_events, str):
             raise ConfigurationError("inactive_events must be a list of event names")
-        self._inactive_events = INACTIVE_EVENTS | frozenset(inactive_events)
+        if any(isinstance(n.trigger, Declining) for n in nudges) and not engagement:
+            raise ConfigurationError("a Declining() trigger needs engagement (it is off)")
+        self.nudges = nudges
+        self._rules = RulesEngine(
+            milestones=milestones,
+            engagement=engagement or None,
+            nudges=nudges,
+            rate_limit=None if nudge_rate_limit is None else nudge_rate_limit.total_seconds(),
+            store=self._store,
+            tz=timezone,
+            inactive_events=INACTIVE_EVENTS | frozenset(inactive_events),
+        )
+        self._rules_on = self._rules.enabled
         self._hooks: dict[str | None, list[MilestoneHook]] = {}
-        self._rules_failures = 0
-        self._rules_failure_logged = -1e9
+        self._nudge_hooks: dict[str | None, list[NudgeHook]] = {}
         self._buffer: Buffer = buffer if buffer is not None else MemoryBuffer()
         self._buffer.configure(
             max_events=max_queue_size,
@@ -367,6 +410,8 @@ class Client:
         message = self._message("identify", uid, anon, t, None, context, session)
         message["traits"] = traits if traits is not None else {}
         self._emit(message)
+        if traits and self._rules_on:
+            self._rules.identify(uid, anon, traits)
 
     def group(
         self,
@@ -395,6 +440,8 @@ class Client:
         message["groupId"] = account
         message["traits"] = traits if traits is not None else {}
         self._emit(message)
+        if traits and self._rules_on:
+            self._rules.group(account, traits)
 
     # ------------------------------------------------------------------ sessions
 
@@ -518,14 +565,16 @@ class Client:
     @property
     def stats(self) -> Stats:
         """A snapshot of the delivery counters (see :class:`~uptake.Stats`). Thread-safe."""
-        return self._counters.snapshot(self._buffer)
+        stats = self._counters.snapshot(self._buffer)
+        skipped = self._rules.failures
+        return attrs.evolve(stats, rules_skipped=skipped) if skipped else stats
 
     # ------------------------------------------------------------------ internals
 
-    def _event_time(self, timestamp: datetime | None) -> float:
+    def _event_time(self, timestamp: datetime | None, what: str = "timestamp") -> float:
         if timestamp is None:
             return time.time()
-        t = _ev.check_timestamp(timestamp)
+        t = _ev.check_timestamp(timestamp, what)
         assert t is not None  # for the type checker: only None gives None
         return t
 
@@ -576,57 +625,57 @@ class Client:
         if self._rules_on and (timestamp is None or t <= time.time() + _MAX_FUTURE_S):
             # (An event stamped in the future is sent, but kept out of the rules: one bad
             # clock must not make a user's real days look old.)
-            self._apply_rules(uid, anon, account, event, properties, t, session_id)
+            effects = self._rules.update(uid, anon, account, event, properties, t)
+            if effects:
+                self._effects(effects, uid, anon, account, t, session_id)
 
-    def _apply_rules(
+    def _effects(
         self,
+        effects: Effects,
         uid: str | None,
         anon: str | None,
         account: str | None,
-        event: str,
-        properties: Mapping[str, Any] | None,
         t: float,
         session_id: str | None,
     ) -> None:
-        """Update milestone state for the user (and account); report what was reached."""
-        for milestone, at, first in self._update_rules(uid, anon, account, event, properties, t):
+        """Report what the rules decided for one event: milestones, then nudges."""
+        for milestone, at, first in effects.reached:
             self._milestone_reached(milestone, at, first, uid, anon, account, session_id)
+        self._nudge_actions(effects.nudges, uid, anon, account, t, session_id)
 
-    def _update_rules(
+    def _nudge_actions(
         self,
+        actions: list[Action],
         uid: str | None,
         anon: str | None,
         account: str | None,
-        event: str,
-        properties: Mapping[str, Any] | None,
         t: float,
-    ) -> list[tuple[Milestone, float, float]]:
-        """Apply one event to the user's and the account's state; return what it reached."""
-        reached: list[tuple[Milestone, float, float]] = []
-        try:
-            active = event not in self._inactive_events
-            feature = None
-            if event == FEATURE_EVENT and properties:
-                name = properties.get("feature")
-                feature = name if isinstance(name, str) and name else None
-            rules = self._user_rules
-            if rules and rules.wants(event, active, feature):
-                key = f"user:{uid}" if uid is not None else f"anon:{anon}"
-                reached += self._store.update(key, rules.apply, event, t, active, feature)
-            rules = self._account_rules
-            if account is not None and rules and rules.wants(event, active, feature):
-                key = f"account:{account}"
-                reached += self._store.update(key, rules.apply, event, t, active, feature)
-        except Exception:  # never let the rules break the host's call
-            self._rules_failures += 1
-            now = time.monotonic()
-            if now - self._rules_failure_logged >= 10.0:  # one traceback per 10 s at most
-                self._rules_failure_logged = now
-                logger.exception(
-                    "error while evaluating milestones (%d so far); events are still sent",
-                    self._rules_failures,
-                )
-        return reached
+        session_id: str | None,
+    ) -> None:
+        """Record nudge decisions as events; call the callbacks of those fired."""
+        for kind, nudge, reason in actions:
+            properties: dict[str, Any] = {"nudge": nudge.name, "reason": reason}
+            if kind == "suppressed":
+                name = "Nudge Suppressed"
+            else:
+                name = "Nudge Fired" if kind == "fired" else "Nudge Held Out"
+                properties["priority"] = nudge.priority
+                properties["holdout"] = nudge.holdout
+                if nudge.goal is not None:
+                    properties["goal"] = nudge.goal
+                    properties["goal_within_s"] = nudge.goal_within.total_seconds()
+            message = self._message("track", uid, anon, t, account, None, session_id)
+            message["event"] = name
+            message["properties"] = properties
+            self._emit(message)
+            if kind != "fired":
+                continue
+            fired = _fired(nudge, uid or anon or "", account, t, reason)
+            for hook in (*self._nudge_hooks.get(nudge.name, ()), *self._nudge_hooks.get(None, ())):
+                try:
+                    hook(fired)
+                except Exception:  # one broken callback must not stop the others
+                    logger.exception("on_nudge callback %r raised", hook)
 
     def _milestone_reached(
         self,
@@ -665,9 +714,11 @@ class Client:
         Feed it your history (event dicts in the wire format this client sends, e.g. the
         lines of a JSONL export) so that users who activated long ago are known as such from
         day one. Events are applied on their own timestamps, in any order; track events
-        count, other types are skipped. Malformed events are counted, never raised.
+        count, identify and group events give their traits (nudge audiences, an account's
+        seats), other types are skipped. Malformed events are counted, never raised.
         Milestones reached here are recorded in the store but produce no "Milestone
-        Reached" event and no callback (they are history). Thread-safe.
+        Reached" event and no callback (they are history); nudges count the events their
+        triggers look at, and none fires. Thread-safe.
 
         Returns:
             Counts of events read, applied, skipped and milestones reached.
@@ -677,12 +728,16 @@ class Client:
             read += 1
             parsed = _parse_history(raw)
             if parsed is None:
-                skipped += 1
+                if self._rules_on and self._rules.apply_traits(raw):
+                    applied += 1  # an identify or group: traits for audiences, seats
+                else:
+                    skipped += 1
                 continue
             uid, anon, account, name, props, t = parsed
             applied += 1
             if self._rules_on:
-                reached += len(self._update_rules(uid, anon, account, name, props, t))
+                effects = self._rules.update(uid, anon, account, name, props, t, decide=False)
+                reached += len(effects.reached)
         return ReplayResult(read=read, applied=applied, skipped=skipped, reached=reached)
 
     def state(
@@ -691,30 +746,62 @@ class Client:
         """What uptake stores about a user (or an account): its rule state, or None.
 
         The user's id is looked up as a user id, then as an anonymous id. Thread-safe.
-        Example: ``client.state("user-42")["reached"]``.
+        Example: ``client.state("user-42")["reached"]``. Raises
+        :class:`~uptake.StoreUnavailable` when the store cannot be reached.
         """
-        for key in _subject_keys(user_id, account_id):
-            state = self._store.get(key)
-            if state is not None:
-                data = state.to_json()
-                rules = self._user_rules if account_id is None else self._account_rules
-                data["missed"] = rules.missed_by(state, time.time())
-                return data
-        return None
+        now = time.time()
+        found = self._rules.state(user_id, account_id, now)
+        if found is None:
+            return None
+        key, state = found
+        data = state.to_json()
+        data["missed"] = self._rules.missed(key, state, now)
+        return data
+
+    def engagement(
+        self,
+        user_id: str | int | None = None,
+        *,
+        account_id: str | None = None,
+        at: datetime | None = None,
+    ) -> EngagementSnapshot:
+        """How engaged a user (or an account) is: score 0-100, tier and its components.
+
+        Computed from the rule state at ``at`` (default: now), so a backfilled or replayed
+        history gives the snapshot it had at any moment. A user's id is looked up as a user
+        id, then as an anonymous id. A subject never seen gets an all-zero snapshot with
+        ``first_seen`` None. Thread-safe; one store read.
+
+        Example: ``client.engagement("user-42").tier`` or
+        ``client.engagement(account_id="acme").declining``.
+
+        Raises:
+            StoreUnavailable: the store (e.g. Redis) could not be reached.
+            ConfigurationError: engagement is off (``Client(engagement=False)``, or neither
+                milestones nor ``engagement=`` given).
+            InvalidEventError: neither or both of ``user_id`` and ``account_id``.
+        """
+        if self._rules.engagement is None:
+            raise ConfigurationError(
+                "engagement is off: pass Client(engagement=True) or "
+                "Client(engagement=uptake.Engagement(...)) to keep what it needs"
+            )
+        now = time.time() if at is None else self._event_time(at, "at")
+        return self._rules.snapshot(user_id, account_id, now)
 
     def forget(self, user_id: str | int | None = None, *, account_id: str | None = None) -> bool:
         """Erase what uptake stores about a user (or an account), e.g. for a GDPR request.
 
         Removes the rule state from the store (for every process sharing it), under the id
         as a user id and as an anonymous id, and the user's open session in this process.
-        Events already sent are the collector's to erase. Returns True if anything was
+        Events already sent are the collector's to erase. Raises
+        :class:`~uptake.StoreUnavailable` when the store cannot be reached (retry then).
+        Returns True if anything was
         stored.
         """
-        known = False
-        for key in _subject_keys(user_id, account_id):
-            known = self._store.delete(key) or known
+        known = self._rules.forget(user_id, account_id)
         if account_id is None:
-            subject = _subject_keys(user_id, None)[0].split(":", 1)[1]
+            subject = subject_keys(user_id, None)[0].split(":", 1)[1]
             known = self._sessions.end(subject) is not None or known
         return known
 
@@ -746,6 +833,206 @@ class Client:
             return hook
 
         return register
+
+    # ------------------------------------------------------------------ nudges
+
+    def on_nudge(self, name: str | None = None) -> Callable[[NudgeHook], NudgeHook]:
+        """Register a callback for a nudge (or, with no name, for every nudge).
+
+        The callback receives one :class:`~uptake.NudgeFired` each time the nudge fires,
+        on the thread whose event (or ``pending_nudges`` call) fired it. Exceptions it
+        raises are logged; other callbacks still run and the tracking call still returns.
+        Held-out users get no callback (they are recorded as "Nudge Held Out").
+
+        Example::
+
+            @client.on_nudge("try_reports")
+            def tip(nudge: uptake.NudgeFired) -> None:
+                send_tooltip(nudge.user_id, nudge.payload["tooltip"])
+
+        Raises:
+            ConfigurationError: ``name`` is not one of the client's nudges.
+        """
+        if name is not None and name not in self._rules.nudges.by_name:
+            raise ConfigurationError(
+                f"no nudge named {name!r}; the client has {sorted(self._rules.nudges.by_name)}"
+            )
+
+        def register(hook: NudgeHook) -> NudgeHook:
+            if not callable(hook):
+                raise ConfigurationError(f"on_nudge needs a callable, not {hook!r}")
+            self._nudge_hooks.setdefault(name, []).append(hook)
+            return hook
+
+        return register
+
+    def pending_nudges(
+        self,
+        user_id: str | int | None = None,
+        *,
+        anonymous_id: str | None = None,
+        account_id: str | None = None,
+        at: datetime | None = None,
+    ) -> list[NudgeFired]:
+        """The nudges fired for a user and not yet shown, highest priority first.
+
+        What a middleware renders. Time-based triggers (``NotReached``, ``Inactive``,
+        ``Declining``, and nudges whose cooldown ended) are evaluated first, at ``at``
+        (default now): what fires now is recorded and its callbacks run. One store read,
+        and a write only when something is due; with a RedisStore it waits at most the
+        store's ``timeout``. Returns ``[]`` when nothing is pending or the store fails
+        (logged at most every 10 s). ``account_id`` is the account you pass, echoed in
+        the results (pass it to evaluate ``Reached`` on account milestones).
+
+        Raises:
+            InvalidEventError: no user id.
+        """
+        uid, anon = _ev.check_identity(user_id, anonymous_id)
+        account = _ev.check_account(account_id) if account_id is not None else None
+        if not self._rules.nudges:
+            return []
+        t = time.time() if at is None else self._event_time(at, "at")
+        try:
+            actions, pending = self._rules.look(uid, anon, account, t)
+        except Exception as exc:  # a request must render without its nudges, not fail
+            self._rules.failed("reading pending nudges (none shown)", exc)
+            return []
+        session = self._sessions.current(uid or anon or "")
+        self._nudge_actions(actions, uid, anon, account, t, session)
+        subject = uid or anon or ""
+        return [_fired(n, subject, account, at_, n.trigger.describe()) for n, at_ in pending]
+
+    def nudge_shown(
+        self,
+        user_id: str | int | None,
+        name: str,
+        *,
+        anonymous_id: str | None = None,
+        account_id: str | None = None,
+        timestamp: datetime | None = None,
+    ) -> None:
+        """Record that the host showed a nudge: a "Nudge Shown" event; no longer pending."""
+        self._nudge_outcome(user_id, anonymous_id, account_id, name, "shown", timestamp, None)
+
+    def nudge_clicked(
+        self,
+        user_id: str | int | None,
+        name: str,
+        *,
+        anonymous_id: str | None = None,
+        account_id: str | None = None,
+        timestamp: datetime | None = None,
+    ) -> None:
+        """Record that the user clicked a nudge: a "Nudge Clicked" event; no longer pending."""
+        self._nudge_outcome(user_id, anonymous_id, account_id, name, "clicked", timestamp, None)
+
+    def nudge_dismissed(
+        self,
+        user_id: str | int | None,
+        name: str,
+        *,
+        snooze: timedelta | None = None,
+        anonymous_id: str | None = None,
+        account_id: str | None = None,
+        timestamp: datetime | None = None,
+    ) -> None:
+        """Record that the user dismissed a nudge: it never fires for them again.
+
+        With ``snooze=timedelta(...)`` it is a snooze instead ("Nudge Snoozed"): the nudge
+        may fire again once the snooze is over (within its caps).
+
+        Raises:
+            InvalidEventError: no user id, an unknown nudge, a snooze that is not a
+                positive timedelta.
+        """
+        if snooze is not None and (
+            not isinstance(snooze, timedelta) or not timedelta(0) < snooze <= timedelta(days=3650)
+        ):
+            raise InvalidEventError(
+                f"snooze must be a positive timedelta of at most 10 years, not {snooze!r}"
+            )
+        kind = "dismissed" if snooze is None else "snoozed"
+        self._nudge_outcome(user_id, anonymous_id, account_id, name, kind, timestamp, snooze)
+
+    def _nudge_outcome(
+        self,
+        user_id: str | int | None,
+        anonymous_id: str | None,
+        account_id: str | None,
+        name: str,
+        kind: str,
+        timestamp: datetime | None,
+        snooze: timedelta | None,
+    ) -> None:
+        uid, anon = _ev.check_identity(user_id, anonymous_id)
+        account = _ev.check_account(account_id) if account_id is not None else None
+        if name not in self._rules.nudges.by_name:
+            raise InvalidEventError(
+                f"no nudge named {name!r}; the client has {sorted(self._rules.nudges.by_name)}"
+            )
+        t = self._event_time(timestamp)
+        properties: dict[str, Any] = {"nudge": name}
+        if snooze is not None:
+            properties["snooze_s"] = snooze.total_seconds()
+        session = self._sessions.current(uid or anon or "")
+        message = self._message("track", uid, anon, t, account, None, session)
+        message["event"] = f"Nudge {kind.capitalize()}"
+        message["properties"] = properties
+        self._emit(message)
+        try:
+            seconds = snooze.total_seconds() if snooze is not None else 0.0
+            self._rules.outcome(uid, anon, name, kind, t, seconds)
+        except Exception:
+            logger.exception("could not record that nudge %r was %s", name, kind)
+
+    def explain_nudges(
+        self,
+        user_id: str | int | None = None,
+        *,
+        anonymous_id: str | None = None,
+        account_id: str | None = None,
+        at: datetime | None = None,
+    ) -> list[NudgeExplanation]:
+        """Why each nudge would or would not fire for a user now (or ``at``), in priority
+        order: trigger not met, suppressed by a milestone, cooldown until a time, rate
+        limited, held out... Changes nothing; one store read. Raises
+        :class:`~uptake.StoreUnavailable` when the store cannot be reached.
+
+        Example::
+
+            for why in client.explain_nudges("user-42"):
+                print(why.name, why.status, why.detail, why.until)
+        """
+        uid, anon = _ev.check_identity(user_id, anonymous_id)
+        account = _ev.check_account(account_id) if account_id is not None else None
+        t = time.time() if at is None else self._event_time(at, "at")
+        return self._rules.explain(uid, anon, account, t)
+
+    def simulate(
+        self, events: Iterable[Mapping[str, Any]], nudges: Sequence[Nudge] | None = None
+    ) -> Simulation:
+        """Replay history against a candidate set of nudges, before shipping them.
+
+        Runs ``events`` (wire-format dicts, as for :meth:`replay`, in time order) through
+        this client's milestones, engagement and rate limit with ``nudges`` (default: the
+        client's own) in a private in-memory store. Nothing is sent, stored or called back.
+
+        Returns:
+            A :class:`~uptake.Simulation`: per nudge, how many users would be nudged,
+            fires, hold-outs and rate-limit suppressions, and when.
+        """
+        candidates = tuple(self.nudges if nudges is None else nudges)
+        _check_nudges(candidates, self.milestones, None)
+        return simulate(
+            events,
+            milestones=self.milestones,
+            engagement=self._rules.engagement,
+            nudges=candidates,
+            rate_limit=self._rules.nudges.rate_limit,
+            tz=self.timezone,
+            inactive_events=self._rules.inactive_events,
+            parse=_parse_history,
+        )
 
     def _emit_session(self, name: str, span: SessionSpan, t: float) -> None:
         message = self._message(
@@ -1035,7 +1322,11 @@ _ISO_TIME = re.compile(
 
 def _parse_time(value: object) -> float | None:
     """Epoch seconds from an ISO 8601 timestamp (any fraction length, Z or +HH[:]MM, naive
-    meaning UTC) or from epoch seconds or milliseconds; None if it is neither."""
+    meaning UTC), from epoch seconds or milliseconds, or from a datetime (naive meaning UTC);
+    None if it is none of those."""
+    if isinstance(value, datetime):
+        aware = value if value.tzinfo is not None else value.replace(tzinfo=_timezone.utc)
+        return aware.timestamp()
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         seconds = float(value)
         return seconds / 1000 if seconds > 1e11 else seconds  # milliseconds look like this
@@ -1056,14 +1347,41 @@ def _parse_time(value: object) -> float | None:
     return when.replace(tzinfo=_timezone.utc).timestamp() - offset
 
 
-def _subject_keys(user_id: object, account_id: object) -> list[str]:
-    """The store keys a user id (as user or anonymous id) or an account id may have."""
-    if (user_id is None) == (account_id is None):
-        raise InvalidEventError("give either a user_id or an account_id")
-    if account_id is not None:
-        return [f"account:{_ev.check_account(account_id)}"]
-    uid = _ev.check_identity(user_id, None)[0]
-    return [f"user:{uid}", f"anon:{uid}"]
+def _fired(nudge: Nudge, user: str, account: str | None, t: float, reason: str) -> NudgeFired:
+    return NudgeFired(
+        name=nudge.name,
+        user_id=user,
+        account_id=account,
+        payload=nudge.payload,
+        timestamp=datetime.fromtimestamp(t, _timezone.utc),
+        reason=reason,
+        priority=nudge.priority,
+    )
+
+
+def _check_nudges(
+    nudges: Sequence[Nudge], milestones: Sequence[Milestone], rate_limit: object
+) -> None:
+    """Refuse nudges that are not Nudge objects, repeat a name or name unknown milestones."""
+    names = set()
+    known = {m.name for m in milestones}
+    for n in nudges:
+        if not isinstance(n, Nudge):
+            raise ConfigurationError(f"nudges must be uptake.Nudge, not {n!r}")
+        if n.name in names:
+            raise ConfigurationError(f"nudge names must be unique; repeated: {n.name!r}")
+        names.add(n.name)
+        unknown = sorted(n.milestones - known)
+        if unknown:
+            raise ConfigurationError(
+                f"nudge {n.name!r} refers to milestones the client does not have: {unknown}"
+            )
+    if rate_limit is not None and (
+        not isinstance(rate_limit, timedelta) or rate_limit <= timedelta(0)
+    ):
+        raise ConfigurationError(
+            f"nudge_rate_limit must be a positive timedelta or None, not {rate_limit!r}"
+        )
 
 
 _fork_warned = False

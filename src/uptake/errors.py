@@ -15,7 +15,13 @@ and logs it, but never raises it into the host application.
 
 from __future__ import annotations
 
-__all__ = ["ConfigurationError", "DeliveryError", "InvalidEventError", "UptakeError"]
+__all__ = [
+    "ConfigurationError",
+    "DeliveryError",
+    "InvalidEventError",
+    "StoreUnavailable",
+    "UptakeError",
+]
 
 
 class UptakeError(Exception):
@@ -60,3 +66,7 @@ class DeliveryError(UptakeError):
 
     def __repr__(self) -> str:
         return f"DeliveryError(reason={self.reason!r}, status={self.status!r}, count={self.count})"
+
+
+class StoreUnavailable(UptakeError):
+    """A rule store could not be reached in time; the event was left out of the rules."""

@@ -39,6 +39,8 @@ class Stats:
         in_flight: Events being sent now.
         dropped_by_reason: ``dropped`` broken down by reason.
         failed_by_reason: ``failed`` broken down by reason.
+        rules_skipped: Events left out of the rules (milestones, engagement, nudges)
+            because the store failed or was unreachable; they were still sent.
     """
 
     tracked: int = 0
@@ -51,6 +53,7 @@ class Stats:
     in_flight: int = 0
     dropped_by_reason: Mapping[str, int] = attrs.field(factory=dict)
     failed_by_reason: Mapping[str, int] = attrs.field(factory=dict)
+    rules_skipped: int = 0
 
 
 class Counters:

@@ -16,20 +16,20 @@ import bisect
 import math
 from array import array
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime, timedelta, timezone, tzinfo
+from datetime import datetime, timedelta, tzinfo
 from types import MappingProxyType
 from typing import Any, Literal
 
 import attrs
 
 from ..errors import ConfigurationError
-from .state import SubjectState
+from .calendar import Calendar, mark_day
+from .state import SubjectState, feature_days, feature_first_use, pack_feature, reached_key
 
 __all__ = ["FEATURE_EVENT", "Milestone", "MilestoneReached", "MilestoneRules"]
 
 #: The event ``Client.feature_used`` tracks; its ``feature`` property names the feature.
 FEATURE_EVENT = "Feature Used"
-_DAY = 86_400.0
 
 
 def _names(value: object, what: str) -> tuple[str, ...]:
@@ -182,10 +182,22 @@ def _nth(events: dict[str, float | list[float]], name: str, n: int) -> float | N
 class MilestoneRules:
     """Milestones of one scope, compiled for fast evaluation (internal)."""
 
-    def __init__(self, milestones: Sequence[Milestone], *, tz: tzinfo | None = None) -> None:
+    def __init__(
+        self,
+        milestones: Sequence[Milestone],
+        *,
+        tz: tzinfo | None = None,
+        calendar: Calendar | None = None,
+        keep_days: int = 0,
+        feature_days: int = 0,
+    ) -> None:
+        """Compile milestones.
+
+        Other rules (engagement) may ask to keep ``keep_days`` active days, and the days
+        of use of each feature over ``feature_days`` days.
+        """
         self.milestones = tuple(milestones)
-        # Days are calendar days in this zone; UTC (or None) skips the per-event offset.
-        self.tz = None if tz is None or tz is timezone.utc else tz
+        self.calendar = calendar if calendar is not None else Calendar(tz)
         keep: dict[str, int] = {}
         self._by_event: dict[str, list[Milestone]] = {}
         for m in self.milestones:
@@ -194,56 +206,82 @@ class MilestoneRules:
                 keep[name] = max(keep.get(name, 0), need)
                 self._by_event.setdefault(name, []).append(m)
         self._keep = keep  # event -> how many earliest times to keep
-        self._count = len(self.milestones)
+        self._keys = {m.name: reached_key(m.name) for m in self.milestones}
         self._by_feature = [m for m in self.milestones if m.features]
         self._by_day = [m for m in self.milestones if m.active_days]
         windows = [m.within for m in self._by_day if m.within is not None]
-        self._day_window = max((math.ceil(w / timedelta(days=1)) for w in windows), default=0)
+        window = max((math.ceil(w / timedelta(days=1)) for w in windows), default=0)
+        # A late day is accepted up to one window behind the latest, so two windows' worth
+        # are kept (a late day can complete a window reaching that far back); other rules
+        # (engagement) may ask for more.
+        self._lateness = max(window, keep_days)
+        self._kept = max(2 * window - 1, keep_days)
+        self._feature_days = feature_days
+        self._track_days = bool(self._by_day) or keep_days > 0 or feature_days > 0
+        self._track_features = bool(self._by_feature) or feature_days > 0
         # Every active event matters: it may be the subject's first (deadlines and
         # time_to_reach count from it) or a new active day.
-        self._needs_activity = bool(self.milestones)
+        self._needs_activity = bool(self.milestones) or keep_days > 0
 
     def __bool__(self) -> bool:
-        return bool(self.milestones)
+        return self._needs_activity
 
     def wants(self, event: str, active: bool, feature: str | None) -> bool:
         """Whether an event can change anything these rules look at (else skip the store)."""
         if event in self._keep:
             return True
-        if feature is not None and self._by_feature:
+        if feature is not None and self._track_features:
             return True
         return active and self._needs_activity
 
     def day_of(self, t: float) -> int:
         """The calendar day number of event time ``t`` in the configured time zone."""
-        if self.tz is None:
-            return math.floor(t / _DAY)
-        offset = self.tz.utcoffset(datetime.fromtimestamp(t, self.tz))
-        return math.floor((t + (offset.total_seconds() if offset else 0.0)) / _DAY)
+        return self.calendar.day_of(t)
+
+    @property
+    def tracks_days(self) -> bool:
+        """Whether active days are recorded (so ``apply`` wants the day of active events)."""
+        return self._track_days
 
     def apply(
-        self, state: SubjectState, event: str, t: float, active: bool, feature: str | None
+        self,
+        state: SubjectState,
+        event: str,
+        t: float,
+        active: bool,
+        feature: str | None,
+        day: int | None = None,
     ) -> list[tuple[Milestone, float, float]]:
         """Apply one event to a subject's state; return the milestones it made reached.
 
-        Each result is ``(milestone, reached_at, first_seen)``, in event time.
+        ``day`` is the calendar day of ``t`` when the caller already knows it. Each result
+        is ``(milestone, reached_at, first_seen)``, in event time.
         """
         candidates: list[Milestone] = []
         # Everything that can fail (a time zone lookup) happens before the state changes.
-        day = self.day_of(t) if active and self._by_day else None
+        if not active or not self._track_days:
+            day = None
+        elif day is None:
+            day = self.calendar.day_of(t)
         if active:
-            if state.first is None or t < state.first:
+            first = state.first
+            if first is None or t < first:
                 state.first = t
-            if state.last is None or t > state.last:
+            last = state.last
+            if last is None or t > last:
                 state.last = t
-            if day is not None and self._add_day(state, day):
-                candidates.extend(self._by_day)
+            if day is not None:
+                kept = state.days
+                # (Another event on the latest day, the common case, changes no day.)
+                if (kept is None or kept[-1] != day) and self._add_day(state, day):
+                    candidates.extend(self._by_day)
         keep = self._keep.get(event)
         if keep:
             events = state.events
             if events is None:
                 events = state.events = {}
             times = events.get(event)
+            changed = True
             if times is None:
                 events[event] = t if keep == 1 else [t]
             elif not isinstance(times, list):  # only the first time was needed: a bare number
@@ -251,47 +289,51 @@ class MilestoneRules:
                     events[event] = sorted((times, t))[:keep]
                 elif t < times:
                     events[event] = t
+                else:
+                    changed = False
             elif len(times) < keep or t < times[-1]:
                 bisect.insort(times, t)
                 del times[keep:]
-            candidates.extend(self._by_event[event])
-        if feature is not None and self._by_feature:
+            else:
+                changed = False
+            if changed:  # (an event that changes nothing cannot reach anything)
+                candidates.extend(self._by_event[event])
+        if feature is not None and self._track_features:
             features = state.features
             if features is None:
                 features = state.features = {}
-            first_use = features.get(feature)
-            if first_use is None or t < first_use:
-                features[feature] = t
+            packed = features.get(feature)
+            days = 0 if packed is None else feature_days(packed)
+            if day is not None and self._feature_days:
+                days = mark_day(days, day, self._feature_days)
+            if packed is None or t < feature_first_use(packed):
+                features[feature] = pack_feature(t, days)
                 candidates.extend(self._by_feature)
+            else:
+                features[feature] = packed - feature_days(packed) + days
         if not candidates or self._all_reached(state):
             return []
         return self._evaluate(state, candidates, t)
 
     def _all_reached(self, state: SubjectState) -> bool:
-        reached = state.reached
-        if not reached or len(reached) < self._count:
-            return False
-        return all(m.name in reached for m in self.milestones)
+        events = state.events
+        return events is not None and all(key in events for key in self._keys.values())
 
     def _add_day(self, state: SubjectState, day: int) -> bool:
-        """Record an active day; True if it is new.
-
-        Days up to one window behind the latest are accepted (a late event still counts),
-        so two windows' worth are kept: a late day can complete a window reaching that far
-        back.
-        """
+        """Record an active day; True if it is new (see ``__init__`` for what is kept)."""
         days = state.days
         if days is None:
             state.days = array("i", (day,))
             return True
+        if days[-1] == day:  # the common case: another event on the latest day
+            return False
         i = bisect.bisect_left(days, day)
         if i < len(days) and days[i] == day:
             return False
-        window = self._day_window
-        if day <= days[-1] - window:
+        if day <= days[-1] - self._lateness:
             return False  # later than the lateness we allow for
         days.insert(i, day)
-        cut = bisect.bisect_left(days, days[-1] - 2 * window + 2)
+        cut = bisect.bisect_left(days, days[-1] - self._kept + 1)
         if cut:
             del days[:cut]
         return True
@@ -300,9 +342,9 @@ class MilestoneRules:
         self, state: SubjectState, candidates: list[Milestone], t: float
     ) -> list[tuple[Milestone, float, float]]:
         reached_now: list[tuple[Milestone, float, float]] = []
-        reached = state.reached
         for m in candidates:  # a milestone listed twice is skipped once reached
-            if reached is not None and m.name in reached:
+            key = self._keys[m.name]
+            if state.reached_at(key) is not None:
                 continue
             at = self._reached_at(state, m, t)
             if at is None:
@@ -310,9 +352,7 @@ class MilestoneRules:
             first = state.first if state.first is not None else at
             if m.deadline_s is not None and at > first + m.deadline_s:
                 continue  # too late (for now: a late event may still complete it in time)
-            if reached is None:
-                reached = state.reached = {}
-            reached[m.name] = at
+            state.reach(key, at)
             reached_now.append((m, at, first))
         return reached_now
 
@@ -336,7 +376,7 @@ class MilestoneRules:
                 return None
             times.append(at)
         if m.features:
-            uses = sorted((state.features or {}).values())
+            uses = sorted(feature_first_use(v) for v in (state.features or {}).values())
             if len(uses) < m.features:
                 return None
             times.append(uses[m.features - 1])
@@ -360,7 +400,7 @@ class MilestoneRules:
         for m in self.milestones:
             if m.within is None or m.active_days or m.name in missed:
                 continue
-            if state.reached and m.name in state.reached:
+            if state.reached_at(self._keys[m.name]) is not None:
                 continue
             if now > state.first + m.within.total_seconds():
                 missed.append(m.name)

@@ -8,7 +8,7 @@ which is what makes a milestone fire exactly once.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
 from ..rules.state import SubjectState
@@ -21,6 +21,15 @@ class Store(Protocol):
 
     def update(self, key: str, change: Callable[..., T], *args: Any) -> T:
         """Call ``change(state, *args)`` on the state of ``key`` (created if new), atomically."""
+        ...
+
+    def update_many(self, keys: Sequence[str], change: Callable[..., T], *args: Any) -> T:
+        """Call ``change([state of each key], *args)`` atomically for all the keys.
+
+        One lock or transaction instead of one per key (an event changes its user's and its
+        account's state). A store that cannot make several keys atomic together may apply
+        this as one atomic update per key, in order.
+        """
         ...
 
     def get(self, key: str) -> SubjectState | None:

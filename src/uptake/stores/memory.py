@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from ..errors import ConfigurationError
@@ -46,16 +46,24 @@ class MemoryStore:
     def update(self, key: str, change: Callable[..., T], *args: Any) -> T:
         """Call ``change(state, *args)`` on the state of ``key`` (created if new), atomically."""
         with self._lock:
-            state = self._states.get(key)
-            states = self._states
-            state = states.pop(key, None)
-            if state is None:
-                state = SubjectState()
-                if len(states) >= self.max_users:
-                    del states[next(iter(states))]
-                    self.evicted += 1
-            states[key] = state
-            return change(state, *args)
+            return change(self._touch(key), *args)
+
+    def update_many(self, keys: Sequence[str], change: Callable[..., T], *args: Any) -> T:
+        """Call ``change([state of each key], *args)`` atomically for all the keys."""
+        with self._lock:
+            return change([self._touch(key) for key in keys], *args)
+
+    def _touch(self, key: str) -> SubjectState:
+        """The state of ``key``, made the most recently seen (call with the lock held)."""
+        states = self._states
+        state = states.pop(key, None)
+        if state is None:
+            state = SubjectState()
+            if len(states) >= self.max_users:
+                del states[next(iter(states))]
+                self.evicted += 1
+        states[key] = state
+        return state
 
     def get(self, key: str) -> SubjectState | None:
         """A copy of the state of ``key``, or None."""

@@ -7,7 +7,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from ..errors import ConfigurationError
@@ -24,6 +24,12 @@ CREATE TABLE IF NOT EXISTS subjects (
     seen REAL NOT NULL
 ) WITHOUT ROWID;
 """
+
+
+def _single(states: list[SubjectState], change: Callable[..., T], *args: Any) -> T:
+    return change(states[0], *args)
+
+
 # Connections inherited from a parent process: kept referenced so they are never closed
 # (closing one would act on the parent's SQLite handle); never used.
 _abandoned: list[sqlite3.Connection] = []
@@ -71,19 +77,39 @@ class SqliteStore:
             TimeoutError: the store stayed busy for longer than ``timeout``.
             sqlite3.Error: the file could not be read or written.
         """
+        result: T = self.update_many((key,), _single, change, *args)
+        return result
+
+    def update_many(self, keys: Sequence[str], change: Callable[..., T], *args: Any) -> T:
+        """Call ``change([state of each key], *args)`` for all the keys in one transaction.
+
+        Raises:
+            TimeoutError: the store stayed busy for longer than ``timeout``.
+            sqlite3.Error: the file could not be read or written.
+        """
         if not self._lock.acquire(timeout=self.timeout):
             raise TimeoutError(f"the store {self.path!r} stayed busy for {self.timeout}s")
         try:
             conn = self._connection()
             conn.execute("BEGIN IMMEDIATE")
             try:
-                row = conn.execute("SELECT state FROM subjects WHERE key = ?", (key,)).fetchone()
-                state = SubjectState.from_json(json.loads(row[0])) if row else SubjectState()
-                result = change(state, *args)
-                conn.execute(
+                states = []
+                for key in keys:
+                    row = conn.execute(
+                        "SELECT state FROM subjects WHERE key = ?", (key,)
+                    ).fetchone()
+                    states.append(
+                        SubjectState.from_json(json.loads(row[0])) if row else SubjectState()
+                    )
+                result = change(states, *args)
+                now = time.time()
+                conn.executemany(
                     "INSERT INTO subjects (key, state, seen) VALUES (?, ?, ?) "
                     "ON CONFLICT (key) DO UPDATE SET state = excluded.state, seen = excluded.seen",
-                    (key, json.dumps(state.to_json(), separators=(",", ":")), time.time()),
+                    [
+                        (key, json.dumps(state.to_json(), separators=(",", ":")), now)
+                        for key, state in zip(keys, states, strict=True)
+                    ],
                 )
                 conn.execute("COMMIT")
             except BaseException:

@@ -1,0 +1,451 @@
+"""The rules engine: applies each event to the user's and the account's state in the store.
+
+It wires the pure rule modules (milestones, engagement, nudges) to a store: one atomic
+store update per subject and event, the account's first (so a user's nudges can see what
+the account has reached). Decisions are taken inside the update, so with a shared store a
+milestone is reached and a capped nudge fires once whichever process sees the event. It
+never raises into the tracking call: a failure is counted and logged, and the event is
+still sent.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Mapping, Sequence
+from datetime import tzinfo
+from typing import Any
+
+from ..errors import InvalidEventError, StoreUnavailable
+from ..events import check_account, check_identity
+from ..stores import Store
+from .calendar import Calendar
+from .engagement import (
+    ACTIVITY_DAYS,
+    MASK_DAYS,
+    Engagement,
+    EngagementRules,
+    EngagementSnapshot,
+)
+from .milestones import FEATURE_EVENT, Milestone, MilestoneRules
+from .nudges import Action, Context, Nudge, NudgeExplanation, NudgeRules
+from .state import SubjectState
+
+__all__ = ["Effects", "Reached", "RulesEngine", "subject_keys"]
+
+logger = logging.getLogger("uptake")
+
+#: What one event reached: (milestone, reached at, first seen), in event time.
+Reached = tuple[Milestone, float, float]
+#: Traits kept per user for nudge audiences: scalar values, this many at most.
+_MAX_TRAITS = 64
+
+
+class Effects:
+    """What applying one event (or one look at a user) decided."""
+
+    __slots__ = ("nudges", "reached")
+
+    def __init__(self) -> None:
+        self.reached: list[Reached] = []
+        self.nudges: list[Action] = []
+
+    def __bool__(self) -> bool:
+        return bool(self.reached or self.nudges)
+
+
+_NOTHING = Effects()
+
+
+class RulesEngine:
+    """Every rule of one client over one store (internal)."""
+
+    def __init__(
+        self,
+        *,
+        milestones: Sequence[Milestone],
+        engagement: Engagement | None,
+        nudges: Sequence[Nudge] = (),
+        rate_limit: float | None = 3600.0,
+        store: Store,
+        tz: tzinfo | None,
+        inactive_events: frozenset[str],
+    ) -> None:
+        self.store = store
+        self.calendar = Calendar(tz)
+        self.inactive_events = inactive_events
+        self.engagement = engagement
+        days, feature_days = (ACTIVITY_DAYS, MASK_DAYS) if engagement is not None else (0, 0)
+        self.user, self.account = (
+            MilestoneRules(
+                [m for m in milestones if m.scope == scope],
+                calendar=self.calendar,
+                keep_days=days,
+                feature_days=feature_days,
+            )
+            for scope in ("user", "account")
+        )
+        self.user_engagement: EngagementRules | None = None
+        self.account_engagement: EngagementRules | None = None
+        if engagement is not None:
+            self.user_engagement = EngagementRules(engagement, self.calendar, account=False)
+            self.account_engagement = EngagementRules(engagement, self.calendar, account=True)
+        user_engagement = self.user_engagement
+        self.nudges = NudgeRules(
+            nudges,
+            rate_limit=rate_limit,
+            declining=user_engagement.declining_at if user_engagement is not None else None,
+            next_week=self.calendar.next_week,
+        )
+        account_names = {m.name for m in milestones if m.scope == "account"}
+        # Whether a user's nudges look at what their account reached.
+        self._account_nudges = any(n.milestones & account_names for n in nudges)
+        self.nudges.watch_account_milestones(account_names)
+        self.enabled = bool(milestones) or engagement is not None or bool(nudges)
+        self._days = self.user.tracks_days or self.account.tracks_days
+        self._utc = self.calendar.tz is None
+        # Whether every active event of a scope is wanted (a quick test before wants()).
+        self._user_active = bool(self.user) or bool(self.nudges)
+        self._account_active = bool(self.account)
+        self._touchpoints = frozenset(engagement.touchpoints) if engagement else frozenset()
+        self._atomic_many = bool(getattr(store, "atomic_many", True))
+        self.failures = 0
+        self._failure_logged = -1e9
+
+    # ------------------------------------------------------------------ events
+
+    def update(
+        self,
+        uid: str | None,
+        anon: str | None,
+        account: str | None,
+        event: str,
+        properties: Mapping[str, Any] | None,
+        t: float,
+        *,
+        decide: bool = True,
+    ) -> Effects:
+        """Apply one event to the account's and the user's state; return what it decided.
+
+        With ``decide=False`` (history being replayed) nudges only count the event: none
+        fires.
+
+        Never raises: a failure (a store that stays busy, a broken disk) is counted, logged
+        at most every 10 seconds, and leaves this event out of the rules.
+        """
+        effects = _NOTHING
+        try:
+            active = event not in self.inactive_events
+            feature = None
+            if event == FEATURE_EVENT and properties:
+                name = properties.get("feature")
+                feature = name if isinstance(name, str) and name else None
+            # Both scopes keep days when either does (engagement): one time zone lookup.
+            touchpoint = event in self._touchpoints  # counted even when marked inactive
+            day = None
+            if (active and self._days) or touchpoint:
+                day = math.floor(t / 86_400.0) if self._utc else self.calendar.day_of(t)
+            account_key = None
+            if account is not None and (
+                (active and self._account_active)
+                or touchpoint
+                or self.account.wants(event, active, feature)
+            ):
+                account_key = f"account:{account}"
+            user_key = None
+            if (
+                (active and self._user_active)
+                or self.user.wants(event, active, feature)
+                or event in self.nudges.by_event
+            ):
+                user_key = f"user:{uid}" if uid is not None else f"anon:{anon}"
+            # One atomic store update for both subjects (one lock, or one transaction).
+            if user_key is None:
+                if account_key is None:
+                    return effects
+                keys = [account_key]
+            else:
+                keys = [user_key] if account_key is None else [account_key, user_key]
+            args = (event, t, active, feature, day, uid, anon)
+            if account_key is not None and user_key is not None and not self._atomic_many:
+                # A store that cannot change two keys in one step (Redis Cluster, where
+                # they sit in different slots): the account first, then the user.
+                first, _, known = self.store.update_many(
+                    [account_key], self._apply, *args, account, True, False, decide
+                )
+                try:
+                    reached, actions, _ = self.store.update_many(
+                        [user_key], self._apply, *args, account, False, True, decide, first, known
+                    )
+                except Exception as exc:  # the account's step stands: report what it reached
+                    self.failed("evaluating the user's rules", exc)
+                    reached, actions = first, []
+            else:
+                reached, actions, _ = self.store.update_many(
+                    keys,
+                    self._apply,
+                    *args,
+                    account,
+                    account_key is not None,
+                    user_key is not None,
+                    decide,
+                )
+            if reached or actions:
+                effects = Effects()
+                effects.reached = reached
+                effects.nudges = actions
+        except Exception as exc:  # never let the rules break the host's call
+            self.failed("evaluating milestones and nudges", exc)
+        return effects
+
+    def _apply(
+        self,
+        states: list[SubjectState],
+        event: str,
+        t: float,
+        active: bool,
+        feature: str | None,
+        day: int | None,
+        uid: str | None,
+        anon: str | None,
+        account: str | None,
+        with_account: bool,
+        user: bool,
+        decide: bool,
+        earlier: list[Reached] | None = None,
+        known: frozenset[str] = frozenset(),
+    ) -> tuple[list[Reached], list[Action], frozenset[str]]:
+        """Apply one event to the account's state (``with_account``: the first of
+        ``states``), then to the user's (``user``: the last). One function, few calls:
+        this runs on the tracking thread for every event.
+
+        When the store applied the account in a step of its own, ``earlier`` is what that
+        step reached and ``known`` what the account has reached; the third result is the
+        latter, for that next step.
+        """
+        reached: list[Reached] = earlier or []
+        account_reached = known
+        if with_account:
+            state = states[0]
+            reached = self.account.apply(state, event, t, active, feature, day)
+            rules = self.account_engagement
+            if rules is not None and day is not None:
+                member = (uid if uid is not None else anon) if active else None
+                rules.apply(state, event, day, member)
+            if self._account_nudges and state.events:
+                account_reached = frozenset(state.reached)
+            if not user:
+                return reached, [], account_reached
+        state = states[-1]
+        previous = state.last if active else None
+        first_before = state.first
+        mine = self.user.apply(state, event, t, active, feature, day)
+        if reached:
+            mine = reached + mine
+        nudges = self.nudges
+        if not nudges:
+            return mine, [], account_reached
+        if not decide:
+            nudges.count(state, event, t)
+            return mine, [], account_reached
+        names = [m.name for m, _, _ in mine] if mine else ()
+        return (
+            mine,
+            nudges.on_event(
+                state,
+                event,
+                t,
+                previous,
+                names,
+                uid or anon or "",
+                account,
+                account_reached,
+                self._engagement_of,
+                first_before,
+            ),
+            account_reached,
+        )
+
+    def _engagement_of(self, state: SubjectState, t: float) -> Any:
+        rules = self.user_engagement
+        if rules is None:
+            return None
+        missed = self.user.missed_by(state, t)
+        return rules.snapshot(state, t, subject="", reached=state.reached, missed=missed)
+
+    def _account_reached(self, account: str | None) -> frozenset[str]:
+        if account is None or not self._account_nudges:
+            return frozenset()
+        state = self.store.get(f"account:{account}")
+        return frozenset(state.reached) if state is not None else frozenset()
+
+    # ------------------------------------------------------------------ nudges
+
+    def look(
+        self, uid: str | None, anon: str | None, account: str | None, t: float
+    ) -> tuple[list[Action], list[tuple[Nudge, float]]]:
+        """Evaluate a user's nudges at ``t`` without an event (time-based triggers); return
+        what fired and the pending nudges. One store update (two with account milestones
+        in the nudges)."""
+        key = f"user:{uid}" if uid is not None else f"anon:{anon}"
+        account_reached = self._account_reached(account)
+        context = Context(uid or anon or "", account, account_reached, self._engagement_of)
+        # A read first: most requests find nothing due, and a visitor never seen must not
+        # get a state (nor push a real user out of a bounded MemoryStore).
+        seen = self.store.get(key)
+        if seen is None or not self.nudges.due_at(seen, t, account_reached):
+            return [], [] if seen is None else self.nudges.pending(seen, context)
+        result: tuple[list[Action], list[tuple[Nudge, float]]] = self.store.update(
+            key, self._look, t, context, account_reached
+        )
+        return result
+
+    def _look(
+        self, state: SubjectState, t: float, context: Context, account_reached: frozenset[str]
+    ) -> tuple[list[Action], list[tuple[Nudge, float]]]:
+        actions: list[Action] = []
+        if state.first is not None:
+            actions = self.nudges.look(state, t, context, account_reached)
+        return actions, self.nudges.pending(state, context)
+
+    def outcome(
+        self, uid: str | None, anon: str | None, name: str, kind: str, t: float, snooze: float
+    ) -> bool:
+        """Record a nudge outcome for a user; True if it was pending."""
+        key = f"user:{uid}" if uid is not None else f"anon:{anon}"
+        result: bool = self.store.update(key, self.nudges.outcome, name, kind, t, snooze)
+        return result
+
+    def explain(
+        self, uid: str | None, anon: str | None, account: str | None, t: float
+    ) -> list[NudgeExplanation]:
+        """Where each nudge stands for a user at ``t``; changes nothing."""
+        state = self.store.get(f"user:{uid}" if uid is not None else f"anon:{anon}")
+        context = Context(
+            uid or anon or "", account, self._account_reached(account), self._engagement_of
+        )
+        return self.nudges.explain(state or SubjectState(), t, context)
+
+    def apply_traits(self, raw: object) -> bool:
+        """Apply a past identify or group event (wire format); False if it is neither."""
+        if not isinstance(raw, Mapping) or raw.get("type") not in ("identify", "group"):
+            return False
+        traits = raw.get("traits")
+        uid, anon = raw.get("userId"), raw.get("anonymousId")
+        uid = uid if isinstance(uid, str) and uid else None
+        anon = anon if isinstance(anon, str) and anon else None
+        if not isinstance(traits, Mapping) or not traits or (uid is None and anon is None):
+            return False
+        if raw["type"] == "identify":
+            self.identify(uid, anon, traits)
+            return True
+        account = raw.get("groupId")
+        if not isinstance(account, str) or not account:
+            return False
+        self.group(account, traits)
+        return True
+
+    def identify(self, uid: str | None, anon: str | None, traits: Mapping[str, Any]) -> None:
+        """Keep the traits nudge audiences match (scalars only, a bounded number)."""
+        if not self.nudges.uses_traits or not traits:
+            return
+        kept = {
+            k: v
+            for k, v in traits.items()
+            if isinstance(k, str) and (v is None or isinstance(v, (str, int, float, bool)))
+        }
+        if not kept:
+            return
+        key = f"user:{uid}" if uid is not None else f"anon:{anon}"
+        try:
+            self.store.update(key, _set_traits, kept)
+        except Exception as exc:
+            self.failed("recording traits", exc)
+
+    def group(self, account: str, traits: Mapping[str, Any]) -> None:
+        """Record the account traits the rules read (the seats engagement compares with)."""
+        rules = self.account_engagement
+        if rules is None or rules.config.seats_trait not in traits:
+            return
+        try:
+            self.store.update(f"account:{account}", rules.group, traits)
+        except Exception as exc:
+            self.failed("recording account traits", exc)
+
+    def failed(self, doing: str, exc: Exception) -> None:
+        """Count a rule failure and log it (one message per 10 s at most)."""
+        self.failures += 1
+        now = time.monotonic()
+        if now - self._failure_logged >= 10.0:  # one message per 10 s at most
+            self._failure_logged = now
+            if isinstance(exc, (StoreUnavailable, TimeoutError)):  # operational, not a bug
+                logger.warning(
+                    "rule store unavailable while %s (%d events left out of the rules so "
+                    "far; they are still sent): %s",
+                    doing,
+                    self.failures,
+                    exc,
+                )
+            else:
+                logger.exception(
+                    "error while %s (%d failures so far); events are still sent",
+                    doing,
+                    self.failures,
+                )
+
+    # ------------------------------------------------------------------ reading
+
+    def state(
+        self, user_id: object, account_id: object, now: float
+    ) -> tuple[str, SubjectState] | None:
+        """The stored state of a user (as user or anonymous id) or an account, with its key."""
+        for key in subject_keys(user_id, account_id):
+            state = self.store.get(key)
+            if state is not None:
+                return key, state
+        return None
+
+    def missed(self, key: str, state: SubjectState, now: float) -> list[str]:
+        rules = self.account if key.startswith("account:") else self.user
+        return rules.missed_by(state, now)
+
+    def snapshot(self, user_id: object, account_id: object, now: float) -> EngagementSnapshot:
+        """The engagement snapshot of a user or account at event time ``now``."""
+        found = self.state(user_id, account_id, now)
+        key, state = found if found is not None else (subject_keys(user_id, account_id)[0], None)
+        rules = self.account_engagement if key.startswith("account:") else self.user_engagement
+        assert rules is not None  # the client checks engagement is on
+        return rules.snapshot(
+            state,
+            now,
+            subject=key.split(":", 1)[1],
+            reached=state.reached if state is not None else {},
+            missed=self.missed(key, state, now) if state is not None else (),
+        )
+
+    def forget(self, user_id: object, account_id: object) -> bool:
+        known = False
+        for key in subject_keys(user_id, account_id):
+            known = self.store.delete(key) or known
+        return known
+
+
+def _set_traits(state: SubjectState, traits: dict[str, Any]) -> None:
+    merged = dict(state.traits or {})
+    merged.update(traits)
+    if len(merged) > _MAX_TRAITS:  # keep the latest ones
+        merged = dict(list(merged.items())[-_MAX_TRAITS:])
+    if merged != state.traits:
+        state.traits = merged
+        state.due = 0.0  # an audience may now let a nudge through: look again when next seen
+
+
+def subject_keys(user_id: object, account_id: object) -> list[str]:
+    """The store keys a user id (as user or anonymous id) or an account id may have."""
+    if (user_id is None) == (account_id is None):
+        raise InvalidEventError("give either a user_id or an account_id")
+    if account_id is not None:
+        return [f"account:{check_account(account_id)}"]
+    uid = check_identity(user_id, None)[0]
+    return [f"user:{uid}", f"anon:{uid}"]

@@ -1,0 +1,149 @@
+"""Replaying history against candidate nudges: who would be nudged, when, how often."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime, timezone, tzinfo
+from types import MappingProxyType
+from typing import Any
+
+import attrs
+
+from ..stores.memory import MemoryStore
+from .engagement import Engagement
+from .engine import RulesEngine
+from .milestones import Milestone
+from .nudges import Nudge
+
+__all__ = ["NudgeSimulation", "Simulation", "simulate"]
+
+Parsed = tuple[str | None, str | None, str | None, str, Mapping[str, Any] | None, float]
+
+
+@attrs.frozen
+class NudgeSimulation:
+    """What one nudge would have done over the replayed history.
+
+    Attributes:
+        name: The nudge.
+        users: Distinct users it would have been shown to (fired, not held out).
+        fires: Times it would have fired.
+        held_out: Times a user in its control group would have been nudged.
+        rate_limited: Times the per-user rate limit would have held it back (recorded once
+            per user and rate-limit period, as "Nudge Suppressed" is live).
+        first: The first fire (event time), or None.
+        last: The last fire, or None.
+        by_day: Fires per UTC day (``"YYYY-MM-DD"``), in date order.
+    """
+
+    name: str
+    users: int
+    fires: int
+    held_out: int
+    rate_limited: int
+    first: datetime | None
+    last: datetime | None
+    by_day: Mapping[str, int]
+
+
+@attrs.frozen
+class Simulation:
+    """What ``Client.simulate`` found: events replayed, users seen, and per nudge."""
+
+    events: int
+    skipped: int
+    users: int
+    nudges: Mapping[str, NudgeSimulation]
+
+    def __str__(self) -> str:
+        lines = [
+            f"{self.events:,} events from {self.users:,} users ({self.skipped:,} skipped)",
+            f"{'nudge':<24} {'users':>8} {'fires':>8} {'held out':>9} {'rate ltd':>9}  first",
+        ]
+        for n in self.nudges.values():
+            first = n.first.date().isoformat() if n.first else "-"
+            lines.append(
+                f"{n.name:<24} {n.users:>8,} {n.fires:>8,} {n.held_out:>9,} "
+                f"{n.rate_limited:>9,}  {first}"
+            )
+        return "\n".join(lines)
+
+
+_OUTCOMES = {
+    "Nudge Shown": "shown",
+    "Nudge Clicked": "clicked",
+    "Nudge Dismissed": "dismissed",
+    "Nudge Snoozed": "snoozed",
+}
+
+
+def simulate(
+    events: Iterable[Mapping[str, Any]],
+    *,
+    milestones: Sequence[Milestone],
+    engagement: Engagement | None,
+    nudges: Sequence[Nudge],
+    rate_limit: float | None,
+    tz: tzinfo | None,
+    inactive_events: frozenset[str],
+    parse: Callable[[object], Parsed | None],
+) -> Simulation:
+    """Run history through a private engine and count every nudge decision."""
+    engine = RulesEngine(
+        milestones=milestones,
+        engagement=engagement,
+        nudges=nudges,
+        rate_limit=rate_limit,
+        store=MemoryStore(max_users=10_000_000),
+        tz=tz,
+        inactive_events=inactive_events,
+    )
+    applied = skipped = 0
+    users: set[str] = set()
+    fired_users: dict[str, set[str]] = {n.name: set() for n in nudges}
+    counts: dict[str, Counter[str]] = {n.name: Counter() for n in nudges}
+    times: dict[str, list[float]] = {n.name: [] for n in nudges}
+    days: dict[str, Counter[str]] = {n.name: Counter() for n in nudges}
+    names = {n.name for n in nudges}
+    for raw in events:
+        parsed = parse(raw)
+        if parsed is None:
+            if engine.apply_traits(raw):  # identify and group traits, for audiences
+                applied += 1
+            else:
+                skipped += 1
+            continue
+        uid, anon, account, name, props, t = parsed
+        applied += 1
+        subject = uid or anon or ""
+        users.add(subject)
+        outcome = _OUTCOMES.get(name)
+        if outcome is not None and props and props.get("nudge") in names:
+            # What users did with the nudges (dismissed ones never come back).
+            snooze = props.get("snooze_s")
+            seconds = float(snooze) if isinstance(snooze, (int, float)) else 0.0
+            engine.outcome(uid, anon, str(props["nudge"]), outcome, t, seconds)
+        for kind, nudge, _ in engine.update(uid, anon, account, name, props, t).nudges:
+            counts[nudge.name][kind] += 1
+            if kind == "fired":
+                fired_users[nudge.name].add(subject)
+                times[nudge.name].append(t)
+                day = datetime.fromtimestamp(t, timezone.utc).date().isoformat()
+                days[nudge.name][day] += 1
+    report = {}
+    for n in nudges:
+        when = times[n.name]
+        report[n.name] = NudgeSimulation(
+            name=n.name,
+            users=len(fired_users[n.name]),
+            fires=counts[n.name]["fired"],
+            held_out=counts[n.name]["held_out"],
+            rate_limited=counts[n.name]["suppressed"],
+            first=datetime.fromtimestamp(min(when), timezone.utc) if when else None,
+            last=datetime.fromtimestamp(max(when), timezone.utc) if when else None,
+            by_day=MappingProxyType(dict(sorted(days[n.name].items()))),
+        )
+    return Simulation(
+        events=applied, skipped=skipped, users=len(users), nudges=MappingProxyType(report)
+    )
