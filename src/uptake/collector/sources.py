@@ -1,0 +1,159 @@
+"""Where the report reads events from: the collector's SQLite file, or a JSONL export.
+
+Both give :data:`~uptake.collector.metrics.Record` tuples and count what they skip (no
+parseable timestamp, no user or anonymous id, a line that is not a JSON object), so a
+report always says how many events it could not use.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+from ..client import _parse_time
+from .metrics import OWN_EVENTS, Record
+
+__all__ = ["Source", "from_events", "from_jsonl", "from_store"]
+
+# Events whose properties the report reads; every other event needs only its columns.
+_WITH_DATA = ("Feature Used", *sorted(OWN_EVENTS))
+
+
+class Source:
+    """Records read from somewhere, and how many events were skipped while reading."""
+
+    def __init__(self, records: Iterator[Record]) -> None:
+        self._records = records
+        self.skipped = 0
+        self.read = 0
+
+    def __iter__(self) -> Iterator[Record]:
+        return self._records
+
+
+def _record(
+    source: Source,
+    timestamp: object,
+    kind: object,
+    event: object,
+    user: object,
+    anonymous: object,
+    account: object,
+    data: object,
+) -> Record | None:
+    source.read += 1
+    t = _parse_time(timestamp)
+    who = user if isinstance(user, str) and user else anonymous
+    if t is None or not isinstance(who, str) or not who or not isinstance(kind, str):
+        source.skipped += 1
+        return None
+    return (
+        t,
+        who,
+        account if isinstance(account, str) and account else None,
+        kind,
+        event if isinstance(event, str) else None,
+        data if isinstance(data, Mapping) else None,
+    )
+
+
+def from_store(path: str | os.PathLike[str]) -> Source:
+    """Read the events a collector stored (``uptake serve --db``), read-only.
+
+    Raises:
+        FileNotFoundError: no such file.
+        sqlite3.DatabaseError: the file is not a collector's event store.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no event store at {path}")
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    # Only events the report reads properties of have their JSON body parsed at all.
+    marks = ",".join("?" * len(_WITH_DATA))
+    cursor = conn.execute(
+        "SELECT timestamp, type, event, user_id, anonymous_id, group_id, "
+        f"CASE WHEN type = 'track' AND event IN ({marks}) "
+        "THEN json_extract(body, '$.properties') "
+        "WHEN type = 'group' THEN json_extract(body, '$.traits') END FROM events",
+        _WITH_DATA,
+    )
+    source = Source(iter(()))
+
+    def rows() -> Iterator[Record]:
+        try:
+            for timestamp, kind, event, user, anonymous, account, data in cursor:
+                parsed = _json(data) if data is not None else None
+                record = _record(source, timestamp, kind, event, user, anonymous, account, parsed)
+                if record is not None:
+                    yield record
+        finally:
+            conn.close()
+
+    source._records = rows()
+    return source
+
+
+def _json(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
+def from_events(events: Iterable[object]) -> Source:
+    """Read events given as Segment-spec dicts (``None`` or a non-dict counts as skipped)."""
+    source = Source(iter(()))
+
+    def rows() -> Iterator[Record]:
+        for e in events:
+            if not isinstance(e, Mapping):
+                source.read += 1
+                source.skipped += 1
+                continue
+            kind = e.get("type")
+            event = e.get("event")
+            data = None
+            if kind == "track" and event in _WITH_DATA:
+                data = e.get("properties")
+            elif kind == "group":
+                data = e.get("traits")
+            account = e.get("groupId") if kind == "group" else None
+            context = e.get("context")
+            if account is None and isinstance(context, Mapping):
+                account = context.get("groupId")
+            record = _record(
+                source,
+                e.get("timestamp"),
+                kind,
+                event,
+                e.get("userId"),
+                e.get("anonymousId"),
+                account,
+                data,
+            )
+            if record is not None:
+                yield record
+
+    source._records = rows()
+    return source
+
+
+def from_jsonl(path: str | os.PathLike[str]) -> Source:
+    """Read a JSONL export, one event per line (blank lines ignored, bad lines skipped).
+
+    Raises:
+        FileNotFoundError: no such file.
+    """
+
+    def lines() -> Iterator[object]:
+        with open(path, "rb") as handle:
+            for line in handle:
+                if line.strip():
+                    yield _json(line.decode("utf-8", "replace"))
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no such file: {os.fspath(path)}")
+    return from_events(lines())
