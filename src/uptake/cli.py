@@ -2,11 +2,15 @@
 
     uptake replay EVENTS.jsonl --client myapp.analytics:client
     uptake serve --write-key wk_123 [--host 127.0.0.1] [--port 8787] [--db uptake-events.db]
+    uptake report [uptake-events.db | EVENTS.jsonl] [--out uptake-report.html]
+    uptake demo [--seed 7]
 
 ``replay`` feeds past events (one wire-format JSON object per line) to your configured
 client's :meth:`~uptake.Client.replay`, so its store starts with the right milestones. The
 client is found the way gunicorn finds an app: ``module:attribute``. ``serve`` runs the
 reference collector (the ``collector`` extra: uvicorn) that stores what clients send.
+``report`` builds the engagement report from what it stored (or from an export), and
+``demo`` runs a simulated product through a client and a collector to such a report.
 """
 
 from __future__ import annotations
@@ -15,10 +19,14 @@ import argparse
 import importlib
 import json
 import os
+import sqlite3
 import sys
 import time
 from collections.abc import Iterator, Sequence
+from datetime import date
 from typing import IO, Any
+
+import attrs
 
 from .client import Client
 from .stores.memory import MemoryStore
@@ -142,10 +150,126 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=[],
         help="a key clients may send (repeatable; default: $UPTAKE_WRITE_KEY)",
     )
+    report = commands.add_parser(
+        "report", help="the engagement report from stored events (HTML and a summary)"
+    )
+    report.add_argument(
+        "source",
+        nargs="?",
+        default="uptake-events.db",
+        help="the collector's SQLite file (uptake serve --db) or a JSONL export "
+        "(default: uptake-events.db)",
+    )
+    report.add_argument("--out", default="uptake-report.html", help="HTML file to write")
+    report.add_argument("--timezone", help="IANA time zone of days and weeks (default UTC)")
+    report.add_argument("--until", help="last day of the report, YYYY-MM-DD (default: last event)")
+    report.add_argument(
+        "--inactive", action="append", default=[], help="an event that is not activity"
+    )
+    report.add_argument(
+        "--core-feature", action="append", default=[], help="a core feature (account breadth)"
+    )
+    report.add_argument(
+        "--touchpoint", action="append", default=[], help="a customer-success touchpoint event"
+    )
+    demo = commands.add_parser(
+        "demo", help="simulate a product end to end: SDK, collector, engagement report"
+    )
+    demo.add_argument("--seed", type=int, default=7, help="simulation seed (7)")
+    demo.add_argument("--users", type=int, default=360, help="users in the product (360)")
+    demo.add_argument("--days", type=int, default=60, help="days of event time (60)")
+    demo.add_argument("--until", help="last simulated day, YYYY-MM-DD (default today, UTC)")
+    demo.add_argument("--out", default="uptake-report.html", help="HTML file to write")
+    demo.add_argument("--db", help="keep the collector's events in this SQLite file")
+    demo.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     if args.command == "serve":
         return _serve(args)
+    if args.command == "report":
+        return _report(args)
+    if args.command == "demo":
+        return _demo(args)
     return _replay(args)
+
+
+def _day(text: str | None) -> date | None:
+    if text is None:
+        return None
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise SystemExit(f"uptake: not a date (YYYY-MM-DD): {text!r}") from None
+
+
+def _report(args: argparse.Namespace) -> int:
+    try:
+        import plotly  # noqa: F401
+    except ImportError:
+        print("uptake: report needs the collector extra: pip install 'uptake[collector]'")
+        return 2
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    from .collector.metrics import compute
+    from .collector.report import render_html, summary
+    from .collector.sources import from_jsonl, from_store
+    from .rules.engagement import Engagement
+
+    tz = None
+    if args.timezone:
+        try:
+            tz = ZoneInfo(args.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            print(f"uptake: unknown time zone {args.timezone!r}", file=sys.stderr)
+            return 2
+    until = _day(args.until)
+    if not os.path.isfile(args.source):
+        print(f"uptake: no such file: {args.source}", file=sys.stderr)
+        return 2
+    with open(args.source, "rb") as handle:
+        is_sqlite = handle.read(16) == b"SQLite format 3\x00"
+    engagement = Engagement(core_features=args.core_feature or None, touchpoints=args.touchpoint)
+    started = time.monotonic()
+    try:
+        source = from_store(args.source) if is_sqlite else from_jsonl(args.source)
+        report = compute(source, tz=tz, inactive=args.inactive, engagement=engagement, until=until)
+    except sqlite3.DatabaseError as exc:
+        print(f"uptake: {args.source} is not a collector's event store: {exc}", file=sys.stderr)
+        return 2
+    report = attrs.evolve(report, skipped=source.skipped)
+    page = render_html(report, title=f"uptake engagement report: {os.path.basename(args.source)}")
+    with open(args.out, "w", encoding="utf-8") as out:
+        out.write(page)
+    for line in summary(report):
+        print(line)
+    print(f"wrote {args.out} in {time.monotonic() - started:.1f}s")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    try:
+        import plotly  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError:
+        print("uptake: demo needs the collector extra: pip install 'uptake[collector]'")
+        return 2
+    from .demo import run_demo
+
+    try:
+        result = run_demo(
+            seed=args.seed,
+            users=args.users,
+            days=args.days,
+            until=_day(args.until),
+            out=args.out,
+            db=args.db,
+            progress=not args.quiet,
+        )
+    except ValueError as exc:
+        print(f"uptake: {exc}", file=sys.stderr)
+        return 2
+    print(f"done in {result.seconds:.1f}s")
+    lost = result.tracked - result.stored
+    return 0 if lost == 0 else 1
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -1,0 +1,158 @@
+"""``uptake demo`` end to end (SDK -> collector over HTTP -> store -> report), and the report
+opened in a real headless browser."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from uptake.cli import main
+from uptake.demo import run_demo
+
+UNTIL = "2026-06-30"
+ARTIFACTS = Path(
+    os.environ.get("UPTAKE_TEST_ARTIFACTS", Path(__file__).parent.parent / "test-artifacts")
+)
+
+
+@pytest.fixture(scope="module")
+def demo_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("demo") / "uptake-report.html"
+    result = run_demo(
+        seed=3,
+        users=120,
+        days=35,
+        until=dt.date.fromisoformat(UNTIL),
+        out=str(out),
+        progress=False,
+        stream=io.StringIO(),
+    )
+    # Every event the client tracked went over HTTP into the collector's store.
+    assert result.tracked == result.delivered == result.stored > 3_000
+    assert result.dropped == result.failed == 0
+    assert result.milestones["activated"] > 0 and result.milestones["habit"] > 0
+    assert result.nudges["try_reports"]["fired"] > 0
+    assert result.nudges["try_reports"]["shown"] > 0
+    assert any(line.startswith("nudge try_reports") and "lift" in line for line in result.summary)
+    return out
+
+
+def test_the_demo_command_is_deterministic_for_a_seed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    outputs = []
+    for run in range(2):
+        out = tmp_path / f"r{run}.html"
+        args = ["demo", "--seed", "5", "--users", "40", "--days", "21", "--until", UNTIL]
+        assert main([*args, "--out", str(out), "--quiet"]) == 0
+        printed = capsys.readouterr().out
+        assert "wrote " in printed and out.is_file()
+        # Ports, temporary paths and timings differ; everything else is the same.
+        lines = [
+            line
+            for line in printed.splitlines()
+            if not line.startswith(("collector listening", "wrote", "done in"))
+        ]
+        outputs.append(lines)
+    assert outputs[0] == outputs[1]
+    assert any("milestones reached: activated" in line for line in outputs[0])
+
+
+def test_the_demo_refuses_bad_arguments(tmp_path: Path) -> None:
+    assert main(["demo", "--users", "3", "--quiet", "--out", str(tmp_path / "x.html")]) == 2
+    used = tmp_path / "used.db"
+    used.write_bytes(b"")
+    assert main(["demo", "--db", str(used), "--quiet", "--out", str(tmp_path / "x.html")]) == 2
+
+
+def browser() -> str:
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        message = "chromium not installed (Debian: apt-get install chromium)"
+        if os.environ.get("UPTAKE_REQUIRE_BROWSER") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def test_the_report_renders_in_a_headless_browser(demo_report: Path) -> None:
+    chromium = browser()
+    sync_api = pytest.importorskip("playwright.sync_api")
+    errors: list[str] = []
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        try:
+            page = b.new_page(viewport={"width": 1280, "height": 900})
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            # Offline: any request leaving the page (a CDN) would fail the test.
+            requests: list[str] = []
+            page.on("request", lambda r: requests.append(r.url))
+            page.goto(demo_report.as_uri())
+            page.wait_for_function("document.body.dataset.charts !== undefined")
+            charts = page.locator("div.chart").count()
+            assert charts == int(page.evaluate("document.body.dataset.charts")) == 8
+            # plotly draws an SVG with at least one trace into every chart.
+            drawn = page.locator(
+                "div.chart .main-svg .plot .trace, div.chart .main-svg .barlayer .trace"
+            )
+            for i in range(charts):
+                chart = page.locator("div.chart").nth(i)
+                assert chart.locator(".main-svg").count() >= 1, chart.get_attribute("id")
+                assert chart.locator(".trace").count() >= 1, chart.get_attribute("id")
+            assert drawn.count() >= charts
+            assert "declining first" in page.inner_text("body")
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "demo-report.png"), full_page=True)
+        finally:
+            b.close()
+    assert errors == []
+    assert [u for u in requests if not u.startswith("file://")] == []
+    assert (ARTIFACTS / "demo-report.png").stat().st_size > 10_000
+
+
+def test_an_event_named_script_shows_as_text_in_the_browser(tmp_path: Path) -> None:
+    chromium = browser()
+    sync_api = pytest.importorskip("playwright.sync_api")
+    from uptake.collector.metrics import compute
+    from uptake.collector.report import render_html
+    from uptake.collector.sources import from_events
+
+    evil = "<script>window.pwned=1</script>"
+    t = "2026-03-02T10:00:00Z"
+    events = [
+        {
+            "type": "track",
+            "userId": "u1",
+            "event": "Feature Used",
+            "timestamp": t,
+            "properties": {"feature": evil},
+            "context": {"groupId": evil},
+        },
+        {
+            "type": "track",
+            "userId": "u1",
+            "event": "Milestone Reached",
+            "timestamp": t,
+            "properties": {"milestone": "<img src=x onerror=window.pwned=2>", "scope": "user"},
+        },
+    ]
+    path = tmp_path / "evil.html"
+    path.write_text(render_html(compute(from_events(events))), encoding="utf-8")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        try:
+            page = b.new_page()
+            page.goto(path.as_uri())
+            page.wait_for_function("document.body.dataset.charts !== undefined")
+            assert page.evaluate("window.pwned === undefined")
+            assert evil in page.inner_text("body")  # the table shows the name as text
+            labels = page.locator("#chart-features .textpoint text").all_text_contents()
+            assert labels == [evil]  # and so does the chart
+        finally:
+            b.close()
