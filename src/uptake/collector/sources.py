@@ -11,6 +11,7 @@ import json
 import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping
+from datetime import datetime
 from typing import Any
 
 from ..client import _parse_time
@@ -45,7 +46,7 @@ def _record(
     data: object,
 ) -> Record | None:
     source.read += 1
-    t = _parse_time(timestamp)
+    t = _time(timestamp)
     who = user if isinstance(user, str) and user else anonymous
     if t is None or not isinstance(who, str) or not who or not isinstance(kind, str):
         source.skipped += 1
@@ -58,6 +59,16 @@ def _record(
         event if isinstance(event, str) else None,
         data if isinstance(data, Mapping) else None,
     )
+
+
+def _time(value: object) -> float | None:
+    """Epoch seconds of an event timestamp; the SDK's own form (UTC, ``Z``) the fast way."""
+    if type(value) is str and value[10:11] == "T" and value[-1:] == "Z":
+        try:  # Python 3.11+ reads "Z"; the general parser below is a few times slower
+            return datetime.fromisoformat(value).timestamp()
+        except ValueError:
+            pass
+    return _parse_time(value)
 
 
 def from_store(path: str | os.PathLike[str]) -> Source:
