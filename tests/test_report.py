@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import random
+import sqlite3
 import statistics
 from collections import defaultdict
 from pathlib import Path
@@ -389,3 +390,51 @@ def test_declining_accounts_come_first() -> None:
     assert (second.account, second.declining) == ("steady", False)
     assert second.score > first.score  # a higher score, yet listed second
     assert any("1 declining: falling" in line for line in summary(report))
+
+
+def test_account_scores_agree_with_the_sdk_snapshot() -> None:
+    import uptake
+
+    events = usable(dataset(21))
+    config = Engagement(touchpoints=["Goal"])
+    client = uptake.Client(
+        send=False,
+        milestones=[uptake.Milestone("m", any_of=["Never"])],
+        engagement=config,
+        inactive_events=["Heartbeat"],
+    )
+    client.replay(sorted(events, key=lambda e: e["timestamp"]))
+    report = compute(from_events(events), inactive=["Heartbeat"], engagement=config, until=END)
+    assert len(report.accounts_engagement) == 7
+    at = dt.datetime.combine(END, dt.time(23, 59, 59), dt.timezone.utc)
+    for a in report.accounts_engagement:
+        snap = client.engagement(account_id=a.account, at=at)
+        assert (a.score, a.tier, a.active_users_28, a.declining) == (
+            snap.score,
+            snap.tier,
+            snap.active_users_28,
+            snap.declining,
+        ), a.account
+        assert a.weekly_active_users == snap.weekly_activity
+        assert (a.frequency, a.breadth, a.depth) == (snap.frequency, snap.breadth, snap.depth)
+        assert a.touchpoints == snap.touchpoints and a.user_breadth == snap.user_breadth
+    client.shutdown()
+
+
+def test_the_report_command_reads_a_collector_store(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = EventStore(tmp_path / "events.db")
+    store.add(usable(dataset(4)))
+    store.close()
+    out = tmp_path / "r.html"
+    assert main(["report", str(tmp_path / "events.db"), "--out", str(out)]) == 0
+    assert "0 skipped" in capsys.readouterr().out and out.is_file()
+    other = tmp_path / "other.db"
+    sqlite3.connect(other).execute("CREATE TABLE t (x)").connection.commit()
+    assert main(["report", str(other), "--out", str(out)]) == 2
+    assert "not a collector's event store" in capsys.readouterr().err
+    garbage = tmp_path / "garbage.bin"
+    garbage.write_bytes(b"\x00\xff" * 100)
+    assert main(["report", str(garbage), "--out", str(out)]) == 0  # read as JSONL: skipped
+    assert "no activity to report (0 events, 1 skipped)" in capsys.readouterr().out
