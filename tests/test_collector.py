@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import gzip
 import json
 import socket
+import sqlite3
 import threading
 import zlib
 from collections.abc import Iterator
@@ -228,3 +230,76 @@ def test_what_the_sdk_escapes_is_stored_and_bad_fields_are_400(
         b'{"batch": [{"type": "track", "event": "E", "userId": "u", "messageId": "n", "x": NaN}]}',
     ):
         assert post(url, body).status_code == 400
+
+
+@contextlib.contextmanager
+def serving(app: Any) -> Iterator[str]:
+    """Any ASGI app under uvicorn on a free loopback port."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    assert server.listening.wait(10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def test_a_body_of_several_gzip_members_is_read_whole(collector: tuple[str, EventStore]) -> None:
+    url, store = collector
+    body = gzip.compress(b'{"batch": [' + json.dumps(event(1)).encode()) + gzip.compress(b"]}")
+    response = post(url, body, **{"Content-Encoding": "gzip"})
+    assert response.status_code == 200, response.text
+    assert len(store) == 1
+
+
+def test_an_unknown_content_encoding_is_415(collector: tuple[str, EventStore]) -> None:
+    url, store = collector
+    response = post(url, json.dumps({"batch": [event(1)]}).encode(), **{"Content-Encoding": "br"})
+    assert response.status_code == 415
+    assert len(store) == 0
+
+
+def test_a_locked_store_answers_503_and_the_loop_keeps_serving(tmp_path: Path) -> None:
+    store = EventStore(tmp_path / "events.db", busy_timeout=0.05)
+    holder = sqlite3.connect(tmp_path / "events.db", isolation_level=None)
+    body = json.dumps({"batch": [event(1)]}).encode()
+    with serving(create_app(store, [KEY])) as url:
+        holder.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        response = post(url, body)
+        assert response.status_code == 503
+        assert response.headers["retry-after"] == "1"  # the SDK retries a 503
+        assert httpx.get(f"{url}/health").json() == {"status": "ok", "events": 0}
+        holder.execute("ROLLBACK")
+        assert post(url, body).status_code == 200
+        assert len(store) == 1
+    holder.close()
+    store.close()
+
+
+def test_a_stalled_body_is_408(tmp_path: Path) -> None:
+    store = EventStore(tmp_path / "events.db")
+    with serving(create_app(store, [KEY], body_timeout=0.2)) as url:
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+            head = (
+                "POST /v1/batch HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n"
+                f"Authorization: {AUTH['Authorization']}\r\n\r\n"
+            )
+            conn.sendall(head.encode() + b'{"batch": [')  # and then nothing more
+            reply = conn.recv(4096)
+        assert reply.startswith(b"HTTP/1.1 408"), reply
+    assert len(store) == 0
+    store.close()
+
+
+def test_an_empty_write_key_is_refused(tmp_path: Path) -> None:
+    from uptake.cli import main
+
+    with pytest.raises(ValueError, match="cannot be empty"):
+        create_app(EventStore(":memory:"), ["wk", ""])
+    assert main(["serve", "--db", str(tmp_path / "e.db"), "--write-key", " "]) == 2

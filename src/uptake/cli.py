@@ -284,6 +284,9 @@ def _serve(args: argparse.Namespace) -> int:
     if not keys:
         print("uptake: give --write-key (or set UPTAKE_WRITE_KEY)", file=sys.stderr)
         return 2
+    if not all(k.strip() for k in keys):
+        print("uptake: a write key cannot be empty", file=sys.stderr)
+        return 2
     store = EventStore(args.db)
     print(f"uptake collector on http://{args.host}:{args.port}/v1/batch, storing into {args.db}")
     uvicorn.run(create_app(store, keys), host=args.host, port=args.port, log_level="warning")

@@ -36,10 +36,19 @@ class EventStore:
     (WAL): the report reads it while the collector writes.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = 5.0) -> None:
+        """Open (or create) the store.
+
+        Args:
+            path: The SQLite file.
+            busy_timeout: How long a write waits for another process's lock on the file
+                before :meth:`add` raises ``sqlite3.OperationalError``.
+        """
         self.path = os.fspath(path)
         self._lock = threading.Lock()
-        self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._conn = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, timeout=busy_timeout
+        )
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.executescript(_SCHEMA)
@@ -64,7 +73,7 @@ class EventStore:
         with self._lock:
             conn = self._conn
             before = conn.total_changes
-            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("BEGIN IMMEDIATE")  # may raise: locked, nothing to roll back
             try:
                 conn.executemany(
                     "INSERT OR IGNORE INTO events (message_id, received_at, timestamp, type, "
