@@ -1,0 +1,301 @@
+"""Pure ASGI 3 middleware: sessions, feature events, pending nudges and the nudge endpoint.
+
+Works with any ASGI 3 framework (Starlette, FastAPI, Litestar, Django's ASGI handler...)
+and is not a ``BaseHTTPMiddleware``: the response streams through untouched, background
+tasks and ContextVars behave, and ``lifespan`` and ``websocket`` scopes pass straight
+through::
+
+    from uptake.integrations.asgi import UptakeMiddleware
+
+    app.add_middleware(UptakeMiddleware, client=client, features={"/reports/*": "reports"})
+
+The request's :class:`~uptake.integrations.RequestState` is ``scope["state"]["uptake"]``,
+which Starlette shows as ``request.state.uptake``, and
+:func:`~uptake.integrations.current_state`. Identity defaults to ``scope["user"]`` as set
+by Starlette's ``AuthenticationMiddleware``: add uptake's middleware *inside* it (with
+``add_middleware``, before it), or pass ``user_id=`` a function of the scope.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
+from typing import Any
+
+from ..client import Client
+from ._core import (
+    DEFAULT_SKIP_METHODS,
+    DEFAULT_SKIP_PATHS,
+    MAX_BODY,
+    Integration,
+    RequestState,
+    _current,
+    cookie_value,
+    reset,
+)
+
+__all__ = ["STATE_KEY", "UptakeMiddleware", "default_user_id", "state_of"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+#: A host function of the scope returning a user (or account) id, or an awaitable of one.
+IdFunction = Callable[[Scope], object]
+
+#: The key of the request's state in ``scope["state"]`` (``request.state.uptake``).
+STATE_KEY = "uptake"
+
+
+def default_user_id(scope: Scope) -> object:
+    """The authenticated ``scope["user"]``'s identity (Starlette), or None."""
+    user = scope.get("user")
+    if user is None or not getattr(user, "is_authenticated", False):
+        return None
+    try:
+        return user.identity  # Starlette's BaseUser
+    except (AttributeError, NotImplementedError):
+        return getattr(user, "display_name", None) or None
+
+
+def state_of(scope: Scope) -> RequestState | None:
+    """The :class:`RequestState` the middleware attached to this scope, if any."""
+    states = scope.get("state")
+    found = states.get(STATE_KEY) if isinstance(states, Mapping) else None
+    return found if isinstance(found, RequestState) else None
+
+
+class UptakeMiddleware:
+    """Record feature use and expose pending nudges for every HTTP request of an ASGI app.
+
+    Only ``http`` scopes are looked at; wrapping an app twice is harmless (the inner
+    middleware sees the outer one's state and passes the request through).
+
+    Args:
+        app: The ASGI 3 application to wrap.
+        client: The :class:`~uptake.Client` events go to.
+        user_id: A function of the scope returning the signed-in user's id (str or int),
+            or None; it may be ``async``. Default: :func:`default_user_id`. Ids with
+            control characters or longer than 256 characters are dropped and counted.
+        account_id: A function of the scope returning the account's id (may be async).
+        features: Routes to feature names: path patterns (``"/reports/*"``) or route
+            names (Starlette and FastAPI ``name=``, by default the endpoint's name).
+        skip_paths: Path patterns that record nothing (static files, health checks).
+        skip_methods: Methods that record nothing (``HEAD``, ``OPTIONS``).
+        anonymous_cookie: The cookie holding a visitor's anonymous id (``None``: only
+            signed-in users are tracked).
+        nudges_header: A response header listing the pending nudges' names (off).
+        endpoint: The nudge endpoint's path prefix (``"/uptake"``); ``None``: off.
+        session_header: A request header carrying the front end's session id.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        client: Client,
+        *,
+        user_id: IdFunction = default_user_id,
+        account_id: IdFunction | None = None,
+        features: Mapping[str, str] | None = None,
+        skip_paths: Iterable[str] = DEFAULT_SKIP_PATHS,
+        skip_methods: Iterable[str] = DEFAULT_SKIP_METHODS,
+        anonymous_cookie: str | None = "uptake_anon",
+        nudges_header: str | None = None,
+        endpoint: str | None = "/uptake",
+        session_header: str | None = "X-Uptake-Session",
+    ) -> None:
+        self.app = app
+        self.integration = Integration(
+            client,
+            features=features,
+            skip_paths=skip_paths,
+            skip_methods=skip_methods,
+            anonymous_cookie=anonymous_cookie,
+            nudges_header=nudges_header,
+            endpoint=endpoint,
+            session_header=session_header,
+        )
+        self._user_id = user_id
+        self._account_id = account_id
+        self._session_header = None if session_header is None else session_header.lower()
+        self._cookie = anonymous_cookie
+
+    @property
+    def dropped(self) -> dict[str, int]:
+        """Ids and SDK failures dropped so far, by reason."""
+        return self.integration.dropped
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or state_of(scope) is not None:
+            await self.app(scope, receive, send)  # lifespan, websockets, wrapped twice
+            return
+        integration = self.integration
+        method = scope.get("method") or "GET"
+        path = scope.get("path") or "/"
+        endpoint = integration.is_endpoint(path)
+        headers = _Headers(scope)
+        try:
+            state = await self._begin(scope, headers, method, path, endpoint)
+        except Exception:
+            integration.drop("sdk_error", "starting the request's state failed", exc=True)
+            state, endpoint = integration.skipped_state(), False
+        states = scope.get("state")
+        if not isinstance(states, dict):
+            states = scope["state"] = {}
+        states[STATE_KEY] = state
+        token = _current.set(state)
+        try:
+            if endpoint:
+                await self._endpoint(state, headers, method, path, receive, send)
+            elif state.skipped:
+                await self.app(scope, receive, send)
+            else:
+                await self._run(scope, receive, send, state, method, path)
+        finally:
+            reset(token)
+
+    async def _run(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        state: RequestState,
+        method: str,
+        path: str,
+    ) -> None:
+        integration = self.integration
+        status: int | None = None
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message.get("status")
+                secure = scope.get("scheme") in ("https", "wss")
+                extra = integration.response_headers(state, secure=secure)
+                if extra:
+                    message = dict(message)
+                    message["headers"] = [*message.get("headers", ()), *_encode(extra)]
+            await send(message)
+
+        error = False
+        try:
+            await self.app(scope, receive, send_with_headers)
+        except BaseException:
+            error = True
+            raise
+        finally:
+            route_name, route = _route(scope)
+            integration.finish(
+                state,
+                path=path,
+                method=method,
+                status=500 if error and status is None else status,
+                route_name=route_name,
+                route=route,
+                error=error,
+            )
+
+    async def _begin(
+        self, scope: Scope, headers: _Headers, method: str, path: str, endpoint: bool
+    ) -> RequestState:
+        integration = self.integration
+        if not endpoint and integration.skips(method, path):
+            return integration.skipped_state()
+        user = await self._call(self._user_id, scope, "user_id")
+        account = None
+        if self._account_id is not None:
+            account = await self._call(self._account_id, scope, "account_id")
+        cookie = None
+        if self._cookie is not None:
+            cookie = cookie_value(headers.get("cookie"), self._cookie)
+        session = headers.get(self._session_header) if self._session_header else None
+        return integration.begin(
+            user_id=user, cookie=cookie, account_id=account, session=session, mint=not endpoint
+        )
+
+    async def _call(self, func: IdFunction, scope: Scope, what: str) -> object:
+        value = self.integration.call_host(func, scope, what)
+        if inspect.isawaitable(value):
+            try:
+                value = await value
+            except Exception:
+                self.integration.drop(f"{what}_error", f"the {what} function raised", exc=True)
+                return None
+        return value
+
+    async def _endpoint(
+        self,
+        state: RequestState,
+        headers: _Headers,
+        method: str,
+        path: str,
+        receive: Receive,
+        send: Send,
+    ) -> None:
+        body: bytes | None = b""
+        if method == "POST":
+            body = await _read_body(receive, headers.get("content-length"))
+        reply = self.integration.endpoint_reply(
+            state, method=method, path=path, content_type=headers.get("content-type"), body=body
+        )
+        out = [*reply.headers, ("Content-Length", str(len(reply.body)))]
+        await send({"type": "http.response.start", "status": reply.status, "headers": _encode(out)})
+        await send({"type": "http.response.body", "body": reply.body})
+
+
+class _Headers:
+    """The few request headers uptake reads, decoded on demand."""
+
+    __slots__ = ("_raw",)
+
+    def __init__(self, scope: Scope) -> None:
+        self._raw: Iterable[tuple[bytes, bytes]] = scope.get("headers") or ()
+
+    def get(self, name: str) -> str | None:
+        key = name.encode("latin-1")
+        found = [v.decode("latin-1") for k, v in self._raw if k.lower() == key]
+        if not found:
+            return None
+        return "; ".join(found) if name == "cookie" else found[0]
+
+
+async def _read_body(receive: Receive, declared: str | None) -> bytes | None:
+    """The request body, at most ``MAX_BODY + 1`` bytes; None when it is larger."""
+    if declared is not None:
+        try:
+            if int(declared) > MAX_BODY:
+                return None
+        except ValueError:
+            return None
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":  # http.disconnect
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+def _encode(headers: Iterable[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+    return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers]
+
+
+def _route(scope: Scope) -> tuple[str | None, str | None]:
+    """The matched route's name and path template (Starlette, FastAPI), when known."""
+    route = scope.get("route")
+    if route is None:
+        return None, None
+    name = getattr(route, "name", None)
+    template = getattr(route, "path", None)
+    return (
+        name if isinstance(name, str) else None,
+        template if isinstance(template, str) else None,
+    )

@@ -1,0 +1,317 @@
+"""The Django middleware in sync and async mode, through Django's own test clients."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+django = pytest.importorskip("django")
+
+from django.conf import settings  # noqa: E402
+
+CONFIG = {
+    "CLIENT": f"{__name__}.current_client",
+    "USER_ID": None,
+    "FEATURES": {"report": "reports", "/dashboard/*": "dashboard", "/async/*": "async"},
+}
+if not settings.configured:
+    settings.configure(
+        DEBUG=False,
+        SECRET_KEY="test only",
+        ALLOWED_HOSTS=["testserver"],
+        ROOT_URLCONF=__name__,
+        INSTALLED_APPS=[],
+        DATABASES={},
+        STATIC_URL="/assets/",
+        MIDDLEWARE=[
+            "django.middleware.csrf.CsrfViewMiddleware",
+            f"{__name__}.HeaderUserMiddleware",
+            "uptake.integrations.django.UptakeMiddleware",
+        ],
+        TEMPLATES=[
+            {
+                "BACKEND": "django.template.backends.django.DjangoTemplates",
+                "OPTIONS": {"context_processors": ["uptake.integrations.django.context_processor"]},
+            }
+        ],
+        UPTAKE={k: v for k, v in CONFIG.items() if v is not None},
+        LOGGING_CONFIG=None,
+    )
+    django.setup()
+
+from django.core.exceptions import ImproperlyConfigured  # noqa: E402
+from django.http import (  # noqa: E402
+    HttpRequest,
+    HttpResponse,
+    JsonResponse,
+    StreamingHttpResponse,
+)
+from django.template import engines  # noqa: E402
+from django.test import AsyncClient, Client, override_settings  # noqa: E402
+from django.urls import path  # noqa: E402
+from django.utils.deprecation import MiddlewareMixin  # noqa: E402
+from django.utils.functional import SimpleLazyObject  # noqa: E402
+
+import uptake  # noqa: E402
+from uptake.integrations import current_state  # noqa: E402
+from uptake.integrations.django import UptakeMiddleware  # noqa: E402
+from uptake.testing import capture_events  # noqa: E402
+
+from .integrations_helpers import HOSTILE_IDS, features, make_client  # noqa: E402
+
+_client: list[uptake.Client] = []
+forced: list[str] = []
+
+
+def current_client() -> uptake.Client:
+    return _client[0]
+
+
+class User:
+    is_authenticated = True
+
+    def __init__(self, pk: str) -> None:
+        self.pk = pk
+
+
+class Anonymous:
+    is_authenticated = False
+    pk = None
+
+
+class HeaderUserMiddleware(MiddlewareMixin):
+    """A stand-in for AuthenticationMiddleware: a lazy user from the X-User header."""
+
+    def process_request(self, request: Any) -> None:
+        name = request.headers.get("X-User")
+
+        def load() -> Any:
+            forced.append(name or "")
+            return User(name) if name else Anonymous()
+
+        async def aload() -> Any:
+            return User(name) if name else Anonymous()
+
+        request.user = SimpleLazyObject(load)
+        request.auser = aload
+
+
+def report(request: HttpRequest, n: int) -> HttpResponse:
+    state = current_state()
+    assert state is request.uptake
+    template = engines["django"].from_string(
+        "{{ uptake.user_id }}:{% for n in uptake_nudges %}{{ n.name }}{% endfor %}"
+    )
+    return HttpResponse(template.render(request=request))
+
+
+def dashboard(request: HttpRequest) -> HttpResponse:
+    request.uptake.track("Dashboard Viewed")
+    return HttpResponse("ok")
+
+
+async def async_view(request: HttpRequest) -> JsonResponse:
+    state = request.uptake
+    assert current_state() is state
+    await asyncio.sleep(0)
+    return JsonResponse({"user": state.user_id, "nudges": [n.name for n in state.nudges]})
+
+
+def stream(request: HttpRequest) -> StreamingHttpResponse:
+    return StreamingHttpResponse(f"{i};".encode() for i in range(3))
+
+
+def boom(request: HttpRequest) -> HttpResponse:
+    raise ZeroDivisionError
+
+
+urlpatterns = [
+    path("reports/<int:n>/", report, name="report"),
+    path("dashboard/", dashboard, name="dashboard"),
+    path("dashboard/stream/", stream),
+    path("dashboard/boom/", boom),
+    path("async/", async_view),
+    path("health", dashboard),
+]
+
+
+@pytest.fixture(autouse=True)
+def client() -> Iterator[uptake.Client]:
+    _client[:] = [make_client()]
+    forced.clear()
+    yield _client[0]
+    _client.clear()
+
+
+def test_sync_mode_records_features_and_renders_nudges(client: uptake.Client) -> None:
+    http = Client()
+    with capture_events() as events:
+        http.get("/dashboard/", headers={"X-User": "u1"})
+        http.get("/dashboard/", headers={"X-User": "u1"})
+        page = http.get("/reports/3/", headers={"X-User": "u1"})
+        http.get("/health", headers={"X-User": "u1"})
+        http.get("/assets/app.css", headers={"X-User": "u1"})
+    assert page.content == b"u1:try_reports"
+    used = features(events)
+    assert [e["properties"]["feature"] for e in used] == ["dashboard", "dashboard", "reports"]
+    assert used[2]["properties"]["route"] == "reports/<int:n>/"
+    assert all(e["userId"] == "u1" for e in used)
+
+
+def test_async_mode_never_forces_the_lazy_user(client: uptake.Client) -> None:
+    async def run() -> Any:
+        return await AsyncClient().get("/async/", headers={"X-User": "u1"})
+
+    client.track("u1", "Dashboard Viewed")
+    client.track("u1", "Dashboard Viewed")
+    with capture_events() as events:
+        response = asyncio.run(run())
+    assert response.json() == {"user": "u1", "nudges": ["try_reports"]}
+    assert forced == []  # request.user was never evaluated
+    [event] = features(events)
+    assert event["userId"] == "u1" and event["properties"]["feature"] == "async"
+
+
+def test_async_mode_uses_a_user_something_already_loaded(client: uptake.Client) -> None:
+    from uptake.integrations.django import default_user_id_async
+
+    request = HttpRequest()
+    request.user = SimpleLazyObject(lambda: User("loaded"))
+    request.user.pk  # noqa: B018 - evaluated by someone else
+    assert asyncio.run(default_user_id_async(request)) == "loaded"
+    assert asyncio.run(default_user_id_async(HttpRequest())) is None
+
+
+def test_a_streaming_response_keeps_working(client: uptake.Client) -> None:
+    with capture_events() as events:
+        response = Client().get("/dashboard/stream/", headers={"X-User": "u1"})
+        assert b"".join(response.streaming_content) == b"0;1;2;"
+        response.close()
+    assert len(features(events)) == 1
+
+
+def test_an_exception_in_a_view_is_recorded_and_re_raised(client: uptake.Client) -> None:
+    with capture_events() as events, pytest.raises(ZeroDivisionError):
+        Client().get("/dashboard/boom/", headers={"X-User": "u1"})
+    [event] = features(events)
+    assert event["properties"]["status"] == 500 and event["properties"]["error"] is True
+    assert current_state() is None
+
+
+@pytest.mark.parametrize("hostile", HOSTILE_IDS)
+def test_a_malicious_user_id_is_dropped(client: uptake.Client, hostile: str) -> None:
+    config = {**settings.UPTAKE, "ANONYMOUS_COOKIE": None, "USER_ID": lambda r: r.GET.get("u")}
+    with override_settings(UPTAKE=config), capture_events() as events:
+        response = Client().get("/reports/1/", {"u": hostile})
+    assert response.status_code == 200 and response.content == b"None:"
+    assert features(events) == []
+
+
+def test_a_missing_user_gets_an_anonymous_cookie_then_is_aliased(client: uptake.Client) -> None:
+    http = Client()
+    with capture_events() as events:
+        http.get("/dashboard/")
+        anon = http.cookies["uptake_anon"].value
+        assert http.cookies["uptake_anon"]["httponly"]
+        http.get("/dashboard/", headers={"X-User": "u1"})
+        assert http.cookies["uptake_anon"].value == ""  # dropped
+    assert [(e.get("userId"), e.get("anonymousId")) for e in features(events)] == [
+        (None, anon),
+        ("u1", None),
+    ]
+    identify = [e for e in events if e["type"] == "identify"]
+    assert [(e["userId"], e["anonymousId"]) for e in identify] == [("u1", anon)]
+
+
+def test_the_endpoint_is_served_by_the_middleware(client: uptake.Client) -> None:
+    http = Client(enforce_csrf_checks=True)  # JSON-only POSTs stand in for the token
+    for _ in range(2):
+        client.track("u1", "Dashboard Viewed")
+    with capture_events() as events:
+        listed = http.get("/uptake/nudges", headers={"X-User": "u1"})
+        clicked = http.post(
+            "/uptake/nudges/try_reports/clicked",
+            content_type="application/json",
+            headers={"X-User": "u1"},
+        )
+        form = http.post("/uptake/nudges/try_reports/clicked", {"a": "b"}, headers={"X-User": "u1"})
+        big = http.post(
+            "/uptake/nudges/try_reports/dismissed",
+            data=b" " * 5000,
+            content_type="application/json",
+            headers={"X-User": "u1"},
+        )
+        nobody = http.get("/uptake/nudges")
+    assert [n["name"] for n in listed.json()["nudges"]] == ["try_reports"]
+    assert (clicked.status_code, form.status_code, big.status_code) == (204, 415, 413)
+    assert nobody.status_code == 401
+    assert [e["event"] for e in events] == ["Nudge Clicked"]
+
+
+def test_the_nudges_header_and_a_host_identity_function(client: uptake.Client) -> None:
+    async def user(request: Any) -> str:
+        return "from-async"
+
+    config = {**settings.UPTAKE, "NUDGES_HEADER": "X-Uptake-Nudges", "USER_ID": user}
+
+    async def run() -> Any:
+        return await AsyncClient().get("/async/")
+
+    for _ in range(2):
+        client.track("from-async", "Dashboard Viewed")
+    with override_settings(UPTAKE=config), capture_events():
+        response = asyncio.run(run())
+        assert response["X-Uptake-Nudges"] == "try_reports"
+        assert response.json()["user"] == "from-async"
+        # An async function in sync mode is a counted drop, not an error.
+        sync_response = Client().get("/reports/1/")
+        assert sync_response.status_code == 200 and sync_response.content == b"None:"
+
+
+def test_configuration_errors_are_reported_at_start_up() -> None:
+    for bad in (
+        {},
+        {"CLIENT": "os.path"},
+        {"CLIENT": f"{__name__}.current_client", "FEATURE": {}},
+        {"CLIENT": f"{__name__}.current_client", "USER_ID": 3},
+    ):
+        with override_settings(UPTAKE=bad), pytest.raises(ImproperlyConfigured):
+            UptakeMiddleware(lambda request: HttpResponse())
+    with override_settings(UPTAKE=None), pytest.raises(ImproperlyConfigured):
+        UptakeMiddleware(lambda request: HttpResponse())
+
+
+def test_listed_twice_is_harmless(client: uptake.Client) -> None:
+    middleware = [*settings.MIDDLEWARE, "uptake.integrations.django.UptakeMiddleware"]
+    with override_settings(MIDDLEWARE=middleware), capture_events() as events:
+        response = Client().get("/dashboard/")
+    assert len(features(events)) == 1
+    assert response.cookies["uptake_anon"].value
+
+
+def test_sdk_failures_never_break_a_request(
+    client: uptake.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(client, "feature_used", broken)
+    monkeypatch.setattr(client, "pending_nudges", broken)
+    response = Client().get("/reports/1/", headers={"X-User": "u1"})
+    assert response.status_code == 200 and response.content == b"u1:"
+
+
+def test_a_hundred_parallel_async_requests(client: uptake.Client) -> None:
+    async def run() -> list[Any]:
+        http = AsyncClient()
+        return await asyncio.gather(
+            *(http.get("/async/", headers={"X-User": f"user-{i}"}) for i in range(100))
+        )
+
+    with capture_events() as events:
+        responses = asyncio.run(run())
+    assert [r.json()["user"] for r in responses] == [f"user-{i}" for i in range(100)]
+    assert sorted(e["userId"] for e in features(events)) == sorted(f"user-{i}" for i in range(100))
