@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -218,6 +219,18 @@ def test_account_components_without_data_are_left_out_of_the_score() -> None:
     snap = c.engagement(account_id="acme", at=NOW)
     assert snap.seats is None and snap.user_breadth is None and snap.touchpoints is None
     assert snap.score == 100  # frequency, breadth and depth all full, rescaled
+
+
+def test_seats_that_are_not_a_count_are_ignored_quietly(caplog: pytest.LogCaptureFixture) -> None:
+    c = client()
+    c.feature_used("a", "reports", account_id="acme", timestamp=NOW)
+    with caplog.at_level(logging.WARNING, logger="uptake"):
+        for bad in (float("inf"), float("nan"), 0.5, -3, "ten", True):
+            c.group("admin", "acme", {"seats": bad})
+    assert caplog.records == []
+    assert c.engagement(account_id="acme", at=NOW).seats is None
+    c.group("admin", "acme", {"seats": 4.7})
+    assert c.engagement(account_id="acme", at=NOW).seats == 4
 
 
 def test_account_declining_uses_weekly_active_members() -> None:

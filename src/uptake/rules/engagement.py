@@ -308,7 +308,12 @@ class EngagementRules:
     def group(self, state: SubjectState, traits: Mapping[str, Any]) -> None:
         """Record the account traits engagement reads (seats)."""
         seats = traits.get(self._seats_trait)
-        if isinstance(seats, (int, float)) and not isinstance(seats, bool) and seats >= 1:
+        if (
+            isinstance(seats, (int, float))
+            and not isinstance(seats, bool)
+            and math.isfinite(seats)
+            and seats >= 1
+        ):
             state.seats = int(seats)
 
     def snapshot(
