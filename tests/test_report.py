@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import random
 import sqlite3
 import statistics
@@ -302,17 +303,25 @@ def test_user_strings_are_escaped_everywhere() -> None:
             "timestamp": t,
             "properties": {"milestone": "<img src=x onerror=alert(1)>", "scope": "user"},
         },
-        {
-            "type": "track",
-            "userId": "u",
-            "event": "Nudge Shown",
-            "timestamp": t,
-            "properties": {"nudge": "<b>bold</b>", "goal": "x", "goal_within_s": 60},
-        },
     ]
-    page = render_html(compute(from_events(events)), plotly_js="/* plotly */", title=evil)
+    for kind in ("Nudge Fired", "Nudge Shown", "Nudge Held Out"):
+        events.append(
+            {
+                "type": "track",
+                "userId": "u" if kind != "Nudge Held Out" else "v",
+                "event": kind,
+                "timestamp": t,
+                "properties": {"nudge": "<b>bold</b>", "goal": evil, "goal_within_s": 60},
+            }
+        )
+    report = compute(from_events(events))
+    assert report.nudges[0].lift is not None  # so the lift chart, with the name, is drawn
+    page = render_html(report, plotly_js="/* plotly */", title=evil)
+    assert 'id="chart-nudge-lift"' in page and 'id="chart-milestones"' in page
     assert "<script>window.pwned" not in page
     assert "<img src=x" not in page and "<b>bold</b>" not in page
+    # In chart data: HTML entities (plotly reads tags in labels), inside escaped JSON.
+    assert "\\u0026lt;b\\u0026gt;bold\\u0026lt;/b\\u0026gt;" in page
     assert "&lt;/script&gt;&lt;script&gt;window.pwned=1&lt;/script&gt;" in page
     assert page.count("<script>") == 2  # plotly.js and the charts, nothing else
 
@@ -438,3 +447,167 @@ def test_the_report_command_reads_a_collector_store(
     garbage.write_bytes(b"\x00\xff" * 100)
     assert main(["report", str(garbage), "--out", str(out)]) == 0  # read as JSONL: skipped
     assert "no activity to report (0 events, 1 skipped)" in capsys.readouterr().out
+
+
+def track(user: str, event: str, at: str, **extra: Any) -> dict[str, Any]:
+    return {"type": "track", "userId": user, "event": event, "timestamp": at, **extra}
+
+
+def test_impossible_timestamps_are_skipped_not_fatal(tmp_path: Path) -> None:
+    lines = [json.dumps(track("u1", "Viewed", "2026-03-02T10:00:00Z"))]
+    for bad in ("NaN", "Infinity", "-Infinity", "1e300", "-1e15"):
+        lines.append('{"type": "track", "userId": "u2", "event": "X", "timestamp": ' + bad + "}")
+    for bad in ("0001-01-01T00:00:00Z", "9999-12-31T23:59:59Z", "1969-12-31T23:59:59Z"):
+        lines.append(json.dumps(track("u3", "X", bad)))
+        lines.append(json.dumps({"type": "identify", "userId": "u3", "timestamp": bad}))
+    lines.append("[" * 200_000)  # nests too deep for the JSON parser
+    path = tmp_path / "odd.jsonl"
+    path.write_text("\n".join(lines))
+    for tz in (None, ZoneInfo("America/New_York"), ZoneInfo("Asia/Tokyo")):
+        source = from_jsonl(path)
+        report = compute(source, tz=tz)
+        assert source.skipped == 12
+        assert report.users == 1 and len(report.daily) == 1
+
+
+def test_odd_property_shapes_and_lone_surrogates_do_not_stop_a_report(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    at = "2026-03-02T10:00:00Z"
+    events = [
+        track("u1", "Feature Used", at, messageId="1", properties=5),
+        track("u1", "Nudge Fired", at, messageId="2", properties=True),
+        track("u1", "Milestone Reached", at, messageId="3", properties='{"milestone": "m"}'),
+        {
+            "type": "group",
+            "userId": "u1",
+            "groupId": "a",
+            "timestamp": at,
+            "messageId": "4",
+            "traits": 3.5,
+        },
+        track("u1", "Feature Used", at, messageId="5", properties={"feature": "bad\ud800x"}),
+        track("u\x1b[2Jx", "Feature Used", at, messageId="6", properties={"feature": "ok"}),
+    ]
+    store = EventStore(tmp_path / "odd # store?.db")
+    store.add(events)
+    store.close()
+    for source in (from_store(tmp_path / "odd # store?.db"), from_events(events)):
+        report = compute(source)
+        assert report.users == 2 and report.milestones == () and report.nudges == ()
+        names = sorted(f.name for f in report.features)
+        assert names[1] == "ok" and names[0].startswith("bad\ufffd") and names[0][-1] == "x"
+        names[0].encode("utf-8")  # no lone surrogate left: it can be written out
+    # The name is not cut at "#" or "?": no stray file "odd " was created beside it.
+    assert all(p.name.startswith("odd # store?.db") for p in tmp_path.iterdir())
+    path = tmp_path / "odd.jsonl"
+    path.write_text("\n".join(json.dumps(e) for e in events))  # "\ud800" escaped in JSON
+    assert main(["report", str(path), "--out", str(tmp_path / "r.html")]) == 0
+    printed = capsys.readouterr().out
+    assert "\x1b" not in printed
+    assert "<td>bad\ufffd" in (tmp_path / "r.html").read_text(encoding="utf-8")
+
+
+def test_the_sdk_agrees_on_inactive_touchpoints_and_fractional_seats() -> None:
+    import uptake
+
+    at = "2026-03-02T10:00:00Z"
+    events = [
+        {
+            "type": "group",
+            "userId": "u1",
+            "groupId": "a",
+            "timestamp": at,
+            "traits": {"seats": 0.5},
+        },
+        {
+            "type": "group",
+            "userId": "u2",
+            "groupId": "b",
+            "timestamp": at,
+            "traits": {"seats": 4.7},
+        },
+    ]
+    for acct in ("a", "b"):
+        for user in ("u1", "u2"):
+            events.append(track(user, "Viewed", at, context={"groupId": acct}))
+        events.append(track("u1", "QBR Attended", at, context={"groupId": acct}))
+        events.append(
+            track("u1", "QBR Attended", "2025-09-01T10:00:00Z", context={"groupId": acct})
+        )  # outside the 90-day window
+    config = Engagement(touchpoints=["QBR Attended"])
+    client = uptake.Client(
+        send=False,
+        milestones=[uptake.Milestone("m", any_of=["Never"])],
+        engagement=config,
+        inactive_events=["QBR Attended"],
+    )
+    client.replay(sorted(events, key=lambda e: e["timestamp"]))
+    report = compute(from_events(events), inactive=["QBR Attended"], engagement=config)
+    now = dt.datetime(2026, 3, 2, 23, tzinfo=dt.timezone.utc)
+    for a in report.accounts_engagement:
+        snap = client.engagement(account_id=a.account, at=now)
+        assert (a.score, a.touchpoints, a.user_breadth, a.seats) == (
+            snap.score,
+            snap.touchpoints,
+            snap.user_breadth,
+            snap.seats,
+        )
+        assert a.touchpoints == pytest.approx(1 / 3)  # one touchpoint day in the window of 3
+    assert {a.account: a.seats for a in report.accounts_engagement} == {"a": None, "b": 4}
+    client.shutdown()
+
+
+def test_quantiles_fallbacks_shares_and_p_values_by_hand() -> None:
+    at = dt.datetime(2026, 3, 2, tzinfo=dt.timezone.utc)
+    events = []
+    for u in range(10):  # active from day 0; reach "m" after u days, with no time given
+        events.append(track(f"u{u}", "Viewed", iso(at)))
+        events.append(
+            track(
+                f"u{u}",
+                "Milestone Reached",
+                iso(at + dt.timedelta(days=u)),
+                properties={"milestone": "m", "scope": "user"},
+            )
+        )
+    for u in range(5):  # reached "m2" but never active
+        events.append(
+            track(
+                f"x{u}",
+                "Milestone Reached",
+                iso(at),
+                properties={"milestone": "m2", "scope": "user"},
+            )
+        )
+    goal = {"nudge": "n", "goal": "G", "goal_within_s": 86_400}
+    for u in range(100):  # 30 of 100 shown convert, 15 of 100 held out do
+        events.append(track(f"s{u}", "Nudge Fired", iso(at), properties=goal))
+        events.append(track(f"s{u}", "Nudge Shown", iso(at), properties=goal))
+        events.append(track(f"h{u}", "Nudge Held Out", iso(at), properties=goal))
+        if u < 30:
+            events.append(track(f"s{u}", "G", iso(at + dt.timedelta(hours=23))))
+        if u < 15:
+            events.append(track(f"h{u}", "G", iso(at + dt.timedelta(hours=23))))
+        if u == 99:  # too late: after the goal window
+            events.append(track(f"h{u}", "G", iso(at + dt.timedelta(hours=25))))
+    report = compute(from_events(events))
+    m = next(x for x in report.milestones if x.name == "m")
+    assert m.median_days == pytest.approx(4.5) and m.p90_days == pytest.approx(8)
+    m2 = next(x for x in report.milestones if x.name == "m2")
+    # 56 active users, and 5 who reached it with nothing else: 5 of 61, never over 100%.
+    assert (m2.reached, m2.share) == (5, 5 / 61)
+    (n,) = report.nudges
+    assert (n.shown, n.shown_converted, n.held_out, n.held_out_converted) == (100, 30, 100, 15)
+    pooled = 45 / 200
+    z = (0.30 - 0.15) / math.sqrt(pooled * (1 - pooled) * (2 / 100))
+    expected = 2 * (1 - statistics.NormalDist().cdf(z))
+    assert n.p_value == pytest.approx(expected, rel=1e-9)
+
+
+def test_a_stray_event_after_the_last_active_day_does_not_move_today() -> None:
+    events = [track("u1", "Viewed", "2026-03-02T10:00:00Z")]
+    events.append(track("u1", "Session Ended", "2026-03-03T00:10:00Z"))
+    events.append({"type": "identify", "userId": "u1", "timestamp": "2026-03-09T00:00:00Z"})
+    report = compute(from_events(events))
+    assert report.last_day == dt.date(2026, 3, 2) and report.daily[-1].dau == 1

@@ -232,11 +232,13 @@ def compute(
         if kind == "group":
             if account is not None and data is not None:
                 value = _positive(data.get(config.seats_trait))
-                if value is not None:
-                    seats[account] = value
+                if value is not None and value >= 1:  # as the SDK reads it
+                    seats[account] = float(int(value))
             continue
         if kind not in _ACTIVE_TYPES:
             continue
+        if event in touchpoints and account is not None:
+            acct_touch[account].add(day)  # as in the SDK: even when marked inactive
         if event in not_active:
             _own_event(event, user, account, t, data, milestones, nudge_first, suppressed, goals)
             continue
@@ -245,18 +247,14 @@ def compute(
             first_t[user] = t
         day_users[day].add(user)
         day_events[day] += 1
-        feature = data.get("feature") if event == "Feature Used" and data else None
-        if not isinstance(feature, str) or not feature:
-            feature = None
-        else:
+        feature = _name(data.get("feature")) if event == "Feature Used" and data else None
+        if feature is not None:
             feature_users[feature][user].add(day)
         if account is not None:
             acct_days[account].add(day)
             acct_members[account][user].add(day)
             if feature is not None:
                 acct_features[account][feature].add(day)
-            if event in touchpoints:
-                acct_touch[account].add(day)
 
     zone = getattr(tz, "key", None) or (str(tz) if tz is not None else "UTC")
     accounts_seen = len(acct_users)
@@ -274,16 +272,16 @@ def compute(
             l7=(0,) * 7,
             l28=(0,) * 28,
             lifecycle=(),
-            milestones=_milestones(milestones, first_t, 0, accounts_seen),
+            milestones=_milestones(milestones, first_t, set(), set(acct_users)),
             features=(),
             accounts_engagement=(),
             nudges=_nudges(nudge_first, suppressed, goals, rows),
             timezone=zone,
         )
     first = min(day_users)
+    # "Today" is the last day with activity: a stray session end after midnight or one
+    # clock-skewed identify must not move every window onto an empty day.
     last = last_allowed if last_allowed is not None else max(day_users)
-    if any_day is not None and last_allowed is None:
-        last = max(last, any_day)
     daily = _daily(day_users, first, last)
     recent = daily[-_MONTH:]
     ratios = [d.dau / d.mau for d in recent if d.mau]
@@ -302,7 +300,7 @@ def compute(
         l7=_histogram(user_days, last, 7),
         l28=_histogram(user_days, last, 28),
         lifecycle=_lifecycle(user_days, first, last),
-        milestones=_milestones(milestones, first_t, len(user_days), accounts_seen),
+        milestones=_milestones(milestones, first_t, set(user_days), set(acct_users)),
         features=_features(feature_users, last, mau),
         accounts_engagement=_accounts(
             config, calendar, last, acct_days, acct_members, acct_features, acct_touch, seats
@@ -310,6 +308,15 @@ def compute(
         nudges=_nudges(nudge_first, suppressed, goals, rows),
         timezone=zone,
     )
+
+
+def _name(value: object) -> str | None:
+    """A non-empty string from event data, writable (a lone surrogate becomes U+FFFD)."""
+    if not isinstance(value, str) or not value:
+        return None
+    if value.isascii():
+        return value
+    return value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
 
 
 def _positive(value: object) -> float | None:
@@ -338,8 +345,8 @@ def _own_event(
     if data is None:
         return
     if event == "Milestone Reached":
-        name = data.get("milestone")
-        if not isinstance(name, str) or not name:
+        name = _name(data.get("milestone"))
+        if name is None:
             return
         scope = "account" if data.get("scope") == "account" else "user"
         subject = account if scope == "account" else user
@@ -350,8 +357,8 @@ def _own_event(
         if subject not in reached:  # records are in time order: the first one counts
             reached[subject] = (t, 0.0 if took == 0 else _positive(took))
         return
-    name = data.get("nudge")
-    if not isinstance(name, str) or not name or event is None:
+    name = _name(data.get("nudge"))
+    if name is None or event is None:
         return
     if event == "Nudge Suppressed":
         suppressed[name] += 1
@@ -359,8 +366,8 @@ def _own_event(
     kind = event[len("Nudge ") :].lower()
     nudge_first[(name, kind)].setdefault(user, t)
     if kind in ("fired", "held out"):
-        goal, within = data.get("goal"), _positive(data.get("goal_within_s"))
-        if isinstance(goal, str) and goal and within is not None:
+        goal, within = _name(data.get("goal")), _positive(data.get("goal_within_s"))
+        if goal is not None and within is not None:
             goals[name] = (goal, within)
 
 
@@ -440,9 +447,11 @@ def _median(sorted_values: list[float]) -> float:
 def _milestones(
     milestones: Mapping[tuple[str, str], Mapping[str, tuple[float, float | None]]],
     first_t: Mapping[str, float],
-    users: int,
-    accounts: int,
+    users: set[str],
+    accounts: set[str],
 ) -> tuple[MilestoneStat, ...]:
+    """Per milestone: subjects reached, as a share of the subjects seen (active users, or
+    accounts, and whoever reached it without other activity), and time to reach it."""
     out = []
     for (name, scope), reached in milestones.items():
         took: list[float] = []
@@ -452,13 +461,13 @@ def _milestones(
             if seconds is not None:
                 took.append(seconds / 86_400)
         took.sort()
-        total = users if scope == "user" else accounts
+        total = len((users if scope == "user" else accounts) | reached.keys())
         out.append(
             MilestoneStat(
                 name=name,
                 scope=scope,
                 reached=len(reached),
-                share=len(reached) / total if total else 0.0,
+                share=len(reached) / total,
                 median_days=_median(took) if took else None,
                 p90_days=_quantile(took, 0.9) if took else None,
             )
@@ -572,8 +581,8 @@ def _nudges(
             if kind not in _ACTIVE_TYPES or event is None:
                 continue
             if event == "Milestone Reached" and data is not None:
-                name = data.get("milestone")
-                if isinstance(name, str) and name in wanted:
+                name = _name(data.get("milestone"))
+                if name is not None and name in wanted:
                     reached[(name, user)].append(t)
             elif event in wanted:
                 reached[(event, user)].append(t)

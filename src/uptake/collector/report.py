@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -28,8 +29,25 @@ def _num(x: float | None, digits: int = 1) -> str:
     return "n/a" if x is None else f"{x:,.{digits}f}"
 
 
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _printable(text: str) -> str:
+    """Text safe to print and write: control characters (a terminal escape sequence, a
+    newline that would forge a line) become "?", a lone surrogate becomes U+FFFD."""
+    text = text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    return _CONTROL.sub("?", text)
+
+
 def summary(report: Report) -> list[str]:
-    """A few lines for the terminal: the figures a team looks at first."""
+    """A few lines for the terminal: the figures a team looks at first.
+
+    Names and ids in them come from events: control characters are replaced.
+    """
+    return [_printable(line) for line in _summary(report)]
+
+
+def _summary(report: Report) -> list[str]:
     if report.first_day is None or not report.daily:
         return [f"no activity to report ({report.events:,} events, {report.skipped:,} skipped)"]
     today = report.daily[-1]
@@ -566,7 +584,7 @@ def render_html(report: Report, *, plotly_js: str | None = None, title: str = ""
         for chart_id, traces, layout in charts
     )
     heading = html.escape(title or "uptake engagement report")
-    return _PAGE.format(
+    page = _PAGE.format(
         title=heading,
         period=html.escape(period),
         counts=html.escape(f"{report.events:,} events read, {report.skipped:,} skipped"),
@@ -575,6 +593,10 @@ def render_html(report: Report, *, plotly_js: str | None = None, title: str = ""
         plotly=plotly_js.replace("</script", "<\\/script"),
         plots=plots,
         charts=len(charts),
+    )
+    # A lone surrogate (events may carry them) could not be written as UTF-8.
+    return (
+        page if page.isascii() else page.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
     )
 
 

@@ -50,10 +50,14 @@ class BackgroundCollector:
         *,
         host: str = "127.0.0.1",
     ) -> None:
-        self.store = EventStore(db)
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._socket.bind((host, 0))
+        try:
+            self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self._socket.bind((host, 0))
+            self.store = EventStore(db)
+        except BaseException:
+            self._socket.close()
+            raise
         self.port: int = self._socket.getsockname()[1]
         self.url = f"http://{host}:{self.port}"
         config = uvicorn.Config(
@@ -85,6 +89,8 @@ class BackgroundCollector:
         if self._thread.is_alive():
             self._thread.join(timeout)
         self._socket.close()
+        if self._thread.is_alive():  # still serving: closing the store under it would fail
+            raise RuntimeError(f"the collector did not stop within {timeout}s")
         self.store.close()
 
     def __enter__(self) -> BackgroundCollector:

@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from ..client import _parse_time
@@ -48,17 +50,36 @@ def _record(
     source.read += 1
     t = _time(timestamp)
     who = user if isinstance(user, str) and user else anonymous
-    if t is None or not isinstance(who, str) or not who or not isinstance(kind, str):
+    if (
+        t is None
+        or not _EARLIEST <= t <= time.time() + _AHEAD
+        or not isinstance(who, str)
+        or not who
+        or not isinstance(kind, str)
+    ):
         source.skipped += 1
         return None
     return (
         t,
-        who,
-        account if isinstance(account, str) and account else None,
+        _text(who),
+        _text(account) if isinstance(account, str) and account else None,
         kind,
-        event if isinstance(event, str) else None,
+        _text(event) if isinstance(event, str) else None,
         data if isinstance(data, Mapping) else None,
     )
+
+
+def _text(value: str) -> str:
+    """A string that can be written out: a lone surrogate becomes U+FFFD."""
+    if value.isascii():
+        return value
+    return value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+
+
+#: Events outside [1990-01-01, now + 2 days] are skipped: a timestamp from a broken clock
+#: would otherwise stretch every daily series over centuries.
+_EARLIEST = 631_152_000.0
+_AHEAD = 2 * 86_400.0
 
 
 def _time(value: object) -> float | None:
@@ -74,28 +95,35 @@ def _time(value: object) -> float | None:
 def from_store(path: str | os.PathLike[str]) -> Source:
     """Read the events a collector stored (``uptake serve --db``), read-only.
 
+    The file is opened when the records are first read, and closed once they are all
+    read (or the reader is closed).
+
     Raises:
-        FileNotFoundError: no such file.
-        sqlite3.DatabaseError: the file is not a collector's event store.
+        FileNotFoundError: no such file (at once).
+        sqlite3.DatabaseError: the file is not a collector's event store (when read).
     """
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"no event store at {path}")
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    # Only events the report reads properties of have their JSON body parsed at all.
+    location = Path(path).resolve()
+    if not location.is_file():
+        raise FileNotFoundError(f"no event store at {os.fspath(path)}")
+    # Only events the report reads properties of have their JSON body parsed at all, and
+    # only when those properties (or traits) are an object.
     marks = ",".join("?" * len(_WITH_DATA))
-    cursor = conn.execute(
+    query = (
         "SELECT timestamp, type, event, user_id, anonymous_id, group_id, "
         f"CASE WHEN type = 'track' AND event IN ({marks}) "
+        "AND json_type(body, '$.properties') = 'object' "
         "THEN json_extract(body, '$.properties') "
-        "WHEN type = 'group' THEN json_extract(body, '$.traits') END FROM events",
-        _WITH_DATA,
+        "WHEN type = 'group' AND json_type(body, '$.traits') = 'object' "
+        "THEN json_extract(body, '$.traits') END FROM events"
     )
     source = Source(iter(()))
 
     def rows() -> Iterator[Record]:
+        conn = sqlite3.connect(f"{location.as_uri()}?mode=ro", uri=True)
         try:
-            for timestamp, kind, event, user, anonymous, account, data in cursor:
+            for timestamp, kind, event, user, anonymous, account, data in conn.execute(
+                query, _WITH_DATA
+            ):
                 parsed = _json(data) if data is not None else None
                 record = _record(source, timestamp, kind, event, user, anonymous, account, parsed)
                 if record is not None:
@@ -107,10 +135,13 @@ def from_store(path: str | os.PathLike[str]) -> Source:
     return source
 
 
-def _json(text: str) -> Any:
+def _json(text: object) -> Any:
+    """Parsed JSON, or None for anything that is not a JSON text (or nests too deep)."""
+    if not isinstance(text, (str, bytes)):
+        return None
     try:
         return json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
 
 
@@ -131,9 +162,10 @@ def from_events(events: Iterable[object]) -> Source:
                 data = e.get("properties")
             elif kind == "group":
                 data = e.get("traits")
-            account = e.get("groupId") if kind == "group" else None
+            # As the collector files it: a top-level groupId, else the context's.
+            account = e.get("groupId")
             context = e.get("context")
-            if account is None and isinstance(context, Mapping):
+            if not account and isinstance(context, Mapping):
                 account = context.get("groupId")
             record = _record(
                 source,
