@@ -29,6 +29,13 @@ def _num(x: float | None, digits: int = 1) -> str:
     return "n/a" if x is None else f"{x:,.{digits}f}"
 
 
+def _p(p: float | None) -> str:
+    """A p-value as people read it: three decimals, and "<0.001" below that."""
+    if p is None:
+        return "n/a"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
@@ -101,7 +108,7 @@ def _summary(report: Report) -> list[str]:
             text += (
                 f"; {n.goal} within {_num(n.goal_within_days, 0)} d: {_pct(n.shown_rate)} "
                 f"shown vs {_pct(n.held_out_rate)} held out, lift {n.lift * 100:+.1f} pts "
-                f"(p={_num(n.p_value, 3)})"
+                f"(p{'' if n.p_value is not None and n.p_value < 0.001 else '='}{_p(n.p_value)})"
             )
         lines.append(text)
     return lines
@@ -569,7 +576,7 @@ def render_html(report: Report, *, plotly_js: str | None = None, title: str = ""
                         if n.held_out_rate is None
                         else f"{n.held_out_converted}/{n.held_out} ({_pct(n.held_out_rate, 1)})",
                         "" if n.lift is None else f"{n.lift * 100:+.1f} pts",
-                        _num(n.p_value, 3),
+                        _p(n.p_value),
                     )
                     for n in report.nudges
                 ),
