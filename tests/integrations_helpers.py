@@ -17,6 +17,7 @@ import uvicorn
 
 import uptake
 from uptake.collector import EventStore, create_app
+from uptake.stores.memory import MemoryStore
 
 #: A user id a hostile client could send in a header: control characters, then 10 KB.
 HOSTILE_IDS = ["bob\r\nSet-Cookie: x=1", "a\x00b", "x" * 10_000, "\u2028"]
@@ -40,6 +41,54 @@ def make_client(**options: Any) -> uptake.Client:
         ],
     )
     return uptake.Client(**options)
+
+
+class GatedStore(MemoryStore):
+    """A rule store whose calls wait while its gate is closed: a slow store, made exact.
+
+    ``shut()`` the gate, start a request, wait for ``entered`` (a call is now blocked in
+    the store, as on a slow Redis round trip), check what else gets served meanwhile,
+    then ``release()`` it.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+        self.gate.set()
+        self.entered = threading.Event()
+
+    def shut(self) -> None:
+        self.entered.clear()
+        self.gate.clear()
+
+    def release(self) -> None:
+        self.gate.set()
+
+    def _wait(self) -> None:
+        if not self.gate.is_set():
+            self.entered.set()
+            if not self.gate.wait(5):
+                raise TimeoutError("the store's gate was never opened")
+
+    def get(self, key: str) -> Any:
+        self._wait()
+        return super().get(key)
+
+    def update(self, key: str, change: Callable[..., Any], *args: Any) -> Any:
+        self._wait()
+        return super().update(key, change, *args)
+
+    def update_many(self, keys: Any, change: Callable[..., Any], *args: Any) -> Any:
+        self._wait()
+        return super().update_many(keys, change, *args)
+
+
+def gated_client(store: GatedStore) -> uptake.Client:
+    """A client on ``store`` whose nudge fires on any feature use (the store is written)."""
+    return make_client(
+        store=store,
+        nudges=[uptake.Nudge("tip", trigger=uptake.EventCount("Feature Used", 1))],
+    )
 
 
 def features(events: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -37,7 +37,13 @@ from uptake.integrations import asgi as uptake_asgi
 from uptake.integrations.fastapi import UptakeMiddleware, UptakeState, uptake_state
 from uptake.testing import capture_events
 
-from .integrations_helpers import HOSTILE_IDS, features, make_client
+from .integrations_helpers import (
+    HOSTILE_IDS,
+    GatedStore,
+    features,
+    gated_client,
+    make_client,
+)
 
 FEATURES = {"/reports/*": "reports", "dashboard": "dashboard"}
 
@@ -333,6 +339,176 @@ def test_an_async_user_function_that_raises_is_a_counted_drop(client: uptake.Cli
 
     assert asyncio.run(run()) == 200
     assert middleware.dropped == {"user_id_error": 1}
+
+
+# ---------------------------------------------------------------------- the event loop
+
+
+async def _ok(scope: Any, receive: Any, send: Any) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "options"),
+    [
+        ("GET", "/reports/1", {}),  # the feature event: the rules write the store
+        ("GET", "/other", {"nudges_header": "X-Uptake-Nudges"}),  # the header reads it
+        ("GET", "/uptake/nudges", {}),  # the endpoint lists the nudges
+        ("POST", "/uptake/nudges/tip/shown", {}),  # the endpoint records an outcome
+    ],
+)
+def test_a_slow_store_never_blocks_the_event_loop(
+    method: str, path: str, options: dict[str, Any]
+) -> None:
+    store = GatedStore()
+    client = gated_client(store)
+    client.track("u1", "Feature Used", {"feature": "x"})  # "tip" is pending for u1
+    middleware = uptake_asgi.UptakeMiddleware(
+        _ok, client, user_id=lambda scope: "u1", features={"/reports/*": "reports"}, **options
+    )
+
+    async def run() -> tuple[int, int, bool]:
+        transport = httpx.ASGITransport(app=middleware)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+            store.shut()
+            slow = asyncio.create_task(http.request(method, path, json={}))
+            entered = await asyncio.to_thread(store.entered.wait, 5)
+            assert entered, "the request never reached the store"
+            # The slow request holds the store; the loop still serves another request.
+            fast = await asyncio.wait_for(http.get("/health"), 5)
+            still_waiting = not slow.done()
+            store.release()
+            return fast.status_code, (await slow).status_code, still_waiting
+
+    with capture_events() as events:
+        fast, slow, still_waiting = asyncio.run(run())
+    assert fast == 200 and still_waiting
+    assert slow in (200, 204)
+    assert len(features(events)) == (1 if path.startswith("/reports") else 0)
+    assert middleware.dropped == {}
+
+
+def test_the_nudges_header_is_read_off_the_loop_before_the_response_starts() -> None:
+    store = GatedStore()
+    client = gated_client(store)
+    client.track("u1", "Feature Used", {"feature": "x"})
+    middleware = uptake_asgi.UptakeMiddleware(
+        _ok, client, user_id=lambda scope: "u1", nudges_header="X-Uptake-Nudges"
+    )
+
+    async def run() -> httpx.Response:
+        transport = httpx.ASGITransport(app=middleware)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+            return await http.get("/x")
+
+    assert asyncio.run(run()).headers["x-uptake-nudges"] == "tip"
+
+
+def test_a_cancelled_request_is_still_recorded_once() -> None:
+    store = GatedStore()
+    middleware = uptake_asgi.UptakeMiddleware(
+        _ok, gated_client(store), user_id=lambda scope: "u1", features={"/*": "all"}
+    )
+
+    async def run() -> None:
+        transport = httpx.ASGITransport(app=middleware)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+            store.shut()
+            request = asyncio.create_task(http.get("/x"))
+            assert await asyncio.to_thread(store.entered.wait, 5)
+            request.cancel()  # the client went away while the event was being recorded
+            with pytest.raises(asyncio.CancelledError):
+                await request
+            store.release()
+
+    with capture_events() as events:
+        asyncio.run(run())  # asyncio.run waits for the worker thread at shutdown
+    assert len(features(events)) == 1
+
+
+def _raw_post(path: str, messages: list[dict[str, Any]], length: int | None) -> Any:
+    """POST to a bare middleware, the body arriving as ``messages``; what was sent back."""
+    client = make_client()
+
+    async def inner(scope: Any, receive: Any, send: Any) -> None:  # pragma: no cover
+        raise AssertionError("the endpoint answers by itself")
+
+    middleware = uptake_asgi.UptakeMiddleware(inner, client, user_id=lambda scope: "u1")
+    headers = [(b"content-type", b"application/json")]
+    if length is not None:
+        headers.append((b"content-length", str(length).encode()))
+    scope = {"type": "http", "method": "POST", "path": path, "headers": headers}
+    queue = list(messages)
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return queue.pop(0)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    with capture_events() as events:
+        asyncio.run(middleware(scope, receive, send))
+    return sent, events
+
+
+def test_a_client_disconnect_mid_body_records_nothing() -> None:
+    body = b'{"snooze_seconds": 60}'
+    sent, events = _raw_post(
+        "/uptake/nudges/try_reports/dismissed",
+        [
+            {"type": "http.request", "body": body[:5], "more_body": True},
+            {"type": "http.disconnect"},
+        ],
+        len(body),
+    )
+    assert sent == [] and events == []  # never a dismissal without its snooze
+
+
+def test_a_body_shorter_or_longer_than_its_content_length_is_refused() -> None:
+    for declared in (22, 1):
+        sent, events = _raw_post(
+            "/uptake/nudges/try_reports/dismissed",
+            [{"type": "http.request", "body": b"{}", "more_body": False}],
+            declared,
+        )
+        assert sent[0]["status"] == 400 and events == []
+    sent, events = _raw_post(
+        "/uptake/nudges/try_reports/dismissed",
+        [{"type": "http.request", "body": b"{}", "more_body": False}],
+        2,
+    )
+    assert sent[0]["status"] == 204 and [e["event"] for e in events] == ["Nudge Dismissed"]
+
+
+def test_a_cross_site_post_is_refused(client: uptake.Client) -> None:
+    middleware = uptake_asgi.UptakeMiddleware(_ok, client, user_id=lambda scope: "u1")
+
+    async def run(site: str) -> int:
+        transport = httpx.ASGITransport(app=middleware)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+            url = "/uptake/nudges/try_reports/shown"
+            return (await http.post(url, json={}, headers={"Sec-Fetch-Site": site})).status_code
+
+    with capture_events() as events:
+        assert asyncio.run(run("cross-site")) == 403
+        assert asyncio.run(run("same-origin")) == 204
+    assert [e["event"] for e in events] == ["Nudge Shown"]
+
+
+def test_an_app_that_sends_no_response_is_recorded_as_an_error(client: uptake.Client) -> None:
+    async def silent(scope: Any, receive: Any, send: Any) -> None:
+        return None
+
+    middleware = uptake_asgi.UptakeMiddleware(
+        silent, client, user_id=lambda scope: "u1", features={"/*": "all"}
+    )
+    scope = {"type": "http", "method": "GET", "path": "/x", "headers": []}
+    with capture_events() as events:
+        asyncio.run(middleware(scope, _never, _ignore))
+    [event] = features(events)
+    assert event["properties"]["status"] == 500 and event["properties"]["error"] is True
 
 
 async def _never() -> Any:  # pragma: no cover

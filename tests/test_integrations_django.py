@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
@@ -60,7 +60,13 @@ from uptake.integrations import current_state  # noqa: E402
 from uptake.integrations.django import UptakeMiddleware  # noqa: E402
 from uptake.testing import capture_events  # noqa: E402
 
-from .integrations_helpers import HOSTILE_IDS, features, make_client  # noqa: E402
+from .integrations_helpers import (  # noqa: E402
+    HOSTILE_IDS,
+    GatedStore,
+    features,
+    gated_client,
+    make_client,
+)
 
 _client: list[uptake.Client] = []
 forced: list[str] = []
@@ -117,11 +123,39 @@ async def async_view(request: HttpRequest) -> JsonResponse:
     state = request.uptake
     assert current_state() is state
     await asyncio.sleep(0)
-    return JsonResponse({"user": state.user_id, "nudges": [n.name for n in state.nudges]})
+    nudges = await state.anudges()
+    return JsonResponse({"user": state.user_id, "nudges": [n.name for n in nudges]})
 
 
 def stream(request: HttpRequest) -> StreamingHttpResponse:
-    return StreamingHttpResponse(f"{i};".encode() for i in range(3))
+    def chunks() -> Iterator[bytes]:
+        for i in range(3):
+            state = current_state()
+            yield f"{i}{state.user_id if state else None};".encode()
+
+    return StreamingHttpResponse(chunks())
+
+
+async def plain(request: HttpRequest) -> HttpResponse:
+    return HttpResponse("ok")
+
+
+def failing_stream(request: HttpRequest) -> StreamingHttpResponse:
+    def chunks() -> Iterator[bytes]:
+        yield b"partial"
+        raise OSError("disk gone")
+
+    return StreamingHttpResponse(chunks())
+
+
+async def async_stream(request: HttpRequest) -> StreamingHttpResponse:
+    async def chunks() -> AsyncIterator[bytes]:
+        for i in range(3):
+            await asyncio.sleep(0)
+            state = current_state()
+            yield f"{i}{state.user_id if state else None};".encode()
+
+    return StreamingHttpResponse(chunks())
 
 
 def boom(request: HttpRequest) -> HttpResponse:
@@ -132,6 +166,10 @@ urlpatterns = [
     path("reports/<int:n>/", report, name="report"),
     path("dashboard/", dashboard, name="dashboard"),
     path("dashboard/stream/", stream),
+    path("dashboard/failing/", failing_stream),
+    path("async/stream/", async_stream),
+    path("async/plain/", plain),
+    path("healthz", plain),
     path("dashboard/boom/", boom),
     path("async/", async_view),
     path("health", dashboard),
@@ -185,11 +223,46 @@ def test_async_mode_uses_a_user_something_already_loaded(client: uptake.Client) 
     assert asyncio.run(default_user_id_async(HttpRequest())) is None
 
 
-def test_a_streaming_response_keeps_working(client: uptake.Client) -> None:
+def test_a_streaming_response_is_recorded_once_its_body_is_sent(client: uptake.Client) -> None:
     with capture_events() as events:
         response = Client().get("/dashboard/stream/", headers={"X-User": "u1"})
-        assert b"".join(response.streaming_content) == b"0;1;2;"
+        assert features(events) == []  # not sent yet
+        assert b"".join(response.streaming_content) == b"0u1;1u1;2u1;"  # state published
+        assert len(features(events)) == 1
         response.close()
+    [event] = features(events)
+    assert event["properties"]["status"] == 200 and "error" not in event["properties"]
+    assert current_state() is None
+
+
+def test_a_streaming_response_closed_unread_is_recorded_once(client: uptake.Client) -> None:
+    with capture_events() as events:
+        response = Client().get("/dashboard/stream/", headers={"X-User": "u1"})
+        response.close()
+        response.close()
+    assert len(features(events)) == 1
+
+
+def test_an_error_mid_stream_is_recorded_as_an_error(client: uptake.Client) -> None:
+    with capture_events() as events:
+        response = Client().get("/dashboard/failing/", headers={"X-User": "u1"})
+        with pytest.raises(OSError):
+            b"".join(response.streaming_content)
+        response.close()
+    [event] = features(events)
+    assert event["properties"]["error"] is True and event["properties"]["status"] == 200
+
+
+def test_an_async_streaming_response_is_recorded_once_sent(client: uptake.Client) -> None:
+    async def run() -> bytes:
+        response = await AsyncClient().get("/async/stream/", headers={"X-User": "u1"})
+        assert features(events) == []
+        body = b"".join([chunk async for chunk in response.streaming_content])
+        assert len(features(events)) == 1
+        return body
+
+    with capture_events() as events:
+        assert asyncio.run(run()) == b"0u1;1u1;2u1;"
     assert len(features(events)) == 1
 
 
@@ -315,3 +388,92 @@ def test_a_hundred_parallel_async_requests(client: uptake.Client) -> None:
         responses = asyncio.run(run())
     assert [r.json()["user"] for r in responses] == [f"user-{i}" for i in range(100)]
     assert sorted(e["userId"] for e in features(events)) == sorted(f"user-{i}" for i in range(100))
+
+
+# ---------------------------------------------------------------------- async mode details
+
+
+def _gated() -> GatedStore:
+    store = GatedStore()
+    _client[:] = [gated_client(store)]
+    _client[0].track("u1", "Feature Used", {"feature": "x"})  # "tip" is pending for u1
+    return store
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "config"),
+    [
+        ("get", "/async/plain/", {}),  # recording the feature: the rules write the store
+        ("get", "/async/plain/", {"NUDGES_HEADER": "X-Uptake-Nudges", "FEATURES": {}}),
+        ("get", "/uptake/nudges", {}),
+        ("post", "/uptake/nudges/tip/shown", {}),
+    ],
+)
+def test_a_slow_store_never_blocks_the_event_loop(
+    method: str, path: str, config: dict[str, Any]
+) -> None:
+    store = _gated()
+
+    async def run() -> tuple[int, int, bool]:
+        http = AsyncClient()
+        store.shut()
+        slow = asyncio.create_task(
+            getattr(http, method)(path, headers={"X-User": "u1"}, content_type="application/json")
+        )
+        entered = await asyncio.to_thread(store.entered.wait, 5)
+        assert entered, "the request never reached the store"
+        # The slow request holds the store; the loop still serves another (async) view.
+        fast = await asyncio.wait_for(http.get("/healthz", headers={"X-User": "u1"}), 5)
+        still_waiting = not slow.done()
+        store.release()
+        return fast.status_code, (await slow).status_code, still_waiting
+
+    with override_settings(UPTAKE={**settings.UPTAKE, **config}), capture_events():
+        fast, slow, still_waiting = asyncio.run(run())
+    assert fast == 200 and still_waiting and slow in (200, 204)
+
+
+def test_a_sync_user_function_may_use_the_orm_in_async_mode(client: uptake.Client) -> None:
+    from django.utils.asyncio import async_unsafe
+
+    @async_unsafe
+    def from_database(request: Any) -> str:  # what an ORM query does on the event loop
+        return "db-user"
+
+    config = {**settings.UPTAKE, "USER_ID": from_database, "ACCOUNT_ID": from_database}
+
+    async def run() -> Any:
+        return await AsyncClient().get("/async/")
+
+    with override_settings(UPTAKE=config), capture_events() as events:
+        assert asyncio.run(run()).json()["user"] == "db-user"
+    [event] = features(events)
+    assert event["userId"] == "db-user" and event["context"]["groupId"] == "db-user"
+
+
+def test_a_truncated_endpoint_body_is_refused(client: uptake.Client) -> None:
+    with capture_events() as events:
+        response = Client().generic(
+            "POST",
+            "/uptake/nudges/try_reports/dismissed",
+            b'{"snooze',
+            content_type="application/json",
+            headers={"X-User": "u1"},
+            CONTENT_LENGTH="22",
+        )
+    assert response.status_code == 400 and events == []
+
+
+def test_a_cross_site_post_is_refused(client: uptake.Client) -> None:
+    http = Client()
+    with capture_events() as events:
+        codes = [
+            http.post(
+                "/uptake/nudges/try_reports/shown",
+                content_type="application/json",
+                headers={"X-User": "u1", "Sec-Fetch-Site": site},
+            ).status_code
+            for site in ("cross-site", "same-origin")
+        ]
+    assert codes == [403, 204]
+    assert [e["event"] for e in events] == ["Nudge Shown"]

@@ -218,3 +218,19 @@ def test_a_hundred_parallel_requests(client: uptake.Client) -> None:
         bodies = list(pool.map(get, range(100)))
     assert bodies == [f"user-{i}" for i in range(100)]
     assert sorted(e["userId"] for e in features(events)) == sorted(f"user-{i}" for i in range(100))
+
+
+def test_the_endpoint_refuses_cross_site_and_truncated_posts(client: uptake.Client) -> None:
+    http = make_app(client).test_client()
+    url = "/uptake/nudges/try_reports/dismissed"
+    with capture_events() as events:
+        cross = http.post(url, json={}, headers={"X-User": "u1", "Sec-Fetch-Site": "cross-site"})
+        truncated = http.post(
+            url,
+            data=b'{"snooze',
+            content_type="application/json",
+            headers={"X-User": "u1", "Content-Length": "22"},
+        )
+        ok = http.post(url, json={}, headers={"X-User": "u1", "Sec-Fetch-Site": "same-origin"})
+    assert (cross.status_code, truncated.status_code, ok.status_code) == (403, 400, 204)
+    assert [e["event"] for e in events] == ["Nudge Dismissed"]

@@ -274,3 +274,114 @@ def test_a_hundred_parallel_requests_keep_their_own_state() -> None:
         )
     assert results == [f"user-{i}".encode() for i in range(100)]
     assert sorted(e["userId"] for e in features(events)) == sorted(f"user-{i}" for i in range(100))
+
+
+def _post_environ(path: str, body: bytes, declared: int, **extra: Any) -> Environ:
+    import io
+
+    return {
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": path,
+        "HTTP_X_USER": "u1",
+        "CONTENT_TYPE": "application/json",
+        "CONTENT_LENGTH": str(declared),
+        "wsgi.input": io.BytesIO(body),
+        **extra,
+    }
+
+
+def test_a_truncated_endpoint_body_is_refused_and_records_nothing() -> None:
+    app = wrap()
+    started: list[str] = []
+    environ = _post_environ("/uptake/nudges/try_reports/dismissed", b'{"snooze', 22)
+    with capture_events() as events:
+        app(environ, lambda status, headers, exc_info=None: started.append(status))
+    assert started == ["400 Bad Request"] and events == []
+
+
+def test_a_cross_site_post_is_refused() -> None:
+    app = wrap()
+    codes = []
+    with capture_events() as events:
+        for site in ("cross-site", "same-site"):
+            result = call_wsgi(
+                app,
+                "/uptake/nudges/try_reports/shown",
+                method="POST",
+                headers={"X-User": "u1", "Sec-Fetch-Site": site},
+                content_type="application/json",
+            )
+            codes.append(result.code)
+    assert codes == [403, 204]
+    assert [e["event"] for e in events] == ["Nudge Shown"]
+
+
+def test_a_file_wrapper_body_is_returned_untouched_and_recorded_at_close() -> None:
+    import io
+    from wsgiref.util import FileWrapper
+
+    data = io.BytesIO(b"file contents")
+
+    def send_file(environ: Environ, start_response: Any) -> Iterable[bytes]:
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        wrapper: Iterable[bytes] = environ["wsgi.file_wrapper"](data, 4)
+        return wrapper
+
+    app = wrap(send_file)
+    environ: Environ = {
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": "/reports/1",
+        "HTTP_X_USER": "u1",
+        "wsgi.file_wrapper": FileWrapper,
+    }
+    with capture_events() as events:
+        body = app(environ, lambda status, headers, exc_info=None: None)
+        assert isinstance(body, FileWrapper)  # the server can still use sendfile
+        assert features(events) == []  # not sent yet
+        body.close()  # type: ignore[attr-defined]
+        body.close()  # type: ignore[attr-defined]
+    assert data.closed  # close() forwarded
+    [event] = features(events)
+    assert event["properties"]["status"] == 200
+
+
+def test_a_file_wrapper_whose_close_cannot_be_wrapped_is_recorded_at_once() -> None:
+    class Slotted:
+        __slots__ = ("filelike",)
+
+        def __init__(self, filelike: Any, block_size: int = 8192) -> None:
+            self.filelike = filelike
+
+        def __iter__(self) -> Iterator[bytes]:
+            yield self.filelike
+
+    def send_file(environ: Environ, start_response: Any) -> Iterable[bytes]:
+        start_response("200 OK", [])
+        wrapper: Iterable[bytes] = environ["wsgi.file_wrapper"](b"x")
+        return wrapper
+
+    app = wrap(send_file)
+    environ: Environ = {
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": "/reports/1",
+        "HTTP_X_USER": "u1",
+        "wsgi.file_wrapper": Slotted,
+    }
+    with capture_events() as events:
+        assert isinstance(app(environ, lambda status, headers, exc_info=None: None), Slotted)
+    assert len(features(events)) == 1
+
+
+def test_an_app_that_never_starts_a_response_is_recorded_as_an_error() -> None:
+    def silent(environ: Environ, start_response: Any) -> Iterable[bytes]:
+        return []
+
+    app = wrap(silent)
+    with capture_events() as events:
+        body = app(
+            {"REQUEST_METHOD": "GET", "PATH_INFO": "/reports/1", "HTTP_X_USER": "u1"},
+            lambda status, headers, exc_info=None: None,
+        )
+        assert list(body) == []
+    [event] = features(events)
+    assert event["properties"]["status"] == 500 and event["properties"]["error"] is True

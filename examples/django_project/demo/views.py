@@ -20,7 +20,8 @@ def reports(request: HttpRequest, report_id: int | None = None) -> HttpResponse:
 
 async def async_dashboard(request: HttpRequest) -> JsonResponse:
     state: Any = request.uptake
-    return JsonResponse({"user": state.user_id, "nudges": [n.name for n in state.nudges]})
+    nudges = await state.anudges()  # the store is read in a worker thread, off the loop
+    return JsonResponse({"user": state.user_id, "nudges": [n.name for n in nudges]})
 
 
 def login_view(request: HttpRequest) -> HttpResponse:

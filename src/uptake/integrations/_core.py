@@ -24,7 +24,7 @@ import threading
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import attrs
@@ -46,7 +46,10 @@ __all__ = [
     "cookie_value",
     "current_nudges",
     "current_state",
+    "off_loop",
 ]
+
+T = TypeVar("T")
 
 logger = logging.getLogger("uptake.integrations")
 
@@ -152,7 +155,7 @@ class RequestState:
         """
         if self._nudges is not None:
             return self._nudges
-        return await asyncio.to_thread(lambda: self.nudges)
+        return await off_loop(lambda: self.nudges)
 
     @property
     def nudges_loaded(self) -> bool:
@@ -233,6 +236,22 @@ def reset(token: contextvars.Token[RequestState | None]) -> None:
         _current.reset(token)
     except ValueError:  # set in another context (a framework moved the request)
         _current.set(None)
+
+
+async def off_loop(func: Callable[[], T]) -> T:
+    """Run ``func`` in a worker thread so the event loop serves other requests meanwhile.
+
+    ``func`` sees a copy of the caller's context (:func:`current_state` included). The
+    call is shielded: cancelling the awaiting task (a client that went away) does not
+    cancel ``func``, which still runs exactly once. Without a running asyncio loop (trio)
+    or with its executor shut down, ``func`` runs inline.
+    """
+    try:
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(None, contextvars.copy_context().run, func)
+    except RuntimeError:
+        return func()
+    return await asyncio.shield(future)
 
 
 class Integration:
@@ -463,6 +482,12 @@ class Integration:
 
     # ------------------------------------------------------------------ recording
 
+    def records(self, state: RequestState, path: str, route_name: str | None = None) -> bool:
+        """True when :meth:`finish` would record an event (cheap: no store access)."""
+        if state.skipped or state.client is None or state.subject is None:
+            return False
+        return bool(state.feature) or self.feature_for(path, route_name) is not None
+
     def finish(
         self,
         state: RequestState,
@@ -474,9 +499,16 @@ class Integration:
         route: str | None = None,
         error: bool = False,
     ) -> None:
-        """Record the request's feature use, if it maps to one. Never raises or blocks."""
+        """Record the request's feature use, if it maps to one. Never raises.
+
+        ``status=None`` (the app never sent a response) records status 500 with
+        ``error: true``. Runs the client's rules, which may write the rule store: async
+        adapters call it through :func:`off_loop`.
+        """
         if state.skipped or state.client is None:
             return
+        if status is None:
+            error = True
         try:
             feature = state.feature or self.feature_for(path, route_name)
             if feature is None or state.subject is None:
@@ -508,11 +540,15 @@ class Integration:
         path: str,
         content_type: str | None,
         body: bytes | None,
+        fetch_site: str | None = None,
     ) -> Reply:
         """Answer one request to the nudge endpoint. Never raises.
 
         ``body`` is the request body, read up to ``MAX_BODY + 1`` bytes, or None when it
-        is known to be larger than :data:`MAX_BODY`.
+        is known to be larger than :data:`MAX_BODY`. ``fetch_site`` is the request's
+        ``Sec-Fetch-Site`` header: a ``cross-site`` POST is refused (403).
+
+        Reads or writes the rule store: async adapters call it through :func:`off_loop`.
 
         ``GET {endpoint}/nudges`` lists the pending nudges; ``POST
         {endpoint}/nudges/{name}/shown|clicked|dismissed`` records an outcome (dismissed
@@ -529,6 +565,7 @@ class Integration:
                 path=path[len(self.endpoint) :],
                 content_type=content_type,
                 body=body,
+                fetch_site=fetch_site,
             )
         except Exception:
             self.drop("endpoint_error", "the nudge endpoint failed", exc=True)

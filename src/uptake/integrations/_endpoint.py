@@ -4,8 +4,9 @@
 {prefix}/nudges/{name}/shown|clicked|dismissed`` records an outcome (dismissed takes an
 optional ``{"snooze_seconds": N}``). A POST must be sent as ``application/json`` (an
 empty body is fine), which a cross-site HTML form cannot do: that is the endpoint's
-protection against cross-site requests. Framework-free: the adapters read the request and
-write the :class:`Reply`.
+protection against cross-site requests. As defence in depth, a POST whose
+``Sec-Fetch-Site`` header (sent by browsers) says ``cross-site`` is refused with 403.
+Framework-free: the adapters read the request and write the :class:`Reply`.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
     from ..client import Client
     from ._core import RequestState
 
-__all__ = ["MAX_BODY", "Reply", "answer", "error"]
+__all__ = ["MAX_BODY", "Reply", "answer", "error", "incomplete_body"]
 
 #: Largest body the nudge endpoint reads, in bytes.
 MAX_BODY = 4096
@@ -52,6 +53,7 @@ def answer(
     path: str,
     content_type: str | None,
     body: bytes | None,
+    fetch_site: str | None = None,
 ) -> Reply:
     """Answer one request to the nudge endpoint (``path`` is what follows its prefix).
 
@@ -69,6 +71,8 @@ def answer(
         return error(404, "no such endpoint")
     if method != "POST":
         return error(405, "use POST", allow="POST")
+    if (fetch_site or "").strip().lower() == "cross-site":
+        return error(403, "cross-site requests are refused")
     if state.subject is None:
         return error(401, "no user")
     name, outcome = unquote(match[1]), match[2]
@@ -101,6 +105,11 @@ def answer(
     except InvalidEventError as exc:
         return error(400, str(exc))
     return Reply(204, b"", (("Cache-Control", "no-store"),))
+
+
+def incomplete_body() -> Reply:
+    """The reply to a POST whose body does not match its ``Content-Length``: 400."""
+    return error(400, "the body does not match its Content-Length")
 
 
 def _nudge_json(nudge: NudgeFired) -> dict[str, Any]:

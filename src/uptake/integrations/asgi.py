@@ -31,8 +31,10 @@ from ._core import (
     RequestState,
     _current,
     cookie_value,
+    off_loop,
     reset,
 )
+from ._endpoint import Reply, incomplete_body
 
 __all__ = ["STATE_KEY", "UptakeMiddleware", "default_user_id", "state_of"]
 
@@ -166,11 +168,14 @@ class UptakeMiddleware:
     ) -> None:
         integration = self.integration
         status: int | None = None
+        wants_header = integration.nudges_header is not None
 
         async def send_with_headers(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message.get("status")
+                if wants_header and not state.nudges_loaded:
+                    await state.anudges()  # the store read, off the loop; never raises
                 secure = scope.get("scheme") in ("https", "wss")
                 extra = integration.response_headers(state, secure=secure)
                 if extra:
@@ -178,13 +183,7 @@ class UptakeMiddleware:
                     message["headers"] = [*message.get("headers", ()), *_encode(extra)]
             await send(message)
 
-        error = False
-        try:
-            await self.app(scope, receive, send_with_headers)
-        except BaseException:
-            error = True
-            raise
-        finally:
+        def finish(error: bool) -> None:
             route_name, route = _route(scope)
             integration.finish(
                 state,
@@ -195,6 +194,22 @@ class UptakeMiddleware:
                 route=route,
                 error=error,
             )
+
+        async def record(error: bool) -> None:
+            # Recording runs the client's rules, which may write the store: off the loop,
+            # unless nothing would be recorded.
+            if integration.records(state, path, _route(scope)[0]):
+                await off_loop(lambda: finish(error))
+
+        try:
+            await self.app(scope, receive, send_with_headers)
+        except GeneratorExit:  # the coroutine is being closed: no await possible
+            finish(True)
+            raise
+        except BaseException:
+            await record(True)
+            raise
+        await record(False)
 
     async def _begin(
         self, scope: Scope, headers: _Headers, method: str, path: str, endpoint: bool
@@ -235,13 +250,34 @@ class UptakeMiddleware:
     ) -> None:
         body: bytes | None = b""
         if method == "POST":
-            body = await _read_body(receive, headers.get("content-length"))
-        reply = self.integration.endpoint_reply(
-            state, method=method, path=path, content_type=headers.get("content-type"), body=body
+            try:
+                body = await _read_body(receive, headers.get("content-length"))
+            except _Disconnected:
+                return  # the client went away mid-body: record nothing, answer no one
+            except _Incomplete:
+                await _reply(send, incomplete_body())
+                return
+        integration = self.integration
+        content_type = headers.get("content-type")
+        fetch_site = headers.get("sec-fetch-site")
+        reply = await off_loop(  # reads or writes the rule store
+            lambda: integration.endpoint_reply(
+                state,
+                method=method,
+                path=path,
+                content_type=content_type,
+                body=body,
+                fetch_site=fetch_site,
+            )
         )
-        out = [*reply.headers, ("Content-Length", str(len(reply.body)))]
-        await send({"type": "http.response.start", "status": reply.status, "headers": _encode(out)})
-        await send({"type": "http.response.body", "body": reply.body})
+        await _reply(send, reply)
+
+
+async def _reply(send: Send, reply: Reply) -> None:
+    """Send one of the nudge endpoint's replies."""
+    out = [*reply.headers, ("Content-Length", str(len(reply.body)))]
+    await send({"type": "http.response.start", "status": reply.status, "headers": _encode(out)})
+    await send({"type": "http.response.body", "body": reply.body})
 
 
 class _Headers:
@@ -260,20 +296,35 @@ class _Headers:
         return "; ".join(found) if name == "cookie" else found[0]
 
 
+class _Disconnected(Exception):
+    """The client disconnected before the whole request body arrived."""
+
+
+class _Incomplete(Exception):
+    """The body's length differs from its declared ``Content-Length``."""
+
+
 async def _read_body(receive: Receive, declared: str | None) -> bytes | None:
-    """The request body, at most ``MAX_BODY + 1`` bytes; None when it is larger."""
+    """The request body, at most ``MAX_BODY + 1`` bytes; None when it is larger.
+
+    Raises:
+        _Disconnected: ``http.disconnect`` came before the end of the body.
+        _Incomplete: the body's length differs from its declared ``Content-Length``.
+    """
+    expected: int | None = None
     if declared is not None:
         try:
-            if int(declared) > MAX_BODY:
-                return None
+            expected = int(declared)
         except ValueError:
+            return None
+        if expected > MAX_BODY:
             return None
     chunks: list[bytes] = []
     size = 0
     while True:
         message = await receive()
         if message["type"] != "http.request":  # http.disconnect
-            break
+            raise _Disconnected
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > MAX_BODY:
@@ -281,6 +332,8 @@ async def _read_body(receive: Receive, declared: str | None) -> bytes | None:
         chunks.append(chunk)
         if not message.get("more_body", False):
             break
+    if expected is not None and size != expected:
+        raise _Incomplete
     return b"".join(chunks)
 
 

@@ -23,7 +23,8 @@ mode; in async mode uptake never touches the lazy ``request.user``: it uses it o
 something already loaded it, and otherwise awaits ``request.auser()``.
 
 ``UPTAKE`` keys: ``CLIENT`` (required), ``USER_ID`` and ``ACCOUNT_ID`` (a function of the
-request, or its dotted path; async functions are awaited in async mode), ``FEATURES``,
+request, or its dotted path; in async mode async functions are awaited and sync ones
+run through ``sync_to_async``, so they may query the database), ``FEATURES``,
 ``SKIP_PATHS``, ``SKIP_METHODS``, ``ANONYMOUS_COOKIE``, ``NUDGES_HEADER``, ``ENDPOINT``
 and ``SESSION_HEADER``, with the meanings of :class:`uptake.integrations.wsgi.UptakeMiddleware`.
 ``STATIC_URL`` and ``MEDIA_URL`` are skipped as well as ``SKIP_PATHS``.
@@ -32,10 +33,11 @@ and ``SESSION_HEADER``, with the meanings of :class:`uptake.integrations.wsgi.Up
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Mapping
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import Any
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.conf import settings
 from django.core.exceptions import (
     ImproperlyConfigured,
@@ -53,8 +55,10 @@ from ._core import (
     Integration,
     RequestState,
     _current,
+    off_loop,
     reset,
 )
+from ._endpoint import incomplete_body
 
 __all__ = [
     "UptakeMiddleware",
@@ -206,7 +210,9 @@ class UptakeMiddleware:
                 self._decorate(request, state, response)
                 return response
             finally:
-                self._finish(request, state, response)
+                record = self._recorder(request, state, response)
+                if record is not None and not _defer(response, record, state):
+                    record()
         finally:
             reset(token)
 
@@ -218,9 +224,9 @@ class UptakeMiddleware:
         try:
             user = account = None
             if endpoint or not self._skips(request):
-                user = await _maybe_await(integration, self._user_id, request, "user_id")
+                user = await _call_async(integration, self._user_id, request, "user_id")
                 if self._account_id is not None:
-                    account = await _maybe_await(
+                    account = await _call_async(
                         integration, self._account_id, request, "account_id"
                     )
             state = self._begin(request, user, account, endpoint)
@@ -230,17 +236,26 @@ class UptakeMiddleware:
         request.uptake = state
         token = _current.set(state)
         try:
-            if endpoint:
-                return self._endpoint(request, state)
+            if endpoint:  # reads or writes the rule store: off the event loop
+                return await off_loop(lambda: self._endpoint(request, state))
             if state.skipped:
                 return await self.get_response(request)
             response = None
             try:
                 response = await self.get_response(request)
+                if integration.nudges_header is not None and not state.nudges_loaded:
+                    await state.anudges()  # the store read, off the loop; never raises
                 self._decorate(request, state, response)
-                return response
-            finally:
-                self._finish(request, state, response)
+            except GeneratorExit:  # the coroutine is being closed: no await possible
+                record = self._recorder(request, state, response)
+                if record is not None:
+                    record()
+                raise
+            except BaseException:
+                await self._arecord(request, state, response)
+                raise
+            await self._arecord(request, state, response)
+            return response
         finally:
             reset(token)
 
@@ -267,19 +282,32 @@ class UptakeMiddleware:
 
     def _endpoint(self, request: Any, state: RequestState) -> Any:
         body: bytes | None = b""
+        complete = True
         if request.method == "POST":
             try:
                 declared = int(request.META.get("CONTENT_LENGTH") or 0)
             except ValueError:
                 declared = MAX_BODY + 1
-            body = None if declared > MAX_BODY else request.read(MAX_BODY + 1)
-        reply = self.integration.endpoint_reply(
-            state,
-            method=request.method or "GET",
-            path=request.path_info,
-            content_type=request.META.get("CONTENT_TYPE"),
-            body=body,
-        )
+            if declared > MAX_BODY:
+                body = None
+            else:
+                try:
+                    body = request.read(MAX_BODY + 1)
+                except Exception:  # the client went away mid-body
+                    body = b""
+                    complete = False
+                complete = complete and len(body) == declared
+        if not complete:
+            reply = incomplete_body()
+        else:
+            reply = self.integration.endpoint_reply(
+                state,
+                method=request.method or "GET",
+                path=request.path_info,
+                content_type=request.META.get("CONTENT_TYPE"),
+                body=body,
+                fetch_site=request.META.get("HTTP_SEC_FETCH_SITE"),
+            )
         response = HttpResponse(reply.body, status=reply.status)
         for name, value in reply.headers:
             response[name] = value
@@ -309,18 +337,117 @@ class UptakeMiddleware:
         except Exception:
             integration.drop("sdk_error", "decorating the response failed", exc=True)
 
-    def _finish(self, request: Any, state: RequestState, response: Any) -> None:
+    def _recorder(self, request: Any, state: RequestState, response: Any) -> _Once | None:
+        """The one-shot recording of this request, or None when it records nothing."""
         match = getattr(request, "resolver_match", None)
-        error = bool(getattr(request, "_uptake_error", False)) or response is None
-        self.integration.finish(
-            state,
-            path=request.path_info,
-            method=request.method or "GET",
-            status=getattr(response, "status_code", None),
-            route_name=getattr(match, "view_name", None) if match is not None else None,
-            route=getattr(match, "route", None) if match is not None else None,
-            error=error,
-        )
+        route_name = getattr(match, "view_name", None) if match is not None else None
+        integration = self.integration
+        if not integration.records(state, request.path_info, route_name):
+            return None
+        failed = bool(getattr(request, "_uptake_error", False)) or response is None
+        path, method = request.path_info, request.method or "GET"
+        status = getattr(response, "status_code", None)
+        route = getattr(match, "route", None) if match is not None else None
+
+        def record(error: bool) -> None:
+            integration.finish(
+                state,
+                path=path,
+                method=method,
+                status=status,
+                route_name=route_name,
+                route=route,
+                error=failed or error,
+            )
+
+        return _Once(record)
+
+    async def _arecord(self, request: Any, state: RequestState, response: Any) -> None:
+        """Record the request (async mode): the rules' store update runs off the loop."""
+        record = self._recorder(request, state, response)
+        if record is not None and not _defer(response, record, state):
+            await off_loop(record)
+
+
+class _Once:
+    """Record a request exactly once, whichever of the ends comes first. Thread-safe."""
+
+    __slots__ = ("_done", "_func", "_lock")
+
+    def __init__(self, func: Callable[[bool], None]) -> None:
+        self._func = func
+        self._lock = threading.Lock()
+        self._done = False
+
+    def __call__(self, error: bool = False) -> None:
+        with self._lock:
+            if self._done:
+                return
+            self._done = True
+        self._func(error)
+
+
+def _defer(response: Any, record: _Once, state: RequestState) -> bool:
+    """For a streamed response, record once its body is sent; True if deferred.
+
+    ``streaming_content`` is wrapped (the state published while it is iterated, an
+    exception mid-stream recorded with ``error: true``) and so is ``close()``, which
+    every server calls at the end, also when it sends a file with ``wsgi.file_wrapper``.
+    """
+    if response is None or not getattr(response, "streaming", False):
+        return False
+    try:
+        content = response.streaming_content
+        if getattr(response, "is_async", False):
+            response.streaming_content = _astream(content, record, state)
+        else:
+            response.streaming_content = _stream(content, record, state)
+        close = response.close
+
+        def close_and_record() -> None:
+            try:
+                close()
+            finally:
+                record()
+
+        response.close = close_and_record
+    except Exception:
+        return False
+    return True
+
+
+def _stream(content: Any, record: _Once, state: RequestState) -> Iterator[bytes]:
+    chunks = iter(content)
+    while True:
+        token = _current.set(state)
+        try:
+            chunk = next(chunks)
+        except StopIteration:
+            break
+        except Exception:
+            record(True)
+            raise
+        finally:
+            reset(token)
+        yield chunk
+    record()
+
+
+async def _astream(content: Any, record: _Once, state: RequestState) -> AsyncIterator[bytes]:
+    chunks = aiter(content)
+    while True:
+        token = _current.set(state)
+        try:
+            chunk = await anext(chunks)
+        except StopAsyncIteration:
+            break
+        except Exception:
+            await off_loop(lambda: record(True))
+            raise
+        finally:
+            reset(token)
+        yield chunk
+    await off_loop(record)
 
 
 def _settings() -> Mapping[str, Any]:
@@ -346,10 +473,18 @@ def _function(config: Mapping[str, Any], key: str) -> Callable[[Any], object] | 
     return value  # type: ignore[no-any-return]
 
 
-async def _maybe_await(
+async def _call_async(
     integration: Integration, func: Callable[[Any], object], request: Any, what: str
 ) -> object:
-    value = integration.call_host(func, request, what)
+    """Call a host identity function in async mode.
+
+    A sync function runs through ``sync_to_async`` (it may query the database, which
+    Django forbids on the event loop); an async one is awaited.
+    """
+    if iscoroutinefunction(func):
+        value = integration.call_host(func, request, what)
+    else:
+        value = await sync_to_async(integration.call_host)(func, request, what)
     if inspect.isawaitable(value):
         try:
             value = await value

@@ -38,6 +38,7 @@ from ._core import (
     logger,
     reset,
 )
+from ._endpoint import incomplete_body
 
 __all__ = ["Uptake", "default_user_id"]
 
@@ -147,12 +148,24 @@ class Uptake:
         g._uptake_token = _current.set(state)
         if not endpoint:
             return None
-        body = None if (request.content_length or 0) > MAX_BODY else b""
-        if body is not None and method == "POST":
-            body = request.stream.read(MAX_BODY + 1)
-        reply = integration.endpoint_reply(
-            state, method=method, path=path, content_type=request.content_type, body=body
-        )
+        declared = request.content_length
+        body = None if (declared or 0) > MAX_BODY else b""
+        try:
+            if body is not None and method == "POST":
+                body = request.stream.read(MAX_BODY + 1)
+                if declared is not None and len(body) != declared:
+                    raise ValueError("the body does not match its Content-Length")
+        except Exception:  # a truncated body (the client went away): record nothing
+            reply = incomplete_body()
+        else:
+            reply = integration.endpoint_reply(
+                state,
+                method=method,
+                path=path,
+                content_type=request.content_type,
+                body=body,
+                fetch_site=request.headers.get("Sec-Fetch-Site"),
+            )
         g._uptake_endpoint = True
         return Response(reply.body, status=reply.status, headers=list(reply.headers))
 

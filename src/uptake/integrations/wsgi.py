@@ -15,7 +15,8 @@ The request's :class:`~uptake.integrations.RequestState` is in
 ``environ["uptake.state"]`` and :func:`~uptake.integrations.current_state`, including
 while the response body is iterated. The body's ``close()`` is always forwarded, and the
 feature event is recorded once the body is exhausted or closed (after a streamed response
-has been sent).
+has been sent). A ``wsgi.file_wrapper`` body is returned as is (the server's sendfile
+path) and recorded when the server closes it.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from ._core import (
     cookie_value,
     reset,
 )
+from ._endpoint import incomplete_body
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -133,6 +135,9 @@ class UptakeMiddleware:
             except BaseException:
                 response.finish(error=True)
                 raise
+            file_wrapper = environ.get("wsgi.file_wrapper")
+            if isinstance(file_wrapper, type) and isinstance(body, file_wrapper):
+                return _on_close(body, response)  # keep the server's sendfile path
             return _Body(body, response)
         finally:
             reset(token)
@@ -166,13 +171,19 @@ class UptakeMiddleware:
         path: str,
         start_response: StartResponse,
     ) -> list[bytes]:
-        reply = self.integration.endpoint_reply(
-            state,
-            method=method,
-            path=path,
-            content_type=environ.get("CONTENT_TYPE"),
-            body=_read_body(environ) if method == "POST" else b"",
-        )
+        try:
+            body = _read_body(environ) if method == "POST" else b""
+        except _Incomplete:
+            reply = incomplete_body()
+        else:
+            reply = self.integration.endpoint_reply(
+                state,
+                method=method,
+                path=path,
+                content_type=environ.get("CONTENT_TYPE"),
+                body=body,
+                fetch_site=environ.get("HTTP_SEC_FETCH_SITE"),
+            )
         headers = [*reply.headers, ("Content-Length", str(len(reply.body)))]
         start_response(_status_line(reply.status), headers)
         return [reply.body]
@@ -270,8 +281,39 @@ class _Body:
             self._response.finish()
 
 
+def _on_close(body: Iterable[bytes], response: _Response) -> Iterable[bytes]:
+    """A ``wsgi.file_wrapper`` body, returned as is so the server can use sendfile.
+
+    The request is recorded when the server closes it (after the file was sent), or at
+    once if its ``close`` cannot be wrapped.
+    """
+    original = getattr(body, "close", None)
+
+    def close() -> None:
+        try:
+            if original is not None:
+                original()
+        finally:
+            response.finish()
+
+    try:
+        body.close = close  # type: ignore[attr-defined]
+    except (AttributeError, TypeError):
+        response.finish()
+    return body
+
+
+class _Incomplete(Exception):
+    """The request body is shorter than its ``CONTENT_LENGTH`` (the client went away)."""
+
+
 def _read_body(environ: WSGIEnvironment) -> bytes | None:
-    """The request body, at most ``MAX_BODY + 1`` bytes; None when it says it is larger."""
+    """The request body, at most ``MAX_BODY + 1`` bytes; None when it says it is larger.
+
+    Raises:
+        _Incomplete: the stream ended before ``CONTENT_LENGTH`` bytes; no outcome is
+            recorded from a truncated body.
+    """
     stream = environ.get("wsgi.input")
     if stream is None:
         return b""
@@ -283,7 +325,12 @@ def _read_body(environ: WSGIEnvironment) -> bytes | None:
         return None
     if length < 0:  # no length: only safe to read when the server ends the stream
         return stream.read(MAX_BODY + 1) if environ.get("wsgi.input_terminated") else b""
-    data: bytes = stream.read(length)
+    try:
+        data: bytes = stream.read(length) if length else b""
+    except Exception as exc:  # the server saw the client go away
+        raise _Incomplete from exc
+    if len(data) != length:
+        raise _Incomplete
     return data
 
 
