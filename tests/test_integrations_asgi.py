@@ -10,10 +10,6 @@ from typing import Any
 
 import httpx
 import pytest
-
-pytest.importorskip("starlette")
-pytest.importorskip("fastapi")
-
 from fastapi import Depends, FastAPI, Request
 
 with warnings.catch_warnings():  # a newer Starlette asks for another httpx; this one works

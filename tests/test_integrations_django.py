@@ -6,11 +6,9 @@ import asyncio
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import django
 import pytest
-
-django = pytest.importorskip("django")
-
-from django.conf import settings  # noqa: E402
+from django.conf import settings
 
 CONFIG = {
     "CLIENT": f"{__name__}.current_client",

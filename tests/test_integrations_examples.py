@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from .integrations_helpers import (
     free_port,
@@ -50,7 +49,6 @@ def stored(store: Any, event: str) -> list[dict[str, Any]]:
 
 
 def test_fastapi_example_under_uvicorn(tmp_path: Path) -> None:
-    pytest.importorskip("fastapi")
     with running_collector(tmp_path / "events.db", KEY) as (url, store):
         port = free_port()
         args = [
@@ -95,8 +93,6 @@ def test_fastapi_example_under_uvicorn(tmp_path: Path) -> None:
 
 
 def test_flask_example_under_gunicorn_preload_two_workers(tmp_path: Path) -> None:
-    pytest.importorskip("flask")
-    pytest.importorskip("gunicorn")
     with running_collector(tmp_path / "events.db", KEY) as (url, store):
         port = free_port()
         access = tmp_path / "access.log"
@@ -158,7 +154,6 @@ def test_flask_example_under_gunicorn_preload_two_workers(tmp_path: Path) -> Non
 
 
 def test_django_example_project_sync_and_async(tmp_path: Path) -> None:
-    pytest.importorskip("django")
     script = textwrap.dedent(
         """
         import asyncio, os

@@ -8,9 +8,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-
-pytest.importorskip("flask")
-
 from flask import Flask, Response, g, render_template_string, stream_with_context
 
 import uptake
