@@ -174,26 +174,6 @@ def test_the_replay_command_explains_a_bad_client_spec(tmp_path: Path) -> None:
     assert "package.module:name" in result.stderr
 
 
-def test_replay_reads_the_timestamp_forms_exports_use() -> None:
-    from uptake.client import _parse_time
-
-    expected = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc).timestamp()
-    for value in (
-        "2026-01-01T00:00:00Z",
-        "2026-01-01T00:00:00.000000000Z",
-        "2026-01-01T01:00:00+0100",
-        "2025-12-31T19:00:00-05:00",
-        "2026-01-01 00:00:00",  # naive: UTC
-        "2026-01-01t00:00:00z",
-        expected,
-        expected * 1000,  # milliseconds
-        dt.datetime(2026, 1, 1, 1, tzinfo=dt.timezone(dt.timedelta(hours=1))),
-        dt.datetime(2026, 1, 1),  # naive: UTC
-    ):
-        assert _parse_time(value) == expected, value
-    assert _parse_time("yesterday") is None and _parse_time(None) is None
-
-
 def test_the_replay_command_reports_a_missing_file(tmp_path: Path) -> None:
     result = replay_command(tmp_path, "missing.jsonl", "--client", "m:c")
     assert result.returncode == 2 and "no such file" in result.stderr

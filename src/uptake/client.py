@@ -8,7 +8,6 @@ import enum
 import ipaddress
 import logging
 import os
-import re
 import time
 import weakref
 from collections import Counter
@@ -22,6 +21,7 @@ import attrs
 
 from . import events as _ev
 from .buffer import Buffer, MemoryBuffer
+from .definitions import MILESTONE_EVENT, OWN_EVENTS, parse_time
 from .errors import ConfigurationError, DeliveryError, InvalidEventError
 from .rules.engagement import Engagement, EngagementSnapshot
 from .rules.engine import Effects, RulesEngine, subject_keys
@@ -42,22 +42,8 @@ __all__ = ["Client"]
 BeforeSend = Callable[[dict[str, Any]], "Mapping[str, Any] | None"]
 MilestoneHook = Callable[[MilestoneReached], object]
 NudgeHook = Callable[[NudgeFired], object]
-MILESTONE_EVENT = "Milestone Reached"
 #: uptake's own events: never activity, whatever the host says.
-INACTIVE_EVENTS = frozenset(
-    {
-        "Session Started",
-        "Session Ended",
-        MILESTONE_EVENT,
-        "Nudge Fired",
-        "Nudge Shown",
-        "Nudge Clicked",
-        "Nudge Dismissed",
-        "Nudge Snoozed",
-        "Nudge Held Out",
-        "Nudge Suppressed",
-    }
-)
+INACTIVE_EVENTS = OWN_EVENTS
 OnError = Callable[[DeliveryError], None]
 
 #: Events stamped further ahead than this are kept out of the rules (a wrong clock).
@@ -1301,7 +1287,7 @@ def _parse_history(
         return None
     if not (isinstance(uid, str) and uid) and not (isinstance(anon, str) and anon):
         return None
-    when = _parse_time(stamp)
+    when = parse_time(stamp)
     if when is None:
         return None
     return (
@@ -1312,39 +1298,6 @@ def _parse_history(
         props if isinstance(props, Mapping) else None,
         when,
     )
-
-
-_ISO_TIME = re.compile(
-    r"(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}(?::\d{2})?)(?:[.,](\d+))?"
-    r"(?:([Zz])|([+-])(\d{2}):?(\d{2}))?$"
-)
-
-
-def _parse_time(value: object) -> float | None:
-    """Epoch seconds from an ISO 8601 timestamp (any fraction length, Z or +HH[:]MM, naive
-    meaning UTC), from epoch seconds or milliseconds, or from a datetime (naive meaning UTC);
-    None if it is none of those."""
-    if isinstance(value, datetime):
-        aware = value if value.tzinfo is not None else value.replace(tzinfo=_timezone.utc)
-        return aware.timestamp()
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        seconds = float(value)
-        return seconds / 1000 if seconds > 1e11 else seconds  # milliseconds look like this
-    if not isinstance(value, str):
-        return None
-    match = _ISO_TIME.match(value.strip())
-    if match is None:
-        return None
-    day, clock, fraction, _zulu, sign, hours, minutes = match.groups()
-    text = f"{day}T{clock}" + (f".{fraction[:6]:0<6}" if fraction else "")
-    try:
-        when = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    offset = 0.0
-    if sign:
-        offset = (int(hours) * 3600 + int(minutes) * 60) * (1 if sign == "+" else -1)
-    return when.replace(tzinfo=_timezone.utc).timestamp() - offset
 
 
 def _fired(nudge: Nudge, user: str, account: str | None, t: float, reason: str) -> NudgeFired:

@@ -15,6 +15,7 @@ from typing import Any
 
 import attrs
 
+from ..definitions import OWN_EVENTS
 from ..rules.calendar import Calendar, week_of
 from ..rules.engagement import Engagement, declining
 
@@ -36,21 +37,6 @@ __all__ = [
 #: of a group call, else None.
 Record = tuple[float, str, "str | None", str, "str | None", "Mapping[str, Any] | None"]
 
-#: uptake's own events: never activity.
-OWN_EVENTS = frozenset(
-    {
-        "Session Started",
-        "Session Ended",
-        "Milestone Reached",
-        "Nudge Fired",
-        "Nudge Shown",
-        "Nudge Clicked",
-        "Nudge Dismissed",
-        "Nudge Snoozed",
-        "Nudge Held Out",
-        "Nudge Suppressed",
-    }
-)
 _ACTIVE_TYPES = frozenset({"track", "page", "screen"})
 _EPOCH = date(1970, 1, 1)
 _MONTH = 30  # MAU: trailing 30 days

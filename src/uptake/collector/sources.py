@@ -16,8 +16,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ..client import _parse_time
-from .metrics import OWN_EVENTS, Record
+from ..definitions import OWN_EVENTS, parse_time
+from .metrics import Record
 
 __all__ = ["Source", "from_events", "from_jsonl", "from_store"]
 
@@ -89,7 +89,7 @@ def _time(value: object) -> float | None:
             return datetime.fromisoformat(value).timestamp()
         except ValueError:
             pass
-    return _parse_time(value)
+    return parse_time(value)
 
 
 def from_store(path: str | os.PathLike[str]) -> Source:
