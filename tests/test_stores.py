@@ -116,7 +116,7 @@ def test_a_forked_worker_with_milestones_in_memory_is_warned(
 ) -> None:
     import logging
 
-    from uptake import client as client_module
+    from uptake import _lifecycle as client_module
 
     monkeypatch.setattr(client_module, "_fork_warned", False)
     client = uptake.Client(send=False, milestones=[uptake.Milestone("m", any_of=["Go"])])

@@ -9,9 +9,11 @@ the collector's ingestion).
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import datetime, timezone
+from typing import Any
 
-__all__ = ["MILESTONE_EVENT", "OWN_EVENTS", "parse_time"]
+__all__ = ["MILESTONE_EVENT", "OWN_EVENTS", "TrackEvent", "parse_time", "parse_track"]
 
 #: The event a reached milestone is recorded as.
 MILESTONE_EVENT = "Milestone Reached"
@@ -66,3 +68,42 @@ def parse_time(value: object) -> float | None:
     if sign:
         offset = (int(hours) * 3600 + int(minutes) * 60) * (1 if sign == "+" else -1)
     return when.replace(tzinfo=timezone.utc).timestamp() - offset
+
+
+#: A past track event read from the wire format: (user id, anonymous id, account, event
+#: name, properties, event time).
+TrackEvent = tuple["str | None", "str | None", "str | None", str, "Mapping[str, Any] | None", float]
+
+
+def parse_track(raw: object) -> TrackEvent | None:
+    """Read a past track event in the wire format; None if it is not a usable one.
+
+    Usable: ``type`` track (or absent), a non-empty ``event``, a user or anonymous id, and
+    a ``timestamp`` :func:`parse_time` reads. The account is ``groupId`` or
+    ``context.groupId``.
+    """
+    if not isinstance(raw, Mapping) or raw.get("type", "track") != "track":
+        return None
+    name = raw.get("event")
+    uid, anon = raw.get("userId"), raw.get("anonymousId")
+    stamp = raw.get("timestamp")
+    if not isinstance(name, str) or not name or stamp is None:
+        return None
+    if not (isinstance(uid, str) and uid) and not (isinstance(anon, str) and anon):
+        return None
+    when = parse_time(stamp)
+    if when is None:
+        return None
+    context = raw.get("context")
+    account = raw.get("groupId") or (
+        context.get("groupId") if isinstance(context, Mapping) else None
+    )
+    props = raw.get("properties")
+    return (
+        uid if isinstance(uid, str) and uid else None,
+        anon if isinstance(anon, str) and anon else None,
+        account if isinstance(account, str) and account else None,
+        name,
+        props if isinstance(props, Mapping) else None,
+        when,
+    )

@@ -270,6 +270,51 @@ def encode(obj: Mapping[str, Any]) -> bytes:
         return _encode_ascii(json.loads(text)).encode("ascii")
 
 
+class _NotPlain(Exception):
+    pass
+
+
+def json_ready(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """Return a copy of an event made only of JSON types, as :func:`encode` would write it.
+
+    What ``before_send`` receives: the host may change it freely, and encoding it once
+    afterwards gives the bytes that are sent. Plain data (str keys; str, int, finite float,
+    bool, None, dict and list values) is copied the fast way; anything else takes the
+    coercing path of :func:`encode`.
+    """
+    try:
+        return _plain_dict(obj, 0)
+    except (_NotPlain, RecursionError):
+        result: dict[str, Any] = _sanitize(obj, 0, set())
+        return result
+
+
+def _plain_dict(value: Mapping[str, Any], depth: int) -> dict[str, Any]:
+    if type(value) is not dict or depth >= MAX_DEPTH:
+        raise _NotPlain
+    out = {}
+    for key, item in value.items():
+        if type(key) is not str:
+            raise _NotPlain
+        out[key] = _plain(item, depth + 1)
+    return out
+
+
+def _plain(value: Any, depth: int) -> Any:
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:
+        return value
+    if kind is float:
+        if value - value != 0.0:  # NaN or an infinity
+            raise _NotPlain
+        return value
+    if kind is dict:
+        return _plain_dict(value, depth)
+    if kind is list and depth < MAX_DEPTH:
+        return [_plain(item, depth + 1) for item in value]
+    raise _NotPlain
+
+
 def _sanitize(value: Any, depth: int, active: set[int]) -> Any:
     """Return a deep copy of value made only of JSON types (slow path, rarely taken)."""
     if value is None or isinstance(value, (str, bool, int)):

@@ -1,15 +1,21 @@
-"""Delivery counters and the frozen :class:`Stats` snapshot that ``Client.stats`` returns."""
+"""Delivery counters, the frozen :class:`Stats` snapshot ``Client.stats`` returns, and the
+reporter that counts outcomes and tells the host about losses."""
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
 import attrs
 
 from .buffer import Buffer
+from .errors import DeliveryError
+
+logger = logging.getLogger("uptake")
 
 __all__ = ["Stats"]
 
@@ -96,3 +102,89 @@ class Counters:
                 dropped_by_reason=MappingProxyType(dict(+self.dropped)),
                 failed_by_reason=MappingProxyType(dict(+self.failed)),
             )
+
+
+#: What the log and ``on_error`` say for each drop reason.
+DROP_REASONS = {
+    "queue_full": "queue full (max_queue_size / max_queue_bytes reached); new events dropped",
+    "outbox_full": "outbox full (SqliteBuffer max_events / max_bytes reached); oldest dropped",
+    "too_large": "event larger than the size limit once encoded; dropped",
+    "closed": "event tracked after shutdown(); dropped",
+    "unencodable": "event could not be encoded as JSON; dropped",
+    "before_send_error": "before_send failed; event dropped",
+}
+
+
+class Reporter:
+    """Counts what becomes of events and tells the host about losses (internal).
+
+    The one place the caller side (drops) and the delivery thread (deliveries, failures,
+    retries) record outcomes. Losses counted on the caller side are reported to the log
+    and ``on_error`` later, by :meth:`report_drops`, so a tracking call never runs the
+    host's error hook.
+    """
+
+    def __init__(self, on_error: Callable[[DeliveryError], object] | None) -> None:
+        self.counters = Counters()
+        self._on_error = on_error
+        self._unreported: Counter[str] = Counter()
+        self._last_warning = 0.0
+
+    def retried(self) -> None:
+        """Count one retry attempt."""
+        with self.counters.lock:
+            self.counters.retried += 1
+
+    def dropped(
+        self, reason: str, count: int = 1, *, tracked: bool = True, log: bool = True
+    ) -> None:
+        """Count events dropped for ``reason``; ``tracked`` when they were never counted."""
+        with self.counters.lock:
+            if tracked:
+                self.counters.tracked += count
+            self.counters.dropped[reason] += count
+            if log:
+                self._unreported[reason] += count
+
+    def count_put(self, accepted: bool) -> int:
+        """Count one event offered to the buffer; call with ``counters.lock`` held.
+
+        Returns how many events were accepted so far, or 0 if this one was refused.
+        """
+        counters = self.counters
+        counters.tracked += 1
+        if not accepted:
+            counters.dropped["queue_full"] += 1
+            self._unreported["queue_full"] += 1
+            return 0
+        counters.enqueued += 1
+        return counters.enqueued
+
+    def report(self, error: DeliveryError, *, quiet: bool = False) -> None:
+        """Log a delivery problem and hand it to ``on_error``. Never raises."""
+        logger.log(logging.DEBUG if quiet else logging.WARNING, "%s", error)
+        if self._on_error is not None:
+            try:
+                self._on_error(error)
+            except Exception:
+                logger.exception("on_error hook raised")
+
+    def report_drops(self, *, rate_limited: bool = False) -> None:
+        """Report the drops counted since the last call, one error per reason.
+
+        With ``rate_limited`` (no delivery thread any more: tracking calls after shutdown
+        report their own drops) the log gets at most one warning a second; ``on_error``
+        still hears of every drop.
+        """
+        with self.counters.lock:
+            if not self._unreported:
+                return
+            unreported, self._unreported = self._unreported, Counter()
+            quiet = False
+            if rate_limited:
+                now = time.monotonic()
+                quiet = now - self._last_warning < 1.0
+                if not quiet:
+                    self._last_warning = now
+        for reason, count in unreported.items():
+            self.report(DeliveryError(DROP_REASONS.get(reason, reason), count=count), quiet=quiet)

@@ -1,8 +1,10 @@
-"""HTTP delivery of batches: wire format, gzip, auth, retry policy, 413 split.
+"""Moving batches to the collector: the :class:`Transport` protocol and :class:`HttpTransport`.
 
-One public method matters, :meth:`HttpTransport.send`: give it the encoded events of one
-batch, get back a :class:`SendOutcome` saying how many were delivered and which failed.
-httpx and tenacity stay behind it; no type of theirs leaves this module.
+A transport has one method that matters, ``send``: give it the encoded events of one batch,
+get back a :class:`SendOutcome` saying how many were delivered and which failed. The worker
+depends on the protocol only, so tests (and :class:`uptake.testing.MockTransport`) can
+stand in for the network. :class:`HttpTransport` speaks the Segment batch API over httpx;
+httpx and tenacity stay behind it and no type of theirs leaves this module.
 
 Retry policy: connection errors, timeouts, 408, 429 and 5xx are retried with exponential
 backoff and full jitter (``min_backoff * 2**n``, each wait capped by ``max_backoff``) until
@@ -21,6 +23,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Sequence
+from typing import Protocol, runtime_checkable
 
 import attrs
 import httpx as _httpx
@@ -65,6 +68,23 @@ class SendOutcome:
 
     def __add__(self, other: SendOutcome) -> SendOutcome:
         return SendOutcome(self.delivered + other.delivered, self.failures + other.failures)
+
+
+@runtime_checkable
+class Transport(Protocol):
+    """Delivers one batch of encoded events; what the delivery thread depends on.
+
+    ``send`` is called from the client's delivery thread only, one batch at a time, and
+    must not raise for delivery problems: it returns them as failures. A transport may also
+    have ``close()`` (called once at shutdown), ``abort_after(deadline)`` (called from
+    another thread at shutdown: give up retries past that ``time.monotonic()`` value) and
+    ``ready_in()`` (seconds the collector asked to wait before the next request); the
+    worker uses them when present.
+    """
+
+    def send(self, messages: Sequence[bytes]) -> SendOutcome:
+        """Deliver the encoded events of one batch; report delivered and failed ranges."""
+        ...
 
 
 class _Retryable(Exception):

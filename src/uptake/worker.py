@@ -8,6 +8,10 @@ queued events as fit in ``max_batch_bytes``, so a backlog drains in few, large r
 Settling: events the collector refused for good are failed. Events it could not take for
 now (no answer, 429, 5xx after the retry budget, or shutdown first) are failed too with a
 memory buffer, but kept for a later attempt with a durable one.
+
+The worker never calls up into the client: it depends on a :class:`~uptake.buffer.Buffer`,
+a :class:`~uptake.transport.Transport` and a :class:`~uptake.stats.Reporter`, and it runs
+no host code but ``on_error`` (through the reporter).
 """
 
 from __future__ import annotations
@@ -19,8 +23,8 @@ from collections.abc import Callable
 
 from .buffer import Batch, Buffer
 from .errors import DeliveryError
-from .stats import Counters
-from .transport import Failure, HttpTransport, SendOutcome
+from .stats import Reporter
+from .transport import Failure, SendOutcome, Transport
 
 logger = logging.getLogger("uptake")
 
@@ -28,8 +32,16 @@ logger = logging.getLogger("uptake")
 _SHARED_POLL_S = 0.05
 # Room left in a request body for {"batch":[...],"sentAt":"..."} around the events.
 _ENVELOPE_BYTES = 64
-# Longest the thread sleeps without running its chores (drop reports, session expiry).
+# Longest the thread sleeps without running its chores (reporting drops).
 _CHORES_EVERY_S = 1.0
+
+
+def _no_wait() -> float:
+    return 0.0
+
+
+def _nothing(_deadline: float) -> None:
+    return None
 
 
 class _Waiter:
@@ -47,22 +59,24 @@ class Worker:
         self,
         *,
         buffer: Buffer,
-        counters: Counters,
-        transport: HttpTransport,
+        transport: Transport,
+        reporter: Reporter,
         flush_at: int,
         flush_interval: float,
         max_batch_bytes: int,
-        report: Callable[[DeliveryError], None],
-        on_tick: Callable[[], None],
     ) -> None:
         self.buffer = buffer
-        self.counters = counters
         self.transport = transport
+        self.reporter = reporter
+        self.counters = reporter.counters
         self.flush_at = flush_at
         self.flush_interval = flush_interval
         self.max_batch_bytes = max_batch_bytes
-        self._report = report
-        self._on_tick = on_tick
+        # The optional parts of a transport, looked up once.
+        ready_in: Callable[[], float] = getattr(transport, "ready_in", _no_wait)
+        abort_after: Callable[[float], None] = getattr(transport, "abort_after", _nothing)
+        self._ready_in = ready_in
+        self.abort_after = abort_after
         self._cond = threading.Condition()
         self._wake = threading.Event()
         self._waiters: list[_Waiter] = []
@@ -133,7 +147,7 @@ class Worker:
         with self._cond:
             self._stopping = True
             self._deadline = deadline - grace
-        self.transport.abort_after(deadline - grace)
+        self.abort_after(deadline - grace)
         self._wake.set()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
@@ -146,7 +160,12 @@ class Worker:
                 self._close_buffer()  # commit or count what waits; the request stays in flight
                 return False
         self._close_buffer()
-        self.transport.close()
+        close: Callable[[], object] | None = getattr(self.transport, "close", None)
+        if close is not None:
+            try:
+                close()
+            except Exception:
+                logger.exception("error while closing the transport")
         return True
 
     # ------------------------------------------------------------------ thread
@@ -158,7 +177,7 @@ class Worker:
                 wait = next_due - time.monotonic()
                 if self._deadline is not None:
                     wait = min(wait, self._deadline - time.monotonic())
-                held_back = self.transport.ready_in()
+                held_back = self._ready_in()
                 if held_back > 0:  # Retry-After: sleep through it, but keep the chores going
                     wait = min(max(wait, held_back), _CHORES_EVERY_S)
                 self._wake.wait(max(0.0, wait))
@@ -168,7 +187,7 @@ class Worker:
                 if due:
                     next_due = now + self.flush_interval
                 self._drain(force=due or bool(self._waiters) or self._stopping)
-                self._on_tick()
+                self.reporter.report_drops()
                 if self._stopping and (not len(self.buffer) or self._past_deadline()):
                     self._close_buffer()
                     return
@@ -177,7 +196,7 @@ class Worker:
 
     def _drain(self, force: bool) -> None:
         while not self._past_deadline():
-            if self.transport.ready_in() > 0:
+            if self._ready_in() > 0:
                 return  # the collector asked us to wait (Retry-After); _run wakes us then
             if not force and len(self.buffer) < self.flush_at:
                 return
@@ -215,7 +234,7 @@ class Worker:
             for failure in lost:
                 self.counters.failed[_reason_key(failure.error)] += failure.error.count
         for failure in lost:  # before waking flush(), so on_error has run
-            self._report(failure.error)
+            self.reporter.report(failure.error)
         kept = sum(stop - start for start, stop in keep)
         if kept:
             logger.warning(
@@ -249,7 +268,7 @@ class Worker:
         if lost:
             with self.counters.lock:
                 self.counters.dropped["shutdown"] += lost
-            self._report(DeliveryError("client shut down before delivery", count=lost))
+            self.reporter.report(DeliveryError("client shut down before delivery", count=lost))
 
 
 def _reason_key(failure: DeliveryError) -> str:

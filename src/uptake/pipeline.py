@@ -1,0 +1,286 @@
+"""The path of one event on the caller's thread: sessionize, encode, filter, queue, rules.
+
+A :class:`Pipeline` is built once per client from its settings. Its stages are chosen at
+construction (in the manner of structlog's processor chain): without ``before_send`` a
+track event is written straight to bytes by a specialised encoder; with it, the event is
+built as a dict, copied into JSON types for the hook, and encoded once. The last stage is
+the sink: the client's buffer, or a test capture while ``uptake.testing.capture_events``
+is active (the capture replaces the sink; nothing on the path checks a global).
+
+Everything here runs on the thread that called the client, host hooks included
+(``before_send``, and through the rules stage ``on_milestone`` / ``on_nudge``). The
+delivery thread never runs this code.
+
+Order for a track event: the session (which may first emit "Session Ended" and "Session
+Started"), the event itself, then the rules, whose milestone and nudge events follow it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+from . import events as _ev
+from .buffer import Buffer
+from .sessions import Sessionizer, SessionSpan
+from .stats import Reporter
+
+logger = logging.getLogger("uptake")
+
+__all__ = ["Pipeline"]
+
+BeforeSend = Callable[[dict[str, Any]], "Mapping[str, Any] | None"]
+Capture = list[dict[str, Any]]
+
+#: Seconds between two sweeps for idle sessions, and tracking calls between two looks
+#: at the clock to see whether one is due.
+_SWEEP_EVERY_S = 60.0
+_SWEEP_CHECK_EVERY = 256
+
+
+class Waker(Protocol):
+    """What the sink needs of the delivery thread."""
+
+    def wake(self) -> None: ...
+
+    def ensure_started(self) -> None: ...
+
+
+class RulesStage(Protocol):
+    """What the pipeline hands each tracked event to, after queueing it."""
+
+    def after_track(
+        self,
+        uid: str | None,
+        anon: str | None,
+        account: str | None,
+        event: str,
+        properties: Mapping[str, Any] | None,
+        t: float,
+        session_id: str | None,
+        stamped: bool,
+    ) -> None: ...
+
+
+class Pipeline:
+    """Turns tracking calls into queued events (internal; one per client).
+
+    Thread-safe: every tracking thread runs it at once; the buffer and the counters take
+    their own locks.
+    """
+
+    def __init__(
+        self,
+        *,
+        sessions: Sessionizer,
+        reporter: Reporter,
+        buffer: Buffer,
+        send: bool,
+        flush_at: int,
+        before_send: BeforeSend | None,
+    ) -> None:
+        self.sessions = sessions
+        self.reporter = reporter
+        self.buffer = buffer
+        self.send = send
+        self.flush_at = flush_at
+        self.before_send = before_send
+        self.worker: Waker | None = None
+        self.rules: RulesStage | None = None
+        self.closed = False
+        self._captures: list[Capture] = []
+        self._countdown = _SWEEP_CHECK_EVERY
+        self._next_sweep = time.monotonic() + _SWEEP_EVERY_S
+        self._select()
+
+    # ------------------------------------------------------------------ stages
+
+    def _select(self) -> None:
+        """Choose the output stages for the current settings and captures."""
+        if self._captures:
+            sink = self._captures[0]
+            self._raw: Callable[[bytes], None] = lambda data: sink.append(_ev.decode(data))
+            self._fast = True
+        else:
+            self._raw = self._enqueue
+            self._fast = self.before_send is None
+
+    def capture(self, sink: Capture) -> None:
+        """Send events to ``sink`` (as wire-format dicts) instead of the buffer."""
+        self._captures.insert(0, sink)
+        self._select()
+
+    def release(self, sink: Capture) -> None:
+        """End a capture started with :meth:`capture`."""
+        self._captures = [c for c in self._captures if c is not sink]
+        self._select()
+
+    # ------------------------------------------------------------------ events
+
+    def track(
+        self,
+        uid: str | None,
+        anon: str | None,
+        account: str | None,
+        event: str,
+        properties: Mapping[str, Any] | None,
+        t: float,
+        context: Mapping[str, Any] | None,
+        stamped: bool,
+    ) -> None:
+        """Sessionize, queue and apply the rules to one track event."""
+        if self.closed:
+            self.drop("closed")
+            return
+        session_id: str | None
+        if context is not None and context.get("sessionId") not in (None, ""):
+            session_id = str(context["sessionId"])
+        else:
+            session_id, started, ended = self.sessions.touch(
+                uid or anon or "", t, user_id=uid, anonymous_id=anon, account_id=account
+            )
+            if ended is not None:
+                self.emit_session("Session Ended", ended, ended.last)
+            if started is not None:
+                self.emit_session("Session Started", started, started.started)
+        data = None
+        if context is None and self._fast:
+            data = _ev.encode_track(
+                _ev.new_message_id(),
+                _ev.format_timestamp(t),
+                uid,
+                anon,
+                event,
+                properties,
+                account,
+                session_id,
+            )
+        if data is not None:
+            self._raw(data)
+        else:  # a hook, extra context, or values the fast encoder hands back
+            message = self.message("track", uid, anon, t, account, context, session_id)
+            message["event"] = event
+            message["properties"] = properties if properties is not None else {}
+            self.emit(message)
+        if self.rules is not None:
+            self.rules.after_track(uid, anon, account, event, properties, t, session_id, stamped)
+        self._countdown -= 1
+        if self._countdown <= 0:
+            self._countdown = _SWEEP_CHECK_EVERY
+            if time.monotonic() >= self._next_sweep:
+                self.sweep()
+
+    def sweep(self) -> None:
+        """End the sessions idle past the timeout ("Session Ended"), on this thread."""
+        self._next_sweep = time.monotonic() + _SWEEP_EVERY_S
+        if self.closed:
+            return
+        for span in self.sessions.expire():
+            self.emit_session("Session Ended", span, span.last)
+
+    def emit_session(self, name: str, span: SessionSpan, t: float) -> None:
+        """Emit a "Session Started" or "Session Ended" event for a session."""
+        message = self.message(
+            "track", span.user_id, span.anonymous_id, t, span.account_id, None, span.session_id
+        )
+        message["event"] = name
+        message["properties"] = {"duration_s": span.duration_s} if name == "Session Ended" else {}
+        self.emit(message)
+
+    def message(
+        self,
+        kind: str,
+        uid: str | None,
+        anon: str | None,
+        t: float,
+        account: str | None,
+        context: Mapping[str, Any] | None,
+        session_id: str | None,
+    ) -> dict[str, Any]:
+        """Build the common fields of a wire message (the caller adds the rest)."""
+        if context is None:
+            ctx: dict[str, Any] = {"library": _ev.LIBRARY}
+        else:
+            ctx = dict(context)
+            ctx["library"] = _ev.LIBRARY
+        if account is not None:
+            ctx["groupId"] = account
+        if session_id is not None:
+            ctx["sessionId"] = session_id
+        message: dict[str, Any] = {
+            "type": kind,
+            "messageId": _ev.new_message_id(),
+            "timestamp": _ev.format_timestamp(t),
+            "context": ctx,
+        }
+        if uid is not None:
+            message["userId"] = uid
+        if anon is not None:
+            message["anonymousId"] = anon
+        return message
+
+    def emit(self, message: dict[str, Any]) -> None:
+        """Encode, filter and queue one message. Never raises."""
+        before_send = None if self._captures else self.before_send
+        try:
+            if before_send is None:
+                data = _ev.encode(message)
+            else:
+                filtered = before_send(_ev.json_ready(message))
+                if filtered is None:
+                    self.drop("before_send", log=False)
+                    return
+                if not isinstance(filtered, Mapping):
+                    logger.error(
+                        "before_send returned %s, not a dict or None; event dropped",
+                        type(filtered).__name__,
+                    )
+                    self.drop("before_send_error")
+                    return
+                data = _ev.encode(filtered)
+        except _ev.UnencodableEventError as exc:
+            logger.warning("event dropped, it cannot be encoded as JSON: %s", exc)
+            self.drop("unencodable")
+            return
+        except Exception:
+            logger.exception("before_send raised; event dropped")
+            self.drop("before_send_error")
+            return
+        self._raw(data)
+
+    # ------------------------------------------------------------------ sink
+
+    def _enqueue(self, data: bytes) -> None:
+        """Size-check one encoded event and queue it (or count why not). Never raises."""
+        if len(data) > _ev.MAX_EVENT_BYTES:
+            self.drop("too_large")
+            return
+        if not self.send:
+            self.drop("send_disabled", log=False)
+            return
+        if self.closed:
+            self.drop("closed")
+            return
+        buffer = self.buffer
+        reporter = self.reporter
+        if buffer.durable:  # may touch the disk and call back on_drop: not under the lock
+            accepted_now = buffer.put(data)
+            with reporter.counters.lock:
+                accepted = reporter.count_put(accepted_now)
+        else:
+            with reporter.counters.lock:  # one step for the buffer and the counters
+                accepted = reporter.count_put(buffer.put(data))
+        worker = self.worker
+        if not accepted or worker is None:
+            return
+        if not accepted % self.flush_at:  # another flush_at events: a full batch may wait
+            worker.wake()
+        worker.ensure_started()
+
+    def drop(self, reason: str, *, log: bool = True) -> None:
+        """Count one event dropped for ``reason`` (reported to the host unless chosen)."""
+        self.reporter.dropped(reason, log=log)
+        if log and self.closed:  # no delivery thread any more to report it
+            self.reporter.report_drops(rate_limited=True)

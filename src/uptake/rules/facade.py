@@ -1,0 +1,263 @@
+"""What the client does with the rules' decisions: events, host callbacks, replay.
+
+The engine decides (milestones reached, nudges fired or held out); this facade records
+each decision as an event through the client's pipeline and calls the host's
+``on_milestone`` / ``on_nudge`` callbacks, on the thread whose call led to the decision.
+It also reads past events for ``replay`` and ``simulate``. It never imports the client:
+the pipeline it emits through is handed to it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime, timedelta, timezone
+from typing import Any, Protocol
+
+import attrs
+
+from ..definitions import MILESTONE_EVENT, parse_track
+from ..errors import ConfigurationError
+from .engine import Effects, RulesEngine
+from .milestones import Milestone, MilestoneReached
+from .nudges import Action, Nudge, NudgeFired
+from .simulation import Simulation, simulate
+
+__all__ = ["MilestoneHook", "NudgeHook", "ReplayResult", "RulesFacade"]
+
+logger = logging.getLogger("uptake")
+
+MilestoneHook = Callable[[MilestoneReached], object]
+NudgeHook = Callable[[NudgeFired], object]
+
+#: Events stamped further ahead than this are kept out of the rules (a wrong clock).
+_MAX_FUTURE_S = 24 * 3600.0
+
+
+@attrs.frozen
+class ReplayResult:
+    """What ``Client.replay`` did: events read, applied, skipped; milestones reached."""
+
+    read: int
+    applied: int
+    skipped: int
+    reached: int
+
+
+class Emitter(Protocol):
+    """The part of the pipeline the facade records decisions through."""
+
+    def message(
+        self,
+        kind: str,
+        uid: str | None,
+        anon: str | None,
+        t: float,
+        account: str | None,
+        context: Mapping[str, Any] | None,
+        session_id: str | None,
+    ) -> dict[str, Any]: ...
+
+    def emit(self, message: dict[str, Any]) -> None: ...
+
+
+class RulesFacade:
+    """The rules of one client as the host sees them (internal)."""
+
+    def __init__(
+        self,
+        engine: RulesEngine,
+        emitter: Emitter,
+        milestones: Sequence[Milestone],
+        nudges: Sequence[Nudge],
+    ) -> None:
+        self.engine = engine
+        self.emitter = emitter
+        self.milestones = tuple(milestones)
+        self.nudges = tuple(nudges)
+        self.milestone_names = frozenset(m.name for m in milestones)
+        self._hooks: dict[str | None, list[MilestoneHook]] = {}
+        self._nudge_hooks: dict[str | None, list[NudgeHook]] = {}
+
+    # ------------------------------------------------------------------ registration
+
+    def on_milestone(self, name: str | None) -> Callable[[MilestoneHook], MilestoneHook]:
+        """Return a decorator that registers a milestone callback."""
+        if name is not None and name not in self.milestone_names:
+            raise ConfigurationError(
+                f"no milestone named {name!r}; the client has {sorted(self.milestone_names)}"
+            )
+        return _registrar(self._hooks, name, "on_milestone")
+
+    def on_nudge(self, name: str | None) -> Callable[[NudgeHook], NudgeHook]:
+        """Return a decorator that registers a nudge callback."""
+        self.check_nudge(name, ConfigurationError)
+        return _registrar(self._nudge_hooks, name, "on_nudge")
+
+    def check_nudge(self, name: str | None, error: type[Exception]) -> None:
+        """Raise ``error`` when ``name`` is not one of the client's nudges."""
+        known = self.engine.nudges.by_name
+        if name is not None and name not in known:
+            raise error(f"no nudge named {name!r}; the client has {sorted(known)}")
+
+    # ------------------------------------------------------------------ decisions
+
+    def after_track(
+        self,
+        uid: str | None,
+        anon: str | None,
+        account: str | None,
+        event: str,
+        properties: Mapping[str, Any] | None,
+        t: float,
+        session_id: str | None,
+        stamped: bool,
+    ) -> None:
+        """Apply a tracked event to the rules; record and call back what they decided."""
+        if stamped and t > time.time() + _MAX_FUTURE_S:
+            # Sent, but kept out of the rules: one bad clock must not age a user's real days.
+            return
+        effects = self.engine.update(uid, anon, account, event, properties, t)
+        if effects:
+            self.effects(effects, uid, anon, account, t, session_id)
+
+    def effects(
+        self,
+        effects: Effects,
+        uid: str | None,
+        anon: str | None,
+        account: str | None,
+        t: float,
+        session_id: str | None,
+    ) -> None:
+        """Report what the rules decided for one event: milestones, then nudges."""
+        for milestone, at, first in effects.reached:
+            self._milestone_reached(milestone, at, first, uid, anon, account, session_id)
+        self.nudge_actions(effects.nudges, uid, anon, account, t, session_id)
+
+    def nudge_actions(
+        self,
+        actions: list[Action],
+        uid: str | None,
+        anon: str | None,
+        account: str | None,
+        t: float,
+        session_id: str | None,
+    ) -> None:
+        """Record nudge decisions as events; call the callbacks of those fired."""
+        for kind, nudge, reason in actions:
+            properties: dict[str, Any] = {"nudge": nudge.name, "reason": reason}
+            if kind == "suppressed":
+                name = "Nudge Suppressed"
+            else:
+                name = "Nudge Fired" if kind == "fired" else "Nudge Held Out"
+                properties["priority"] = nudge.priority
+                properties["holdout"] = nudge.holdout
+                if nudge.goal is not None:
+                    properties["goal"] = nudge.goal
+                    properties["goal_within_s"] = nudge.goal_within.total_seconds()
+            message = self.emitter.message("track", uid, anon, t, account, None, session_id)
+            message["event"] = name
+            message["properties"] = properties
+            self.emitter.emit(message)
+            if kind != "fired":
+                continue
+            fired = fired_nudge(nudge, uid or anon or "", account, t, reason)
+            _call(self._nudge_hooks, nudge.name, fired, "on_nudge")
+
+    def _milestone_reached(
+        self,
+        milestone: Milestone,
+        at: float,
+        first: float,
+        uid: str | None,
+        anon: str | None,
+        account: str | None,
+        session_id: str | None,
+    ) -> None:
+        message = self.emitter.message("track", uid, anon, at, account, None, session_id)
+        message["event"] = MILESTONE_EVENT
+        message["properties"] = {
+            "milestone": milestone.name,
+            "scope": milestone.scope,
+            "time_to_reach_s": round(at - first, 3),
+        }
+        self.emitter.emit(message)
+        reached = MilestoneReached(
+            milestone=milestone.name,
+            user_id=uid if uid is not None else anon,
+            account_id=account,
+            timestamp=datetime.fromtimestamp(at, timezone.utc),
+            time_to_reach=timedelta(seconds=at - first),
+        )
+        _call(self._hooks, milestone.name, reached, "on_milestone")
+
+    # ------------------------------------------------------------------ history
+
+    def replay(self, events: Iterable[Mapping[str, Any]]) -> ReplayResult:
+        """Apply past events to the rule state without deciding anything."""
+        engine = self.engine
+        read = applied = skipped = reached = 0
+        for raw in events:
+            read += 1
+            parsed = parse_track(raw)
+            if parsed is None:
+                if engine.enabled and engine.apply_traits(raw):
+                    applied += 1  # an identify or group: traits for audiences, seats
+                else:
+                    skipped += 1
+                continue
+            uid, anon, account, name, props, t = parsed
+            applied += 1
+            if engine.enabled:
+                effects = engine.update(uid, anon, account, name, props, t, decide=False)
+                reached += len(effects.reached)
+        return ReplayResult(read=read, applied=applied, skipped=skipped, reached=reached)
+
+    def simulate(self, events: Iterable[Mapping[str, Any]], nudges: Sequence[Nudge]) -> Simulation:
+        """Run history through these rules with other nudges, in a private store."""
+        engine = self.engine
+        return simulate(
+            events,
+            milestones=self.milestones,
+            engagement=engine.engagement,
+            nudges=nudges,
+            rate_limit=engine.nudges.rate_limit,
+            tz=engine.calendar.tz,
+            inactive_events=engine.inactive_events,
+            parse=parse_track,
+        )
+
+
+def fired_nudge(nudge: Nudge, user: str, account: str | None, t: float, reason: str) -> NudgeFired:
+    """The callback's view of a nudge fired (or pending) for a user."""
+    return NudgeFired(
+        name=nudge.name,
+        user_id=user,
+        account_id=account,
+        payload=nudge.payload,
+        timestamp=datetime.fromtimestamp(t, timezone.utc),
+        reason=reason,
+        priority=nudge.priority,
+    )
+
+
+def _registrar(
+    hooks: dict[str | None, list[Any]], name: str | None, what: str
+) -> Callable[[Any], Any]:
+    def register(hook: Any) -> Any:
+        if not callable(hook):
+            raise ConfigurationError(f"{what} needs a callable, not {hook!r}")
+        hooks.setdefault(name, []).append(hook)
+        return hook
+
+    return register
+
+
+def _call(hooks: dict[str | None, list[Any]], name: str, value: object, what: str) -> None:
+    for hook in (*hooks.get(name, ()), *hooks.get(None, ())):
+        try:
+            hook(value)
+        except Exception:  # one broken callback must not stop the others
+            logger.exception("%s callback %r raised", what, hook)
