@@ -296,6 +296,10 @@ def test_shutdown_delivers_then_refuses_new_events(
     assert client.shutdown(timeout=5)
     assert "Before" in track_names(collector.events)
     client.track("u1", "After")
+    # Refused at the call site: counted as dropped, never queued for a worker that is gone.
+    stats = client.stats
+    assert stats.dropped_by_reason == {"closed": 1} and stats.queued == 0
+    assert stats.tracked == stats.delivered + stats.dropped
     assert "After" not in track_names(collector.events)
     assert client.stats.dropped_by_reason["closed"] >= 1
     assert client.shutdown(timeout=1) is True  # a second call repeats the first's answer

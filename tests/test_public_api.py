@@ -55,3 +55,27 @@ def test_version_is_reported_in_events() -> None:
     from uptake.events import LIBRARY
 
     assert {"name": "uptake", "version": uptake.__version__} == LIBRARY
+
+
+def test_types_a_user_needs_are_exported() -> None:
+    assert {"Store", "ReplayResult"} <= set(uptake.__all__)
+    assert "MockTransport" in uptake.testing.__all__
+    assert issubclass(uptake.StoreUnavailable, ConnectionError)
+    assert issubclass(uptake.StoreUnavailable, uptake.UptakeError)
+
+
+def test_nothing_below_the_client_imports_it() -> None:
+    import ast
+    from pathlib import Path
+
+    root = Path(uptake.__file__).parent
+    below = [*root.glob("rules/*.py"), *root.glob("stores/*.py"), *root.glob("collector/*.py")]
+    below += [root / name for name in ("worker.py", "transport.py", "buffer.py", "outbox.py")]
+    below += [root / name for name in ("pipeline.py", "definitions.py", "_config.py")]
+    for path in below:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                module = node.module or ""
+                assert not module.endswith("client") or module.endswith("_client"), (
+                    f"{path.relative_to(root)} imports {module}"
+                )

@@ -15,6 +15,7 @@ from .errors import (
 )
 from .outbox import SqliteBuffer
 from .rules.engagement import Engagement, EngagementSnapshot
+from .rules.facade import ReplayResult
 from .rules.milestones import Milestone, MilestoneReached
 from .rules.nudges import (
     Audience,
@@ -29,6 +30,7 @@ from .rules.nudges import (
 )
 from .rules.simulation import NudgeSimulation, Simulation
 from .stats import Stats
+from .stores import Store
 from .stores.memory import MemoryStore
 from .stores.redis import RedisStore
 from .stores.sqlite import SqliteStore
@@ -56,10 +58,12 @@ __all__ = [
     "NudgeSimulation",
     "Reached",
     "RedisStore",
+    "ReplayResult",
     "Simulation",
     "SqliteBuffer",
     "SqliteStore",
     "Stats",
+    "Store",
     "StoreUnavailable",
     "UptakeError",
     "__version__",

@@ -21,8 +21,11 @@ import attrs
 from .definitions import OWN_EVENTS
 from .errors import ConfigurationError
 from .rules.engagement import Engagement
+from .rules.engine import RulesEngine
 from .rules.milestones import Milestone
 from .rules.nudges import Declining, Nudge
+from .stores import Store
+from .transport import HttpTransport
 
 __all__ = [
     "MAX_BATCH_BYTES",
@@ -62,6 +65,21 @@ class Delivery:
     exit_timeout: float
     max_batch_bytes: int
 
+    def http_transport(self, on_retry: Callable[[], None], *, prepare: bool) -> HttpTransport:
+        """Build the HTTP transport for these settings (its pool too, with ``prepare``)."""
+        transport = HttpTransport(
+            self.endpoint or "http://127.0.0.1",
+            self.write_key,
+            on_retry=on_retry,
+            gzip=self.gzip,
+            timeout=self.timeout,
+            retry_timeout=self.retry_timeout,
+            max_backoff=self.max_backoff,
+        )
+        if prepare and self.send:
+            transport.prepare()
+        return transport
+
 
 @attrs.frozen
 class Sessions:
@@ -82,10 +100,17 @@ class Rules:
     timezone: tzinfo | None
     rate_limit: float | None
 
-    @property
-    def enabled(self) -> bool:
-        """True when anything needs rule state."""
-        return bool(self.milestones or self.nudges or self.engagement)
+    def engine(self, store: Store) -> RulesEngine:
+        """Build the rules engine for these settings over ``store``."""
+        return RulesEngine(
+            milestones=self.milestones,
+            engagement=self.engagement,
+            nudges=self.nudges,
+            rate_limit=self.rate_limit,
+            store=store,
+            tz=self.timezone,
+            inactive_events=self.inactive_events,
+        )
 
 
 def delivery(

@@ -10,9 +10,8 @@ docs/architecture.md for the flow of one event.
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
@@ -23,6 +22,7 @@ from . import events as _ev
 from ._config import MAX_BATCH_BYTES, BeforeSend, check_timeout
 from ._lifecycle import ClientState
 from ._rules_api import RulesApi, _when
+from ._sessions_api import SessionsApi
 from .buffer import Buffer, MemoryBuffer
 from .errors import ConfigurationError, DeliveryError, InvalidEventError
 from .pipeline import Pipeline
@@ -35,7 +35,7 @@ from .sessions import Sessionizer
 from .stats import Reporter, Stats
 from .stores import Store
 from .stores.memory import MemoryStore
-from .transport import HttpTransport, Transport
+from .transport import Transport
 from .worker import Worker
 
 __all__ = ["Client"]
@@ -46,7 +46,7 @@ def _setting(group: str, name: str, doc: str) -> Any:
     return property(lambda self: getattr(getattr(self, group), name), doc=doc)
 
 
-class Client(RulesApi):
+class Client(SessionsApi, RulesApi):
     """Records events and delivers them in batches to a Segment-compatible collector.
 
     Every tracking method is thread-safe, returns in microseconds and never waits on the
@@ -171,16 +171,7 @@ class Client(RulesApi):
         self._store: Store = store if store is not None else MemoryStore()
         self._on_error = on_error
         self._transport = transport
-        rules = self._rule_settings
-        engine = RulesEngine(
-            milestones=rules.milestones,
-            engagement=rules.engagement,
-            nudges=rules.nudges,
-            rate_limit=rules.rate_limit,
-            store=self._store,
-            tz=rules.timezone,
-            inactive_events=rules.inactive_events,
-        )
+        engine = self._rule_settings.engine(self._store)
         self._rules_on = engine.enabled
         self._buffer: Buffer = buffer if buffer is not None else MemoryBuffer()
         delivery = self._delivery
@@ -223,19 +214,8 @@ class Client(RulesApi):
         if self._rules_on:
             self._pipeline.rules = self._rules
         transport = self._transport
-        if transport is None:
-            http = HttpTransport(
-                delivery.endpoint or "http://127.0.0.1",
-                delivery.write_key,
-                on_retry=self._reporter.retried,
-                gzip=delivery.gzip,
-                timeout=delivery.timeout,
-                retry_timeout=delivery.retry_timeout,
-                max_backoff=delivery.max_backoff,
-            )
-            if delivery.send and not in_child:  # at fork, stay light: built on first use
-                http.prepare()
-            transport = http
+        if transport is None:  # at fork, stay light: the child connects on first use
+            transport = delivery.http_transport(self._reporter.retried, prepare=not in_child)
         self._worker = Worker(
             buffer=self._buffer,
             transport=transport,
@@ -401,68 +381,6 @@ class Client(RulesApi):
         self._pipeline.emit(message)
         if traits and self._rules_on:
             self._rules.engine.group(account, traits)
-
-    # ------------------------------------------------------------------ sessions
-
-    def session_start(
-        self,
-        user_id: str | int | None,
-        *,
-        anonymous_id: str | None = None,
-        account_id: str | None = None,
-        timestamp: datetime | None = None,
-    ) -> str:
-        """Start an explicit session for a user and return its id.
-
-        An explicit session does not end after ``session_timeout`` of inactivity, only by
-        :meth:`session_end` or after ``max_session_duration``. A session already open for
-        the user is ended first.
-        """
-        uid, anon = _ev.check_identity(user_id, anonymous_id)
-        account = _ev.check_account(account_id)
-        t = _when(timestamp, "timestamp")
-        started, ended = self._sessions.start(
-            uid or anon or "", t, user_id=uid, anonymous_id=anon, account_id=account
-        )
-        if ended is not None:
-            self._pipeline.emit_session("Session Ended", ended, ended.last)
-        self._pipeline.emit_session("Session Started", started, t)
-        return started.session_id
-
-    def session_end(
-        self,
-        user_id: str | int | None,
-        *,
-        anonymous_id: str | None = None,
-        timestamp: datetime | None = None,
-    ) -> None:
-        """End the user's open session (explicit or automatic), if any."""
-        uid, anon = _ev.check_identity(user_id, anonymous_id)
-        t = _when(timestamp, "timestamp")
-        ended = self._sessions.end(uid or anon or "", t)
-        if ended is not None:
-            self._pipeline.emit_session("Session Ended", ended, ended.last)
-
-    @contextlib.contextmanager
-    def session(
-        self,
-        user_id: str | int | None,
-        *,
-        anonymous_id: str | None = None,
-        account_id: str | None = None,
-    ) -> Iterator[str]:
-        """Wrap a block in an explicit session; yields the session id.
-
-        Example::
-
-            with client.session("user-1") as session_id:
-                client.track("user-1", "Report Created")
-        """
-        session_id = self.session_start(user_id, anonymous_id=anonymous_id, account_id=account_id)
-        try:
-            yield session_id
-        finally:
-            self.session_end(user_id, anonymous_id=anonymous_id)
 
     # ------------------------------------------------------------------ delivery
 

@@ -5,7 +5,8 @@ The tree::
     UptakeError                          base of everything uptake raises or reports
     ├── InvalidEventError (ValueError)   a programming mistake at a tracking call site
     ├── ConfigurationError (ValueError)  bad Client / buffer arguments, found at construction
-    └── DeliveryError                    a batch given up; passed to ``on_error``, never raised
+    ├── DeliveryError                    a batch given up; passed to ``on_error``, never raised
+    └── StoreUnavailable (ConnectionError)  a rule store could not be reached in time
 
 ``InvalidEventError`` and ``ConfigurationError`` are raised where the mistake is made.
 ``DeliveryError`` describes events that could not be delivered (refused by the collector,
@@ -68,5 +69,5 @@ class DeliveryError(UptakeError):
         return f"DeliveryError(reason={self.reason!r}, status={self.status!r}, count={self.count})"
 
 
-class StoreUnavailable(UptakeError):
+class StoreUnavailable(UptakeError, ConnectionError):
     """A rule store could not be reached in time; the event was left out of the rules."""

@@ -186,8 +186,9 @@ class Worker:
                 due = now >= next_due
                 if due:
                     next_due = now + self.flush_interval
-                self._drain(force=due or bool(self._waiters) or self._stopping)
+                # Drops first: a flush() woken by this drain finds them reported.
                 self.reporter.report_drops()
+                self._drain(force=due or bool(self._waiters) or self._stopping)
                 if self._stopping and (not len(self.buffer) or self._past_deadline()):
                     self._close_buffer()
                     return

@@ -1,0 +1,143 @@
+"""The event's path on the caller's thread, and which thread runs each host hook."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+
+import uptake
+from uptake.testing import MockTransport, capture_events
+
+
+def test_before_send_and_callbacks_run_on_the_calling_thread() -> None:
+    threads: dict[str, set[str]] = {"before_send": set(), "milestone": set(), "nudge": set()}
+
+    def before_send(event: dict[str, Any]) -> dict[str, Any]:
+        threads["before_send"].add(threading.current_thread().name)
+        return event
+
+    client = uptake.Client(
+        transport=MockTransport(),
+        before_send=before_send,
+        milestones=[uptake.Milestone("first", any_of=["Go"])],
+        nudges=[uptake.Nudge("tip", trigger=uptake.EventCount("Go", 1))],
+    )
+    client.on_milestone()(lambda r: threads["milestone"].add(threading.current_thread().name))
+    client.on_nudge()(lambda n: threads["nudge"].add(threading.current_thread().name))
+
+    def host() -> None:
+        client.track("u1", "Go")
+
+    worker = threading.Thread(target=host, name="host-request")
+    worker.start()
+    worker.join()
+    assert client.flush(5.0)
+    client.shutdown()
+    assert threads == {k: {"host-request"} for k in threads}
+
+
+def test_on_error_runs_on_the_delivery_thread() -> None:
+    seen: list[str] = []
+    client = uptake.Client(
+        transport=MockTransport(lambda batch: 400),
+        on_error=lambda error: seen.append(threading.current_thread().name),
+    )
+    client.track("u1", "Go")
+    assert not client.flush(5.0)
+    client.shutdown()
+    assert seen == ["uptake-worker"]
+
+
+def test_idle_sessions_end_on_the_callers_thread_not_the_delivery_thread() -> None:
+    ended: list[str] = []
+
+    def before_send(event: dict[str, Any]) -> dict[str, Any]:
+        if event.get("event") == "Session Ended":
+            ended.append(threading.current_thread().name)
+        return event
+
+    client = uptake.Client(transport=MockTransport(), before_send=before_send)
+    an_hour_ago = datetime.now(timezone.utc) - timedelta(hours=1)
+    client.track("u1", "Go", timestamp=an_hour_ago)  # idle for an hour by now
+    assert client.flush(5.0)  # flush() looks for idle sessions, on this thread
+    client.shutdown()
+    assert ended == [threading.current_thread().name]
+
+
+def test_settings_are_read_only_after_construction() -> None:
+    client = uptake.Client(send=False)
+    with pytest.raises(AttributeError):
+        client.send = True  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        client.endpoint = "http://127.0.0.1:9"  # type: ignore[misc]
+    assert client.send is False and client.flush_at == 100
+    client.track("u1", "Go")
+    assert client.stats.dropped_by_reason == {"send_disabled": 2}
+
+
+def test_a_mock_transport_needs_no_key_or_endpoint_and_sees_every_batch() -> None:
+    transport = MockTransport()
+    client = uptake.Client(transport=transport)
+    client.track("u1", "Signed Up", {"plan": "pro"})
+    assert client.flush(5.0)
+    client.shutdown()
+    assert [e["event"] for e in transport.events] == ["Session Started", "Signed Up"]
+    assert transport.events[1]["properties"] == {"plan": "pro"}
+    assert client.stats.delivered == 2
+
+
+def test_a_mock_transport_answer_decides_delivery() -> None:
+    client = uptake.Client(transport=MockTransport(lambda batch: 503))
+    client.track("u1", "Go")
+    assert not client.flush(5.0)
+    client.shutdown()
+    assert client.stats.failed_by_reason == {"http_503": 2}
+
+
+def test_a_transport_without_send_is_refused() -> None:
+    with pytest.raises(uptake.ConfigurationError, match="send"):
+        uptake.Client(transport=object())  # type: ignore[arg-type]
+
+
+def test_before_send_gets_a_json_ready_copy_it_may_change() -> None:
+    received: list[dict[str, Any]] = []
+
+    def before_send(event: dict[str, Any]) -> dict[str, Any]:
+        received.append(event)
+        event["properties"]["added"] = True
+        return event
+
+    transport = MockTransport()
+    client = uptake.Client(transport=transport, before_send=before_send)
+    mine = {"tags": {"b"}, "nested": {"when": datetime(2026, 1, 1, tzinfo=timezone.utc)}}
+    client.track("u1", "Go", mine)
+    assert client.flush(5.0)
+    client.shutdown()
+    assert mine == {"tags": {"b"}, "nested": {"when": datetime(2026, 1, 1, tzinfo=timezone.utc)}}
+    sent = transport.events[-1]["properties"]
+    assert sent == {"tags": ["b"], "nested": {"when": "2026-01-01T00:00:00Z"}, "added": True}
+    assert received[-1]["properties"] == sent
+
+
+def test_a_capture_replaces_the_sink_of_clients_made_inside_it() -> None:
+    with capture_events() as events:
+        client = uptake.Client(send=False)
+        client.track("u1", "Inside")
+    client.track("u1", "Outside")
+    assert [e["event"] for e in events] == ["Session Started", "Inside"]
+    assert client.stats.tracked == 1
+
+
+def test_tracking_after_shutdown_is_counted_and_reported() -> None:
+    errors: list[uptake.DeliveryError] = []
+    client = uptake.Client(transport=MockTransport(), on_error=errors.append)
+    client.shutdown()
+    started = time.monotonic()
+    client.track("u1", "Late")
+    assert time.monotonic() - started < 1.0
+    assert client.stats.dropped_by_reason == {"closed": 1}
+    assert [e.count for e in errors] == [1]
