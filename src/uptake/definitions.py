@@ -1,9 +1,16 @@
 """Definitions shared by the SDK and the report: one meaning for each concept.
 
 The client, the rules and the collector's report all read these, so a rule about what an
-event means is written once. Today this holds uptake's own event names and the timestamp
-parser used for events read back from the wire format (``replay``, the report's sources,
-the collector's ingestion).
+event means is written once:
+
+- **Activity**: a ``track`` event, or a Segment ``page`` / ``screen`` call (a user viewing
+  something is a user in the product). For the rules, a page call is named
+  :data:`PAGE_EVENT` and a screen call :data:`SCREEN_EVENT`, so a milestone or a nudge can
+  name them and a host can mark them inactive like any other event. uptake's own events
+  (:data:`OWN_EVENTS`) are never activity.
+- **Event time** of a wire-format event: :func:`parse_time`.
+- **Score composition**: :func:`compose_score`, the weighted mean of the components
+  present, the same for the SDK's snapshot and the report.
 """
 
 from __future__ import annotations
@@ -13,7 +20,18 @@ from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
 
-__all__ = ["MILESTONE_EVENT", "OWN_EVENTS", "TrackEvent", "parse_time", "parse_track"]
+__all__ = [
+    "ACTIVITY_TYPES",
+    "MILESTONE_EVENT",
+    "OWN_EVENTS",
+    "PAGE_EVENT",
+    "SCREEN_EVENT",
+    "TrackEvent",
+    "activity_name",
+    "compose_score",
+    "parse_time",
+    "parse_track",
+]
 
 #: The event a reached milestone is recorded as.
 MILESTONE_EVENT = "Milestone Reached"
@@ -33,6 +51,50 @@ OWN_EVENTS = frozenset(
         "Nudge Suppressed",
     }
 )
+
+#: What a Segment ``page`` call and ``screen`` call are named as activity.
+PAGE_EVENT = "Page Viewed"
+SCREEN_EVENT = "Screen Viewed"
+
+#: Message types that record something a user did.
+ACTIVITY_TYPES = frozenset({"track", "page", "screen"})
+
+
+def activity_name(kind: object, event: object) -> str | None:
+    """The event name a message counts under as activity, or None if it is not activity.
+
+    A track event counts under its ``event``; a page or screen call under
+    :data:`PAGE_EVENT` or :data:`SCREEN_EVENT`; identify, group, alias and anything
+    else are not activity. Whether the name is then active (not one of uptake's own
+    events, not marked inactive by the host) is the caller's second test.
+    """
+    if kind == "track":
+        return event if isinstance(event, str) and event else None
+    if kind == "page":
+        return PAGE_EVENT
+    if kind == "screen":
+        return SCREEN_EVENT
+    return None
+
+
+def compose_score(components: Mapping[str, float], weights: Mapping[str, float]) -> int:
+    """Combine engagement components into a score from 0 to 100.
+
+    The score is the weighted mean of the components present (each clipped to [0, 1]),
+    over the weights of those components only, rounded to an integer. A component with
+    no weight counts for nothing; when no present component has a weight above 0 (say,
+    only ``user_breadth`` is weighted and the account's seats are unknown) the score is
+    0. Total over every valid weight set: it never divides by zero.
+    """
+    total = 0.0
+    weighted = 0.0
+    for name, value in components.items():
+        weight = weights.get(name, 0.0)
+        if weight > 0:
+            total += weight
+            weighted += weight * min(1.0, max(0.0, value))
+    return round(weighted / total * 100) if total > 0 else 0
+
 
 _ISO_TIME = re.compile(
     r"(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}(?::\d{2})?)(?:[.,](\d+))?"
@@ -78,16 +140,17 @@ TrackEvent = tuple["str | None", "str | None", "str | None", str, "Mapping[str, 
 def parse_track(raw: object) -> TrackEvent | None:
     """Read a past track event in the wire format; None if it is not a usable one.
 
-    Usable: ``type`` track (or absent), a non-empty ``event``, a user or anonymous id, and
-    a ``timestamp`` :func:`parse_time` reads. The account is ``groupId`` or
-    ``context.groupId``.
+    Usable: activity (a ``track`` event with a non-empty ``event``, or a ``page`` or
+    ``screen`` call, named as :func:`activity_name` says; ``type`` absent means track), a
+    user or anonymous id, and a ``timestamp`` :func:`parse_time` reads. The account is
+    ``groupId`` or ``context.groupId``.
     """
-    if not isinstance(raw, Mapping) or raw.get("type", "track") != "track":
+    if not isinstance(raw, Mapping):
         return None
-    name = raw.get("event")
+    name = activity_name(raw.get("type", "track"), raw.get("event"))
     uid, anon = raw.get("userId"), raw.get("anonymousId")
     stamp = raw.get("timestamp")
-    if not isinstance(name, str) or not name or stamp is None:
+    if name is None or stamp is None:
         return None
     if not (isinstance(uid, str) and uid) and not (isinstance(anon, str) and anon):
         return None

@@ -15,7 +15,7 @@ from typing import Any
 
 import attrs
 
-from ..definitions import OWN_EVENTS
+from ..definitions import ACTIVITY_TYPES, OWN_EVENTS, activity_name, compose_score
 from ..rules.calendar import Calendar, week_of
 from ..rules.engagement import Engagement, declining
 
@@ -37,7 +37,6 @@ __all__ = [
 #: of a group call, else None.
 Record = tuple[float, str, "str | None", str, "str | None", "Mapping[str, Any] | None"]
 
-_ACTIVE_TYPES = frozenset({"track", "page", "screen"})
 _EPOCH = date(1970, 1, 1)
 _MONTH = 30  # MAU: trailing 30 days
 _WINDOW = 28  # engagement: the last 28 days
@@ -221,7 +220,8 @@ def compute(
                 if value is not None and value >= 1:  # as the SDK reads it
                     seats[account] = float(int(value))
             continue
-        if kind not in _ACTIVE_TYPES:
+        event = activity_name(kind, event)
+        if event is None:
             continue
         if event in touchpoints and account is not None:
             acct_touch[account].add(day)  # as in the SDK: even when marked inactive
@@ -527,10 +527,7 @@ def _accounts(
             n = sum(1 for d in acct_touch.get(account, ()) if since <= d <= last)
             touch = _clip(n / config.touchpoint_target)
             components["touchpoints"] = touch
-        weights = config.account_weights
-        total = sum(weights.get(name, 0.0) for name in components)
-        score = sum(weights.get(n, 0.0) * _clip(v) for n, v in components.items()) / total
-        points = round(score * 100)
+        points = compose_score(components, config.account_weights)
         out.append(
             AccountStat(
                 account=account,
@@ -564,7 +561,7 @@ def _nudges(
     reached: dict[tuple[str, str], list[float]] = defaultdict(list)
     if wanted:
         for t, user, _account, kind, event, data in rows:
-            if kind not in _ACTIVE_TYPES or event is None:
+            if kind not in ACTIVITY_TYPES or event is None:
                 continue
             if event == "Milestone Reached" and data is not None:
                 name = _name(data.get("milestone"))

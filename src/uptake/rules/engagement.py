@@ -30,6 +30,7 @@ from typing import Any, Literal
 
 import attrs
 
+from ..definitions import compose_score
 from ..errors import ConfigurationError
 from .calendar import Calendar, count_days, mark_day, week_of
 from .state import SubjectState, feature_days, feature_first_use
@@ -387,11 +388,7 @@ class EngagementRules:
                     per_week[w] += 1
             weekly = tuple(per_week.values())
             weights = config.weights
-        total = sum(weights.get(name, 0.0) for name in components)
-        score = 0.0
-        if total:
-            score = sum(weights.get(n, 0.0) * _clip(v) for n, v in components.items()) / total
-        points = round(score * 100)
+        points = compose_score(components, weights)
         return EngagementSnapshot(
             user_id=None if self.account else subject,
             account_id=subject if self.account else None,
