@@ -90,6 +90,9 @@ class Pipeline:
         self.worker: Waker | None = None
         self.rules: RulesStage | None = None
         self.closed = False
+        #: Queued events past which a tracking call yields the GIL to the delivery thread
+        #: once every ``flush_at`` events (0: never; durable buffers are not polled).
+        self.high_water = 0
         self._captures: list[Capture] = []
         self._countdown = _SWEEP_CHECK_EVERY
         self._next_sweep = time.monotonic() + _SWEEP_EVERY_S
@@ -277,6 +280,10 @@ class Pipeline:
             return
         if not accepted % self.flush_at:  # another flush_at events: a full batch may wait
             worker.wake()
+            if self.high_water and len(buffer) >= self.high_water:
+                # A burst is outrunning the delivery thread, which needs the GIL to drain
+                # the queue: yield it (microseconds) rather than drop events at the bound.
+                time.sleep(0)
         worker.ensure_started()
 
     def drop(self, reason: str, *, log: bool = True) -> None:
