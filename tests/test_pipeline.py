@@ -141,3 +141,14 @@ def test_tracking_after_shutdown_is_counted_and_reported() -> None:
     assert time.monotonic() - started < 1.0
     assert client.stats.dropped_by_reason == {"closed": 1}
     assert [e.count for e in errors] == [1]
+
+
+def test_a_burst_past_half_the_queue_yields_to_the_delivery_thread() -> None:
+    transport = MockTransport()
+    client = uptake.Client(transport=transport, max_queue_size=2_000, flush_interval=60)
+    for i in range(30_000):  # fifteen times the queue, flat out
+        client.track(f"u{i % 50}", "Burst", {"i": i})
+    assert client.flush(10.0)
+    client.shutdown()
+    assert client.stats.dropped == 0 and client.stats.delivered == 30_050
+    assert len(transport.events) == 30_050

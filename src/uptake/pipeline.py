@@ -280,10 +280,13 @@ class Pipeline:
             return
         if not accepted % self.flush_at:  # another flush_at events: a full batch may wait
             worker.wake()
-            if self.high_water and len(buffer) >= self.high_water:
+            high = self.high_water
+            if high and len(buffer) >= high:
                 # A burst is outrunning the delivery thread, which needs the GIL to drain
-                # the queue: yield it (microseconds) rather than drop events at the bound.
-                time.sleep(0)
+                # the queue: yield it rather than drop events at the bound. Past three
+                # quarters, wait a millisecond so the thread surely runs (once per
+                # flush_at events, and only while the queue is that full).
+                time.sleep(0.001 if len(buffer) >= high + high // 2 else 0)
         worker.ensure_started()
 
     def drop(self, reason: str, *, log: bool = True) -> None:
