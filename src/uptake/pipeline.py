@@ -31,6 +31,10 @@ logger = logging.getLogger("uptake")
 
 __all__ = ["Pipeline"]
 
+_encode_track = _ev.encode_track
+_new_message_id = _ev.new_message_id
+_format_timestamp = _ev.format_timestamp
+
 BeforeSend = Callable[[dict[str, Any]], "Mapping[str, Any] | None"]
 Capture = list[dict[str, Any]]
 
@@ -138,21 +142,22 @@ class Pipeline:
             self.drop("closed")
             return
         session_id: str | None
-        if context is not None and context.get("sessionId") not in (None, ""):
-            session_id = str(context["sessionId"])
-        else:
+        if context is None or context.get("sessionId") in (None, ""):
             session_id, started, ended = self.sessions.touch(
-                uid or anon or "", t, user_id=uid, anonymous_id=anon, account_id=account
+                uid or anon or "", t, uid, anon, account
             )
-            if ended is not None:
-                self.emit_session("Session Ended", ended, ended.last)
-            if started is not None:
-                self.emit_session("Session Started", started, started.started)
+            if started is not None or ended is not None:
+                if ended is not None:
+                    self.emit_session("Session Ended", ended, ended.last)
+                if started is not None:
+                    self.emit_session("Session Started", started, started.started)
+        else:
+            session_id = str(context["sessionId"])
         data = None
         if context is None and self._fast:
-            data = _ev.encode_track(
-                _ev.new_message_id(),
-                _ev.format_timestamp(t),
+            data = _encode_track(
+                _new_message_id(),
+                _format_timestamp(t),
                 uid,
                 anon,
                 event,
@@ -167,8 +172,9 @@ class Pipeline:
             message["event"] = event
             message["properties"] = properties if properties is not None else {}
             self.emit(message)
-        if self.rules is not None:
-            self.rules.after_track(uid, anon, account, event, properties, t, session_id, stamped)
+        rules = self.rules
+        if rules is not None:
+            rules.after_track(uid, anon, account, event, properties, t, session_id, stamped)
         self._countdown -= 1
         if self._countdown <= 0:
             self._countdown = _SWEEP_CHECK_EVERY

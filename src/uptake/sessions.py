@@ -101,7 +101,6 @@ class Sessionizer:
         self,
         key: str,
         t: float,
-        *,
         user_id: str | None,
         anonymous_id: str | None,
         account_id: str | None,
