@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from uptake._loopback import LoopbackCollector, RecordedRequest
+from uptake.testing import LoopbackCollector, RecordedRequest
 
 
 def _event(message_id: str, name: str = "Signed Up") -> dict[str, Any]:

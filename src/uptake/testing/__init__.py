@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from .. import _lifecycle
-from .._loopback import LoopbackCollector, RecordedRequest
+from ._collector import LoopbackCollector, RecordedRequest
 from ._mock import MockTransport
 
 if TYPE_CHECKING:
