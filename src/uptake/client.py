@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 import attrs
 
+from . import _signals
 from . import events as _ev
 from .buffer import Buffer, MemoryBuffer
 from .definitions import MILESTONE_EVENT, OWN_EVENTS, parse_time
@@ -260,6 +261,8 @@ class Client:
         self._shutdown_result = False
         self._build_engine()
         _clients.add(self)
+        if self.send:  # SIGTERM skips atexit: flush first (once per process, main thread)
+            _signals.install_sigterm_flush(lambda: list(_clients))
 
     def _build_engine(self, *, in_child: bool = False) -> None:
         """Create the lock, counters, transport and worker (again, in a forked child)."""
