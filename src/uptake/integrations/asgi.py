@@ -35,6 +35,7 @@ from ._core import (
     reset,
 )
 from ._endpoint import Reply, incomplete_body
+from ._lifespan import lifespan
 
 __all__ = ["STATE_KEY", "UptakeMiddleware", "default_user_id", "state_of"]
 
@@ -129,8 +130,11 @@ class UptakeMiddleware:
         return self.integration.dropped
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await lifespan(self.app, self.integration.client, scope, receive, send)
+            return
         if scope["type"] != "http" or state_of(scope) is not None:
-            await self.app(scope, receive, send)  # lifespan, websockets, wrapped twice
+            await self.app(scope, receive, send)  # websockets, wrapped twice
             return
         integration = self.integration
         method = scope.get("method") or "GET"
