@@ -2,8 +2,8 @@
 
 Works with any ASGI 3 framework (Starlette, FastAPI, Litestar, Django's ASGI handler...)
 and is not a ``BaseHTTPMiddleware``: the response streams through untouched, background
-tasks and ContextVars behave, and ``lifespan`` and ``websocket`` scopes pass straight
-through::
+tasks and ContextVars behave, ``websocket`` scopes pass straight through, and ``lifespan``
+goes to the app with a flush of the client once its shutdown is done::
 
     from uptake.integrations.asgi import UptakeMiddleware
 
