@@ -179,3 +179,44 @@ def test_sigterm_to_gunicorn_under_load_loses_nothing(
     assert len(answered) == REQUESTS
     assert_all_delivered(store, answered, log)
     assert "Traceback" not in log.read_text()
+
+
+SCRIPT_SERVER = """
+import sys
+
+import uvicorn
+
+import uptake
+
+client = uptake.Client(flush_interval=60, flush_at=10_000)  # built before uvicorn runs
+
+
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return  # no lifespan, and no uptake middleware: only the SIGTERM handler can flush
+    if scope["path"] != "/health":
+        user = dict(scope["headers"])[b"x-user"].decode()
+        client.track(user, "Feature Used", {"feature": "work"})
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
+"""
+
+
+def test_uvicorn_puts_uptakes_handler_back_and_it_flushes_before_the_process_dies(
+    tmp_path: Path, collector: tuple[str, Any]
+) -> None:
+    url, store = collector
+    port = free_port()
+    script = write_app(tmp_path, SCRIPT_SERVER) / "shutdown_app.py"
+    log = tmp_path / "script.log"
+    base = f"http://127.0.0.1:{port}"
+    with server_process([sys.executable, str(script), str(port)], env(url), log) as proc:
+        wait_for_http(f"{base}/health", proc)
+        answered = load(base, "work", 100)
+        assert users_at(store) == []  # all queued: the interval is a minute
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == -signal.SIGTERM, log.read_text()
+    assert_all_delivered(store, answered, log)
