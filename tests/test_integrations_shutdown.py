@@ -110,7 +110,7 @@ def env(url: str) -> dict[str, str]:
     }
 
 
-def load(base: str, prefix: str, count: int) -> list[str]:
+def load(base: str, prefix: str, count: int, start: int = 0) -> list[str]:
     """``count`` requests from 16 threads, each as its own user; the users answered."""
     with httpx.Client(base_url=base, timeout=30) as http, ThreadPoolExecutor(16) as pool:
 
@@ -119,7 +119,7 @@ def load(base: str, prefix: str, count: int) -> list[str]:
             ok = http.get(f"/{prefix}/{i}", headers={"X-User": user}).status_code == 200
             return user if ok else None
 
-        return [u for u in pool.map(one, range(count)) if u is not None]
+        return [u for u in pool.map(one, range(start, start + count)) if u is not None]
 
 
 def users_at(store: Any) -> list[str]:
@@ -158,7 +158,7 @@ def test_sigterm_to_uvicorn_under_load_loses_nothing(
 
 
 @pytest.mark.parametrize("worker", ["sync", "uvicorn.workers.UvicornWorker"])
-def test_sigterm_to_gunicorn_under_load_loses_nothing(
+def test_sigterm_to_gunicorn_workers_and_arbiter_under_load_loses_nothing(
     tmp_path: Path, collector: tuple[str, Any], worker: str
 ) -> None:
     url, store = collector
@@ -174,11 +174,25 @@ def test_sigterm_to_gunicorn_under_load_loses_nothing(
     with server_process(args, env(url), log) as proc:
         wait_for_http(f"{base}/health", proc)
         answered = load(base, "work", REQUESTS)
+        # A worker stopped on its own (a reload, max_requests): the arbiter starts another.
+        first = workers_of(proc.pid)
+        assert len(first) == 2
+        for pid in first:
+            os.kill(pid, signal.SIGTERM)
+        wait_until(lambda: not first & workers_of(proc.pid), 30, "the old workers to exit")
+        wait_for_http(f"{base}/health", proc)
+        answered += load(base, "work", 50, start=REQUESTS)
         proc.send_signal(signal.SIGTERM)  # the arbiter passes it to its workers
         assert proc.wait(30) == 0, log.read_text()[-2000:]
-    assert len(answered) == REQUESTS
+    assert len(answered) == REQUESTS + 50
     assert_all_delivered(store, answered, log)
     assert "Traceback" not in log.read_text()
+
+
+def workers_of(pid: int) -> set[int]:
+    """The live child processes of ``pid`` (Linux ``/proc``)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return {int(child) for child in children}
 
 
 SCRIPT_SERVER = """
