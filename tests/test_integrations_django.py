@@ -54,7 +54,7 @@ from django.utils.deprecation import MiddlewareMixin  # noqa: E402
 from django.utils.functional import SimpleLazyObject  # noqa: E402
 
 import uptake  # noqa: E402
-from uptake.integrations import current_state  # noqa: E402
+from uptake.integrations import IntegrationOptions, current_state  # noqa: E402
 from uptake.integrations.django import UptakeMiddleware  # noqa: E402
 from uptake.testing import capture_events  # noqa: E402
 
@@ -342,12 +342,36 @@ def test_the_nudges_header_and_a_host_identity_function(client: uptake.Client) -
         assert sync_response.status_code == 200 and sync_response.content == b"None:"
 
 
+def test_an_options_object_in_settings_with_keys_replacing_its_fields(
+    client: uptake.Client,
+) -> None:
+    options = IntegrationOptions(
+        features={"/reports/*": "from_options"},
+        nudges_header="X-Uptake-Nudges",
+        skip_paths=["/dashboard/*"],
+    )
+    config = {"CLIENT": settings.UPTAKE["CLIENT"], "OPTIONS": options, "ENDPOINT": None}
+    with override_settings(UPTAKE=config), capture_events() as events:
+        http = Client()
+        page = http.get("/reports/3/", headers={"X-User": "u1"})
+        http.get("/dashboard/", headers={"X-User": "u1"})  # skipped by the options
+        endpoint = http.get("/uptake/nudges", headers={"X-User": "u1"})
+    assert page["X-Uptake-Nudges"] == "" and endpoint.status_code == 404  # ENDPOINT: None
+    assert [e["properties"]["feature"] for e in features(events)] == ["from_options"]
+    # STATIC_URL is still skipped on top of the options' paths.
+    with override_settings(UPTAKE=config):
+        middleware = UptakeMiddleware(lambda request: HttpResponse())
+    assert middleware.options.skip_paths == ("/dashboard/*", "/assets/*")
+    assert middleware.integration.endpoint is None
+
+
 def test_configuration_errors_are_reported_at_start_up() -> None:
     for bad in (
         {},
         {"CLIENT": "os.path"},
         {"CLIENT": f"{__name__}.current_client", "FEATURE": {}},
         {"CLIENT": f"{__name__}.current_client", "USER_ID": 3},
+        {"CLIENT": f"{__name__}.current_client", "OPTIONS": {"FEATURES": {}}},
     ):
         with override_settings(UPTAKE=bad), pytest.raises(ImproperlyConfigured):
             UptakeMiddleware(lambda request: HttpResponse())

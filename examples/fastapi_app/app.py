@@ -11,6 +11,9 @@ Run it (from the repository root)::
 Events are sent when ``UPTAKE_ENDPOINT`` and ``UPTAKE_WRITE_KEY`` are set (try
 ``uptake serve --write-key wk_demo`` in another terminal); without them nothing leaves
 the process. ``UPTAKE_STATE_DB`` names the SQLite file holding the nudge state.
+
+Stopping uvicorn (Ctrl-C, or SIGTERM from a supervisor) loses nothing: after the last
+request the middleware flushes the client at lifespan shutdown.
 """
 
 from __future__ import annotations

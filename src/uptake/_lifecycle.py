@@ -1,4 +1,4 @@
-"""Client lifecycle: open and closed states, interpreter exit, and fork.
+"""Client lifecycle: open and closed states, interpreter exit, SIGTERM, and fork.
 
 Every live client registers here (weakly, so registration never keeps one alive). At
 interpreter exit each is shut down within one shared deadline; in a forked child each
@@ -16,6 +16,8 @@ import os
 import time
 import weakref
 from typing import Any, Protocol
+
+from . import _signals
 
 logger = logging.getLogger("uptake")
 
@@ -37,6 +39,8 @@ class Managed(Protocol):
 
     def shutdown(self, timeout: float = ...) -> bool: ...
 
+    def flush(self, timeout: float = ...) -> bool: ...
+
     def _after_fork_in_child(self) -> None: ...
 
 
@@ -45,9 +49,15 @@ _clients: weakref.WeakSet[Any] = weakref.WeakSet()
 global_captures: list[list[dict[str, Any]]] = []
 
 
-def register(client: Managed) -> None:
-    """Deliver this client's events at interpreter exit and restart it after fork."""
+def register(client: Managed, *, sends: bool) -> None:
+    """Deliver this client's events at interpreter exit and restart it after fork.
+
+    A client that ``sends`` also has the live clients flushed on SIGTERM (which skips
+    ``atexit``), installed once per process from the main thread (see ``_signals``).
+    """
     _clients.add(client)
+    if sends:
+        _signals.install_sigterm_flush(live)
 
 
 def unregister(client: Managed) -> None:

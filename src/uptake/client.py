@@ -192,7 +192,7 @@ class Client(SessionsApi, RulesApi):
         self._build(engine)
         for sink in _lifecycle.global_captures[::-1]:
             self._pipeline.capture(sink)
-        _lifecycle.register(self)
+        _lifecycle.register(self, sends=self._delivery.send)
 
     def _build(self, engine: RulesEngine, *, in_child: bool = False) -> None:
         """Create the reporter, pipeline, transport and worker (again, in a forked child)."""

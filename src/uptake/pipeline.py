@@ -34,6 +34,7 @@ __all__ = ["Pipeline"]
 _encode_track = _ev.encode_track
 _new_message_id = _ev.new_message_id
 _format_timestamp = _ev.format_timestamp
+_MAX_EVENT_BYTES = _ev.MAX_EVENT_BYTES
 
 BeforeSend = Callable[[dict[str, Any]], "Mapping[str, Any] | None"]
 Capture = list[dict[str, Any]]
@@ -111,7 +112,7 @@ class Pipeline:
             self._raw: Callable[[bytes], None] = lambda data: sink.append(_ev.decode(data))
             self._fast = True
         else:
-            self._raw = self._enqueue
+            self._raw = self._enqueue if self.send else self._disabled
             self._fast = self.before_send is None
 
     def capture(self, sink: Capture) -> None:
@@ -261,13 +262,17 @@ class Pipeline:
 
     # ------------------------------------------------------------------ sink
 
+    def _disabled(self, data: bytes) -> None:
+        """The sink of a ``send=False`` client: count the event as not sent."""
+        if len(data) > _MAX_EVENT_BYTES:
+            self.drop("too_large")
+        else:
+            self.reporter.dropped("send_disabled", log=False)
+
     def _enqueue(self, data: bytes) -> None:
         """Size-check one encoded event and queue it (or count why not). Never raises."""
-        if len(data) > _ev.MAX_EVENT_BYTES:
+        if len(data) > _MAX_EVENT_BYTES:
             self.drop("too_large")
-            return
-        if not self.send:
-            self.drop("send_disabled", log=False)
             return
         if self.closed:
             self.drop("closed")

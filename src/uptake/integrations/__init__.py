@@ -6,7 +6,9 @@
 - :mod:`uptake.integrations.flask`: ``Uptake(app, client)``.
 - :mod:`uptake.integrations.fastapi`: the ASGI middleware and a ``uptake_state`` dependency.
 
-This package imports no framework; each module imports only its own.
+Every adapter takes one :class:`IntegrationOptions` (the user and account functions, the
+feature map, what is skipped, the cookie, the header, the endpoint), or its fields as
+keyword arguments. This package imports no framework; each module imports only its own.
 """
 
 from ._core import (
@@ -14,14 +16,16 @@ from ._core import (
     DEFAULT_SKIP_PATHS,
     MAX_BODY,
     MAX_ID_LENGTH,
+    IntegrationOptions,
     RequestState,
     current_nudges,
     current_state,
 )
 
-__all__ = [
+__all__ = [  # noqa: RUF022 (plainly sorted, as a test asserts)
     "DEFAULT_SKIP_METHODS",
     "DEFAULT_SKIP_PATHS",
+    "IntegrationOptions",
     "MAX_BODY",
     "MAX_ID_LENGTH",
     "RequestState",

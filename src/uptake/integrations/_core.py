@@ -6,33 +6,45 @@ decides everything else: whether the request is skipped, who makes it (sanitised
 anonymous cookie, the alias at login), which feature it uses, the response cookies and
 headers, the event recorded at the end, and the JSON nudge endpoint.
 
-One :class:`RequestState` per request holds the answers. It is published in one
-ContextVar for the length of the request (set, then reset in ``finally``) and mutated in
-place, never re-set, so threads and tasks the request starts see the same object.
+The answers go into the request's :class:`~uptake.integrations.RequestState`
+(``_state``); the settings come from one :class:`IntegrationOptions` (``_options``).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import contextvars
 import fnmatch
-import logging
 import re
 import secrets
 import threading
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
-
-import attrs
 
 from ..client import Client
 from ..errors import ConfigurationError
-from ..rules.nudges import NudgeFired
 from ._endpoint import MAX_BODY, Reply, answer, error
+from ._options import (
+    DEFAULT_SKIP_METHODS,
+    DEFAULT_SKIP_PATHS,
+    IntegrationOptions,
+    OptionsKwargs,
+    resolve_options,
+)
+from ._state import (
+    RequestState,
+    _current,
+    activate,
+    current_nudges,
+    current_state,
+    logger,
+    off_loop,
+    reset,
+)
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = [
     "DEFAULT_SKIP_METHODS",
@@ -40,44 +52,18 @@ __all__ = [
     "MAX_BODY",
     "MAX_ID_LENGTH",
     "Integration",
+    "IntegrationOptions",
     "Reply",
     "RequestState",
+    "_current",
     "activate",
     "cookie_value",
     "current_nudges",
     "current_state",
+    "logger",
     "off_loop",
+    "reset",
 ]
-
-T = TypeVar("T")
-
-logger = logging.getLogger("uptake.integrations")
-
-#: Paths that never record anything: static files, health checks, browser probes.
-DEFAULT_SKIP_PATHS: tuple[str, ...] = (
-    "/static/*",
-    "/favicon.ico",
-    "/robots.txt",
-    "/health",
-    "/healthz",
-    "/livez",
-    "/readyz",
-    "/ping",
-    "*.css",
-    "*.js",
-    "*.map",
-    "*.png",
-    "*.jpg",
-    "*.jpeg",
-    "*.gif",
-    "*.svg",
-    "*.ico",
-    "*.webp",
-    "*.woff",
-    "*.woff2",
-)
-#: Methods that never record anything (no one uses a feature with them).
-DEFAULT_SKIP_METHODS: tuple[str, ...] = ("HEAD", "OPTIONS")
 
 #: Longest user, account or anonymous id taken from a request; longer ones are dropped.
 MAX_ID_LENGTH = 256
@@ -90,168 +76,6 @@ _ALIASES_KEPT = 10_000
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _ANON = re.compile(r"[A-Za-z0-9_-]{8,64}\Z")
 _SESSION = re.compile(r"[A-Za-z0-9_.:-]{1,128}\Z")
-_HEADER_NAME = re.compile(r"[A-Za-z0-9-]+\Z")
-_NO_NUDGES: list[NudgeFired] = []
-
-
-@attrs.define(eq=False)
-class RequestState:
-    """What uptake knows about the current request.
-
-    Published as ``request.uptake`` (Django), ``g.uptake`` (Flask) and
-    ``request.state.uptake`` (Starlette, FastAPI), and by :func:`current_state`.
-
-    Attributes:
-        user_id: The signed-in user (sanitised), or None.
-        anonymous_id: The visitor's anonymous id (from the cookie), or None.
-        account_id: The account the request acts in, when the host said so.
-        feature: Set it in a view to record that feature for this request, whatever the
-            route mapping says.
-        session_id: The session id the front end sent, if any.
-        skipped: True for requests uptake ignores (static files, health checks, ...).
-    """
-
-    user_id: str | None = None
-    anonymous_id: str | None = None
-    account_id: str | None = None
-    feature: str | None = None
-    session_id: str | None = None
-    skipped: bool = False
-    client: Client | None = attrs.field(default=None, repr=False)
-    #: A fresh anonymous id to store in the cookie with the response.
-    new_anonymous: bool = attrs.field(default=False, repr=False)
-    #: The anonymous id was aliased to the user: drop the cookie with the response.
-    forget_anonymous: bool = attrs.field(default=False, repr=False)
-    _nudges: list[NudgeFired] | None = attrs.field(default=None, init=False, repr=False)
-    _lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, repr=False)
-    _integration: Integration | None = attrs.field(default=None, repr=False, alias="integration")
-
-    @property
-    def subject(self) -> str | None:
-        """The id events are recorded under: the user id, else the anonymous id."""
-        return self.user_id or self.anonymous_id
-
-    @property
-    def nudges(self) -> list[NudgeFired]:
-        """The user's pending nudges, highest priority first.
-
-        Read from the rule store on first access (so routes that never look pay nothing),
-        then kept for the rest of the request: at most one store read per request.
-        Empty for skipped requests, unknown visitors and brand-new anonymous ids. Never
-        raises: a store failure gives an empty list (logged). Thread-safe.
-        """
-        found = self._nudges
-        if found is None:
-            with self._lock:
-                if self._nudges is None:
-                    self._nudges = self._load()
-                found = self._nudges
-        return found
-
-    async def anudges(self) -> list[NudgeFired]:
-        """:attr:`nudges` for async code: the store is read in a worker thread.
-
-        The event loop never waits on the store (a Redis round trip, a busy SQLite file).
-        """
-        if self._nudges is not None:
-            return self._nudges
-        return await off_loop(lambda: self.nudges)
-
-    @property
-    def nudges_loaded(self) -> bool:
-        """True once :attr:`nudges` was read (or there was nothing to read)."""
-        return self._nudges is not None
-
-    def track(self, event: str, properties: Mapping[str, Any] | None = None) -> None:
-        """Record an event for this request's user (or anonymous visitor).
-
-        The user, anonymous id, account and session are the request's. Does nothing for
-        skipped requests and visitors uptake does not track. Thread-safe; never waits on
-        the network.
-
-        Raises:
-            InvalidEventError: an empty or non-string event name, properties that are
-                not a mapping (as :meth:`uptake.Client.track`).
-        """
-        client = self.client
-        if client is None or self.skipped or self.subject is None:
-            return
-        client.track(
-            self.user_id,
-            event,
-            properties,
-            account_id=self.account_id,
-            anonymous_id=self.anonymous_id if self.user_id is None else None,
-            context=None if self.session_id is None else {"sessionId": self.session_id},
-        )
-
-    def _load(self) -> list[NudgeFired]:
-        client = self.client
-        if client is None or self.skipped or self.new_anonymous or self.subject is None:
-            return _NO_NUDGES
-        try:
-            if self.user_id is not None:
-                return client.pending_nudges(self.user_id, account_id=self.account_id)
-            return client.pending_nudges(anonymous_id=self.anonymous_id, account_id=self.account_id)
-        except Exception:
-            if self._integration is not None:
-                self._integration.drop("nudges_error", "reading pending nudges failed")
-            else:
-                logger.exception("reading pending nudges failed")
-            return _NO_NUDGES
-
-
-_current: contextvars.ContextVar[RequestState | None] = contextvars.ContextVar(
-    "uptake_request", default=None
-)
-
-
-def current_state() -> RequestState | None:
-    """The :class:`RequestState` of the request being handled, or None outside one."""
-    return _current.get()
-
-
-def current_nudges() -> list[NudgeFired]:
-    """The current request's pending nudges (``[]`` outside a request).
-
-    Meant as a template helper: Jinja ``{% for nudge in uptake_nudges() %}``.
-    """
-    state = _current.get()
-    return state.nudges if state is not None else []
-
-
-@contextlib.contextmanager
-def activate(state: RequestState) -> Iterator[RequestState]:
-    """Publish ``state`` as the current request's for the block."""
-    token = _current.set(state)
-    try:
-        yield state
-    finally:
-        reset(token)
-
-
-def reset(token: contextvars.Token[RequestState | None]) -> None:
-    """Undo one ``_current.set``; never raises (a token from another context is ignored)."""
-    try:
-        _current.reset(token)
-    except ValueError:  # set in another context (a framework moved the request)
-        _current.set(None)
-
-
-async def off_loop(func: Callable[[], T]) -> T:
-    """Run ``func`` in a worker thread so the event loop serves other requests meanwhile.
-
-    ``func`` sees a copy of the caller's context (:func:`current_state` included). The
-    call is shielded: cancelling the awaiting task (a client that went away) does not
-    cancel ``func``, which still runs exactly once. Without a running asyncio loop (trio)
-    or with its executor shut down, ``func`` runs inline.
-    """
-    try:
-        loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(None, contextvars.copy_context().run, func)
-    except RuntimeError:
-        return func()
-    return await asyncio.shield(future)
 
 
 class Integration:
@@ -259,67 +83,39 @@ class Integration:
 
     Args:
         client: The :class:`~uptake.Client` events go to.
-        features: Maps routes to feature names: a key containing ``/`` or a glob
-            character is an :mod:`fnmatch` pattern over the path (``"/reports/*"``), any
-            other key a route name (``"reports:detail"``, ``"reports.detail"``,
-            ``"list_reports"``). Route names are tried first, then patterns in order.
-        skip_paths: Path patterns that record nothing (default
-            :data:`DEFAULT_SKIP_PATHS`).
-        skip_methods: HTTP methods that record nothing (default ``HEAD``, ``OPTIONS``).
-        anonymous_cookie: The cookie holding a visitor's anonymous id; ``None``: visitors
-            who are not signed in are not tracked.
-        nudges_header: A response header listing the pending nudges' names (e.g.
-            ``"X-Uptake-Nudges"``); ``None`` (the default): no header and no read unless
-            the page asks for the nudges.
-        endpoint: The path prefix of the JSON nudge endpoint; ``None`` turns it off.
-        session_header: A request header whose value (the front end's session id) is
-            used as the events' session instead of server-side sessions.
+        options: The settings (:class:`IntegrationOptions`); keyword arguments named
+            after its fields replace them.
     """
 
     def __init__(
         self,
         client: Client,
-        *,
-        features: Mapping[str, str] | None = None,
-        skip_paths: Iterable[str] = DEFAULT_SKIP_PATHS,
-        skip_methods: Iterable[str] = DEFAULT_SKIP_METHODS,
-        anonymous_cookie: str | None = "uptake_anon",
-        nudges_header: str | None = None,
-        endpoint: str | None = "/uptake",
-        session_header: str | None = "X-Uptake-Session",
+        options: IntegrationOptions | None = None,
+        **overrides: Unpack[OptionsKwargs],
     ) -> None:
         if not isinstance(client, Client):
             raise ConfigurationError(f"client must be an uptake.Client, not {client!r}")
+        options = resolve_options(options, **overrides)
         self.client = client
+        self.options = options
         self._routes: dict[str, str] = {}
         self._globs: list[tuple[Callable[[str], object], str]] = []
-        for key, feature in _check_features(features).items():
+        for key, feature in options.features.items():
             if "/" in key or any(c in key for c in "*?["):
                 self._globs.append((re.compile(fnmatch.translate(key)).match, feature))
             else:
                 self._routes[key] = feature
-        if isinstance(skip_paths, str) or isinstance(skip_methods, str):
-            raise ConfigurationError("skip_paths and skip_methods must be lists, not strings")
-        self.skip_paths = tuple(skip_paths)
+        self.skip_paths = options.skip_paths
         self._skip = _compile_any(self.skip_paths)
-        self.skip_methods = frozenset(m.upper() for m in skip_methods)
-        if anonymous_cookie is not None and not re.fullmatch(r"[A-Za-z0-9_-]+", anonymous_cookie):
-            raise ConfigurationError(f"anonymous_cookie is not a cookie name: {anonymous_cookie!r}")
-        self.anonymous_cookie = anonymous_cookie
-        for name, value in (("nudges_header", nudges_header), ("session_header", session_header)):
-            if value is not None and not _HEADER_NAME.match(value):
-                raise ConfigurationError(f"{name} is not a header name: {value!r}")
-        self.nudges_header = nudges_header
-        self.session_header = session_header
+        self.skip_methods = frozenset(options.skip_methods)
+        self.anonymous_cookie = options.anonymous_cookie
+        self.nudges_header = options.nudges_header
+        self.session_header = session_header = options.session_header
         self.session_header_wsgi = (
             None if session_header is None else "HTTP_" + session_header.upper().replace("-", "_")
         )
-        if endpoint is not None:
-            if not isinstance(endpoint, str) or not endpoint.startswith("/"):
-                raise ConfigurationError(f"endpoint must be a path such as '/uptake': {endpoint!r}")
-            endpoint = endpoint.rstrip("/")
-        self.endpoint = endpoint
-        self._endpoint_slash = None if endpoint is None else endpoint + "/"
+        self.endpoint = options.endpoint
+        self._endpoint_slash = None if self.endpoint is None else self.endpoint + "/"
         nudges = getattr(client, "nudges", None)
         self._nudge_names = frozenset(n.name for n in nudges) if isinstance(nudges, tuple) else None
         self._stats_lock = threading.Lock()
@@ -606,28 +402,7 @@ def cookie_value(header: str | None, name: str) -> str | None:
     return None
 
 
-def _check_features(features: Mapping[str, str] | None) -> dict[str, str]:
-    if features is None:
-        return {}
-    if not isinstance(features, Mapping):
-        raise ConfigurationError(
-            f"features must map routes to feature names, like {{'/reports/*': 'reports'}}, "
-            f"not {features!r}"
-        )
-    checked = {}
-    for key, feature in features.items():
-        if not isinstance(key, str) or not key:
-            raise ConfigurationError(f"features keys must be paths or route names, not {key!r}")
-        if not isinstance(feature, str) or not feature:
-            raise ConfigurationError(f"features[{key!r}] must be a feature name, not {feature!r}")
-        checked[key] = feature
-    return checked
-
-
 def _compile_any(globs: tuple[str, ...]) -> Callable[[str], object]:
-    for glob in globs:
-        if not isinstance(glob, str) or not glob:
-            raise ConfigurationError(f"skip_paths must be path patterns, not {glob!r}")
     if not globs:
         return lambda path: None
     return re.compile("|".join(fnmatch.translate(g) for g in globs)).match

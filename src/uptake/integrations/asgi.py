@@ -2,8 +2,8 @@
 
 Works with any ASGI 3 framework (Starlette, FastAPI, Litestar, Django's ASGI handler...)
 and is not a ``BaseHTTPMiddleware``: the response streams through untouched, background
-tasks and ContextVars behave, and ``lifespan`` and ``websocket`` scopes pass straight
-through::
+tasks and ContextVars behave, ``websocket`` scopes pass straight through, and ``lifespan``
+goes to the app with a flush of the client once its shutdown is done::
 
     from uptake.integrations.asgi import UptakeMiddleware
 
@@ -20,12 +20,10 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..client import Client
 from ._core import (
-    DEFAULT_SKIP_METHODS,
-    DEFAULT_SKIP_PATHS,
     MAX_BODY,
     Integration,
     RequestState,
@@ -35,6 +33,11 @@ from ._core import (
     reset,
 )
 from ._endpoint import Reply, incomplete_body
+from ._lifespan import lifespan
+from ._options import IntegrationOptions, OptionsKwargs
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["STATE_KEY", "UptakeMiddleware", "default_user_id", "state_of"]
 
@@ -72,56 +75,36 @@ class UptakeMiddleware:
     """Record feature use and expose pending nudges for every HTTP request of an ASGI app.
 
     Only ``http`` scopes are looked at; wrapping an app twice is harmless (the inner
-    middleware sees the outer one's state and passes the request through).
+    middleware sees the outer one's state and passes the request through). ``lifespan``
+    goes through to the app, and when the app's shutdown is done the client is flushed
+    (within its ``exit_timeout``); an app that does not speak lifespan gets it answered.
 
     Args:
         app: The ASGI 3 application to wrap.
         client: The :class:`~uptake.Client` events go to.
-        user_id: A function of the scope returning the signed-in user's id (str or int),
-            or None; it may be ``async``. Default: :func:`default_user_id`. Ids with
-            control characters or longer than 256 characters are dropped and counted.
-        account_id: A function of the scope returning the account's id (may be async).
-        features: Routes to feature names: path patterns (``"/reports/*"``) or route
-            names (Starlette and FastAPI ``name=``, by default the endpoint's name).
-        skip_paths: Path patterns that record nothing (static files, health checks).
-        skip_methods: Methods that record nothing (``HEAD``, ``OPTIONS``).
-        anonymous_cookie: The cookie holding a visitor's anonymous id (``None``: only
-            signed-in users are tracked).
-        nudges_header: A response header listing the pending nudges' names (off).
-        endpoint: The nudge endpoint's path prefix (``"/uptake"``); ``None``: off.
-        session_header: A request header carrying the front end's session id.
+        options: The settings, an :class:`~uptake.integrations.IntegrationOptions`. Its
+            ``user_id`` and ``account_id`` are functions of the scope and may be
+            ``async``; the default user is ``scope["user"]`` (:func:`default_user_id`).
+            Route names in ``features`` are Starlette's and FastAPI's ``name=``.
+        **overrides: Any field of :class:`~uptake.integrations.IntegrationOptions` as a
+            keyword argument (``features=``, ``user_id=``...), replacing ``options``'.
     """
 
     def __init__(
         self,
         app: ASGIApp,
         client: Client,
-        *,
-        user_id: IdFunction = default_user_id,
-        account_id: IdFunction | None = None,
-        features: Mapping[str, str] | None = None,
-        skip_paths: Iterable[str] = DEFAULT_SKIP_PATHS,
-        skip_methods: Iterable[str] = DEFAULT_SKIP_METHODS,
-        anonymous_cookie: str | None = "uptake_anon",
-        nudges_header: str | None = None,
-        endpoint: str | None = "/uptake",
-        session_header: str | None = "X-Uptake-Session",
+        options: IntegrationOptions | None = None,
+        **overrides: Unpack[OptionsKwargs],
     ) -> None:
         self.app = app
-        self.integration = Integration(
-            client,
-            features=features,
-            skip_paths=skip_paths,
-            skip_methods=skip_methods,
-            anonymous_cookie=anonymous_cookie,
-            nudges_header=nudges_header,
-            endpoint=endpoint,
-            session_header=session_header,
-        )
-        self._user_id = user_id
-        self._account_id = account_id
+        self.integration = Integration(client, options, **overrides)
+        self.options = self.integration.options
+        self._user_id: IdFunction = self.options.user_id or default_user_id
+        self._account_id: IdFunction | None = self.options.account_id
+        session_header = self.options.session_header
         self._session_header = None if session_header is None else session_header.lower()
-        self._cookie = anonymous_cookie
+        self._cookie = self.options.anonymous_cookie
 
     @property
     def dropped(self) -> dict[str, int]:
@@ -129,8 +112,11 @@ class UptakeMiddleware:
         return self.integration.dropped
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await lifespan(self.app, self.integration.client, scope, receive, send)
+            return
         if scope["type"] != "http" or state_of(scope) is not None:
-            await self.app(scope, receive, send)  # lifespan, websockets, wrapped twice
+            await self.app(scope, receive, send)  # websockets, wrapped twice
             return
         integration = self.integration
         method = scope.get("method") or "GET"

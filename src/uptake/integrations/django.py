@@ -22,21 +22,22 @@ get ``uptake`` and ``uptake_nudges``. The user is ``request.user`` (its ``pk``) 
 mode; in async mode uptake never touches the lazy ``request.user``: it uses it only if
 something already loaded it, and otherwise awaits ``request.auser()``.
 
-``UPTAKE`` keys: ``CLIENT`` (required), ``USER_ID`` and ``ACCOUNT_ID`` (a function of the
-request, or its dotted path; in async mode async functions are awaited and sync ones
-run through ``sync_to_async``, so they may query the database), ``FEATURES``,
-``SKIP_PATHS``, ``SKIP_METHODS``, ``ANONYMOUS_COOKIE``, ``NUDGES_HEADER``, ``ENDPOINT``
-and ``SESSION_HEADER``, with the meanings of :class:`uptake.integrations.wsgi.UptakeMiddleware`.
-``STATIC_URL`` and ``MEDIA_URL`` are skipped as well as ``SKIP_PATHS``.
+``UPTAKE`` keys: ``CLIENT`` (required), ``OPTIONS`` (an
+:class:`~uptake.integrations.IntegrationOptions`), and its fields in capitals, which
+replace the ``OPTIONS``' ones: ``USER_ID`` and ``ACCOUNT_ID`` (a function of the request,
+or its dotted path; in async mode async functions are awaited and sync ones run through
+``sync_to_async``, so they may query the database), ``FEATURES``, ``SKIP_PATHS``,
+``SKIP_METHODS``, ``ANONYMOUS_COOKIE``, ``NUDGES_HEADER``, ``ENDPOINT`` and
+``SESSION_HEADER``. ``STATIC_URL`` and ``MEDIA_URL`` are skipped as well as ``SKIP_PATHS``.
 """
 
 from __future__ import annotations
 
 import inspect
-import threading
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
+import attrs
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.conf import settings
 from django.core.exceptions import (
@@ -49,8 +50,6 @@ from django.utils.module_loading import import_string
 from ..client import Client
 from ._core import (
     COOKIE_MAX_AGE,
-    DEFAULT_SKIP_METHODS,
-    DEFAULT_SKIP_PATHS,
     MAX_BODY,
     Integration,
     RequestState,
@@ -59,6 +58,8 @@ from ._core import (
     reset,
 )
 from ._endpoint import incomplete_body
+from ._options import IntegrationOptions, resolve_options
+from ._streaming import Once, defer
 
 __all__ = [
     "UptakeMiddleware",
@@ -67,20 +68,19 @@ __all__ = [
     "default_user_id_async",
 ]
 
-_KEYS = frozenset(
-    {
-        "CLIENT",
-        "USER_ID",
-        "ACCOUNT_ID",
-        "FEATURES",
-        "SKIP_PATHS",
-        "SKIP_METHODS",
-        "ANONYMOUS_COOKIE",
-        "NUDGES_HEADER",
-        "ENDPOINT",
-        "SESSION_HEADER",
-    }
-)
+#: ``settings.UPTAKE`` keys naming :class:`~uptake.integrations.IntegrationOptions` fields.
+_FIELDS = {
+    "USER_ID": "user_id",
+    "ACCOUNT_ID": "account_id",
+    "FEATURES": "features",
+    "SKIP_PATHS": "skip_paths",
+    "SKIP_METHODS": "skip_methods",
+    "ANONYMOUS_COOKIE": "anonymous_cookie",
+    "NUDGES_HEADER": "nudges_header",
+    "ENDPOINT": "endpoint",
+    "SESSION_HEADER": "session_header",
+}
+_KEYS = frozenset({"CLIENT", "OPTIONS", *_FIELDS})
 
 
 def default_user_id(request: Any) -> object:
@@ -152,24 +152,19 @@ class UptakeMiddleware:
                 "UPTAKE['CLIENT'] must be an uptake.Client or its dotted path, not "
                 f"{config.get('CLIENT')!r}"
             )
-        skip_paths = list(config.get("SKIP_PATHS", DEFAULT_SKIP_PATHS))
+        options = _options(config)
+        extra = []
         for name in ("STATIC_URL", "MEDIA_URL"):
             prefix = str(getattr(settings, name, None) or "")
             if prefix.startswith("/") and prefix != "/":
-                skip_paths.append(prefix.rstrip("/") + "/*")
-        self.integration = Integration(
-            client,
-            features=config.get("FEATURES"),
-            skip_paths=skip_paths,
-            skip_methods=config.get("SKIP_METHODS", DEFAULT_SKIP_METHODS),
-            anonymous_cookie=config.get("ANONYMOUS_COOKIE", "uptake_anon"),
-            nudges_header=config.get("NUDGES_HEADER"),
-            endpoint=config.get("ENDPOINT", "/uptake"),
-            session_header=config.get("SESSION_HEADER", "X-Uptake-Session"),
-        )
+                extra.append(prefix.rstrip("/") + "/*")
+        if extra:
+            options = attrs.evolve(options, skip_paths=[*options.skip_paths, *extra])
+        self.options = options
+        self.integration = Integration(client, options)
         default = default_user_id_async if self.async_mode else default_user_id
-        self._user_id: Callable[[Any], object] = _function(config, "USER_ID") or default
-        self._account_id = _function(config, "ACCOUNT_ID")
+        self._user_id: Callable[[Any], object] = options.user_id or default
+        self._account_id = options.account_id
 
     @property
     def dropped(self) -> dict[str, int]:
@@ -211,7 +206,7 @@ class UptakeMiddleware:
                 return response
             finally:
                 record = self._recorder(request, state, response)
-                if record is not None and not _defer(response, record, state):
+                if record is not None and not defer(response, record, state):
                     record()
         finally:
             reset(token)
@@ -337,7 +332,7 @@ class UptakeMiddleware:
         except Exception:
             integration.drop("sdk_error", "decorating the response failed", exc=True)
 
-    def _recorder(self, request: Any, state: RequestState, response: Any) -> _Once | None:
+    def _recorder(self, request: Any, state: RequestState, response: Any) -> Once | None:
         """The one-shot recording of this request, or None when it records nothing."""
         match = getattr(request, "resolver_match", None)
         route_name = getattr(match, "view_name", None) if match is not None else None
@@ -360,94 +355,13 @@ class UptakeMiddleware:
                 error=failed or error,
             )
 
-        return _Once(record)
+        return Once(record)
 
     async def _arecord(self, request: Any, state: RequestState, response: Any) -> None:
         """Record the request (async mode): the rules' store update runs off the loop."""
         record = self._recorder(request, state, response)
-        if record is not None and not _defer(response, record, state):
+        if record is not None and not defer(response, record, state):
             await off_loop(record)
-
-
-class _Once:
-    """Record a request exactly once, whichever of the ends comes first. Thread-safe."""
-
-    __slots__ = ("_done", "_func", "_lock")
-
-    def __init__(self, func: Callable[[bool], None]) -> None:
-        self._func = func
-        self._lock = threading.Lock()
-        self._done = False
-
-    def __call__(self, error: bool = False) -> None:
-        with self._lock:
-            if self._done:
-                return
-            self._done = True
-        self._func(error)
-
-
-def _defer(response: Any, record: _Once, state: RequestState) -> bool:
-    """For a streamed response, record once its body is sent; True if deferred.
-
-    ``streaming_content`` is wrapped (the state published while it is iterated, an
-    exception mid-stream recorded with ``error: true``) and so is ``close()``, which
-    every server calls at the end, also when it sends a file with ``wsgi.file_wrapper``.
-    """
-    if response is None or not getattr(response, "streaming", False):
-        return False
-    try:
-        content = response.streaming_content
-        if getattr(response, "is_async", False):
-            response.streaming_content = _astream(content, record, state)
-        else:
-            response.streaming_content = _stream(content, record, state)
-        close = response.close
-
-        def close_and_record() -> None:
-            try:
-                close()
-            finally:
-                record()
-
-        response.close = close_and_record
-    except Exception:
-        return False
-    return True
-
-
-def _stream(content: Any, record: _Once, state: RequestState) -> Iterator[bytes]:
-    chunks = iter(content)
-    while True:
-        token = _current.set(state)
-        try:
-            chunk = next(chunks)
-        except StopIteration:
-            break
-        except Exception:
-            record(True)
-            raise
-        finally:
-            reset(token)
-        yield chunk
-    record()
-
-
-async def _astream(content: Any, record: _Once, state: RequestState) -> AsyncIterator[bytes]:
-    chunks = aiter(content)
-    while True:
-        token = _current.set(state)
-        try:
-            chunk = await anext(chunks)
-        except StopAsyncIteration:
-            break
-        except Exception:
-            await off_loop(lambda: record(True))
-            raise
-        finally:
-            reset(token)
-        yield chunk
-    await off_loop(record)
 
 
 def _settings() -> Mapping[str, Any]:
@@ -460,6 +374,23 @@ def _settings() -> Mapping[str, Any]:
     if unknown:
         raise ImproperlyConfigured(f"unknown UPTAKE settings {unknown}; known: {sorted(_KEYS)}")
     return config
+
+
+def _options(config: Mapping[str, Any]) -> IntegrationOptions:
+    """The options ``settings.UPTAKE`` gives: ``OPTIONS``, then the keys, which replace."""
+    overrides: dict[str, Any] = {}
+    for key, field in _FIELDS.items():
+        if key in config:
+            overrides[field] = config[key]
+    for key in ("USER_ID", "ACCOUNT_ID"):
+        if key in config:
+            overrides[_FIELDS[key]] = _function(config, key)
+    base = config.get("OPTIONS")
+    if base is not None and not isinstance(base, IntegrationOptions):
+        raise ImproperlyConfigured(
+            f"UPTAKE['OPTIONS'] must be an uptake.integrations.IntegrationOptions, not {base!r}"
+        )
+    return resolve_options(base, **overrides)
 
 
 def _function(config: Mapping[str, Any], key: str) -> Callable[[Any], object] | None:

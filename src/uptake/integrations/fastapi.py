@@ -25,15 +25,20 @@ view, ``await uptake.anudges()`` reads them in a worker thread, off the event lo
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterable, Mapping
-from typing import Annotated
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated
 
+import attrs
 from fastapi import Depends, Request
 
 from ..client import Client
 from . import asgi
-from ._core import DEFAULT_SKIP_METHODS, DEFAULT_SKIP_PATHS, RequestState, logger
+from ._core import RequestState, logger
+from ._options import IntegrationOptions, OptionsKwargs, resolve_options
 from .asgi import ASGIApp, Scope, state_of
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["UptakeMiddleware", "UptakeState", "default_user_id", "uptake_state"]
 
@@ -49,41 +54,35 @@ def default_user_id(request: Request) -> object:
 class UptakeMiddleware(asgi.UptakeMiddleware):
     """:class:`uptake.integrations.asgi.UptakeMiddleware` with functions of the Request.
 
-    ``user_id`` and ``account_id`` receive a Starlette ``Request`` (and may be async);
-    every other argument is the ASGI middleware's.
+    The ``user_id`` and ``account_id`` of the options receive a Starlette ``Request``
+    (and may be async); the default user is ``request.user`` (:func:`default_user_id`).
+    Everything else is the ASGI middleware's: ``options`` an
+    :class:`~uptake.integrations.IntegrationOptions`, or its fields as keyword arguments.
     """
 
     def __init__(
         self,
         app: ASGIApp,
         client: Client,
-        *,
-        user_id: RequestFunction = default_user_id,
-        account_id: RequestFunction | None = None,
-        features: Mapping[str, str] | None = None,
-        skip_paths: Iterable[str] = DEFAULT_SKIP_PATHS,
-        skip_methods: Iterable[str] = DEFAULT_SKIP_METHODS,
-        anonymous_cookie: str | None = "uptake_anon",
-        nudges_header: str | None = None,
-        endpoint: str | None = "/uptake",
-        session_header: str | None = "X-Uptake-Session",
+        options: IntegrationOptions | None = None,
+        **overrides: Unpack[OptionsKwargs],
     ) -> None:
+        given = resolve_options(options, **overrides)
+        user_id = given.user_id or default_user_id
+        account_id = given.account_id
         super().__init__(
             app,
             client,
-            user_id=_of_request(user_id),
-            account_id=None if account_id is None else _of_request(account_id),
-            features=features,
-            skip_paths=skip_paths,
-            skip_methods=skip_methods,
-            anonymous_cookie=anonymous_cookie,
-            nudges_header=nudges_header,
-            endpoint=endpoint,
-            session_header=session_header,
+            attrs.evolve(
+                given,
+                user_id=_of_request(user_id),
+                account_id=None if account_id is None else _of_request(account_id),
+            ),
         )
+        self.options = given
 
 
-def _of_request(func: RequestFunction) -> Callable[[Scope], object]:
+def _of_request(func: Callable[..., object]) -> Callable[[Scope], object]:
     if func is default_user_id:
         return asgi.default_user_id
     if inspect.iscoroutinefunction(func):

@@ -21,15 +21,14 @@ that load the user before calling ``Uptake(app)`` (or read the session, as above
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from flask import Flask, Request, Response, current_app, g, request, session
 
 from ..client import Client
 from ..errors import ConfigurationError
 from ._core import (
-    DEFAULT_SKIP_METHODS,
-    DEFAULT_SKIP_PATHS,
     MAX_BODY,
     Integration,
     RequestState,
@@ -39,6 +38,10 @@ from ._core import (
     reset,
 )
 from ._endpoint import incomplete_body
+from ._options import IntegrationOptions, OptionsKwargs, resolve_options
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["Uptake", "default_user_id"]
 
@@ -64,53 +67,25 @@ class Uptake:
     Args:
         app: The Flask app (or call :meth:`init_app` later, application-factory style).
         client: The :class:`~uptake.Client` events go to.
-        user_id: A function of the request returning the signed-in user's id, or None.
-            Default: :func:`default_user_id`.
-        account_id: A function of the request returning the account's id, or None.
-        features: Routes to feature names: path patterns (``"/reports/*"``) or endpoint
-            names (``"reports.detail"``).
-        skip_paths: Path patterns that record nothing (the ``static`` endpoint never does).
-        skip_methods: Methods that record nothing (``HEAD``, ``OPTIONS``).
-        anonymous_cookie: The cookie holding a visitor's anonymous id (``None``: only
-            signed-in users are tracked).
-        nudges_header: A response header listing the pending nudges' names (off).
-        endpoint: The nudge endpoint's path prefix (``"/uptake"``); ``None``: off.
-        session_header: A request header carrying the front end's session id.
+        options: The settings, an :class:`~uptake.integrations.IntegrationOptions`. Its
+            ``user_id`` and ``account_id`` are functions of the Flask ``Request``; the
+            default user is :func:`default_user_id`. Route names in ``features`` are
+            endpoint names (``"reports.detail"``); the ``static`` endpoint never records.
+        **overrides: Any field of :class:`~uptake.integrations.IntegrationOptions` as a
+            keyword argument (``features=``, ``user_id=``...), replacing ``options``'.
     """
 
     def __init__(
         self,
         app: Flask | None = None,
         client: Client | None = None,
-        *,
-        user_id: Callable[[Request], object] = default_user_id,
-        account_id: Callable[[Request], object] | None = None,
-        features: Mapping[str, str] | None = None,
-        skip_paths: Iterable[str] = DEFAULT_SKIP_PATHS,
-        skip_methods: Iterable[str] = DEFAULT_SKIP_METHODS,
-        anonymous_cookie: str | None = "uptake_anon",
-        nudges_header: str | None = None,
-        endpoint: str | None = "/uptake",
-        session_header: str | None = "X-Uptake-Session",
+        options: IntegrationOptions | None = None,
+        **overrides: Unpack[OptionsKwargs],
     ) -> None:
         self.client = client
-        self._user_id = user_id
-        self._account_id = account_id
-        skip_paths, skip_methods = tuple(skip_paths), tuple(skip_methods)
-
-        def build(client: Client) -> Integration:
-            return Integration(
-                client,
-                features=features,
-                skip_paths=skip_paths,
-                skip_methods=skip_methods,
-                anonymous_cookie=anonymous_cookie,
-                nudges_header=nudges_header,
-                endpoint=endpoint,
-                session_header=session_header,
-            )
-
-        self._build = build
+        self.options = resolve_options(options, **overrides)
+        self._user_id: Callable[[Request], object] = self.options.user_id or default_user_id
+        self._account_id = self.options.account_id
         if app is not None:
             self.init_app(app, client)
 
@@ -122,7 +97,7 @@ class Uptake:
         if _EXTENSION in app.extensions:
             logger.debug("uptake is already installed on %r", app)
             return
-        app.extensions[_EXTENSION] = self._build(client)
+        app.extensions[_EXTENSION] = Integration(client, self.options)
         app.before_request(self._before)
         app.after_request(self._after)
         app.teardown_request(self._teardown)

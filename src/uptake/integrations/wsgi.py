@@ -21,14 +21,12 @@ path) and recorded when the server closes it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
 from ..client import Client
 from ._core import (
-    DEFAULT_SKIP_METHODS,
-    DEFAULT_SKIP_PATHS,
     MAX_BODY,
     Integration,
     RequestState,
@@ -37,9 +35,11 @@ from ._core import (
     reset,
 )
 from ._endpoint import incomplete_body
+from ._options import IntegrationOptions, OptionsKwargs
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+    from typing_extensions import Unpack
 
 __all__ = ["ENVIRON_KEY", "UptakeMiddleware", "default_user_id"]
 
@@ -61,49 +61,25 @@ class UptakeMiddleware:
     Args:
         app: The WSGI application to wrap.
         client: The :class:`~uptake.Client` events go to.
-        user_id: A function of the environ returning the signed-in user's id (str or
-            int) or None. Default: ``REMOTE_USER``. Ids with control characters or
-            longer than 256 characters are dropped (counted in :attr:`dropped`).
-        account_id: A function of the environ returning the account's id, or None.
-        features: Routes to feature names, e.g. ``{"/reports/*": "reports"}``
-            (:mod:`fnmatch` patterns over ``PATH_INFO``).
-        skip_paths: Path patterns that record nothing (static files, health checks).
-        skip_methods: Methods that record nothing (``HEAD``, ``OPTIONS``).
-        anonymous_cookie: The cookie holding a visitor's anonymous id (``None``: only
-            signed-in users are tracked).
-        nudges_header: A response header listing the pending nudges' names (off).
-        endpoint: The nudge endpoint's path prefix (``"/uptake"``); ``None``: off.
-        session_header: A request header carrying the front end's session id.
+        options: The settings, an :class:`~uptake.integrations.IntegrationOptions`. Its
+            ``user_id`` and ``account_id`` are functions of the environ; the default user
+            is ``REMOTE_USER`` (:func:`default_user_id`).
+        **overrides: Any field of :class:`~uptake.integrations.IntegrationOptions` as a
+            keyword argument (``features=``, ``user_id=``...), replacing ``options``'.
     """
 
     def __init__(
         self,
         app: WSGIApplication,
         client: Client,
-        *,
-        user_id: Callable[[WSGIEnvironment], object] = default_user_id,
-        account_id: Callable[[WSGIEnvironment], object] | None = None,
-        features: Mapping[str, str] | None = None,
-        skip_paths: Iterable[str] = DEFAULT_SKIP_PATHS,
-        skip_methods: Iterable[str] = DEFAULT_SKIP_METHODS,
-        anonymous_cookie: str | None = "uptake_anon",
-        nudges_header: str | None = None,
-        endpoint: str | None = "/uptake",
-        session_header: str | None = "X-Uptake-Session",
+        options: IntegrationOptions | None = None,
+        **overrides: Unpack[OptionsKwargs],
     ) -> None:
         self.app = app
-        self.integration = Integration(
-            client,
-            features=features,
-            skip_paths=skip_paths,
-            skip_methods=skip_methods,
-            anonymous_cookie=anonymous_cookie,
-            nudges_header=nudges_header,
-            endpoint=endpoint,
-            session_header=session_header,
-        )
-        self._user_id = user_id
-        self._account_id = account_id
+        self.integration = Integration(client, options, **overrides)
+        self.options = self.integration.options
+        self._user_id: Callable[[WSGIEnvironment], object] = self.options.user_id or default_user_id
+        self._account_id = self.options.account_id
 
     @property
     def dropped(self) -> dict[str, int]:

@@ -1,0 +1,169 @@
+"""Deliver what is queued when the process is told to stop (SIGTERM), keeping its exit.
+
+A process that dies by SIGTERM never runs its ``atexit`` hooks, so the interpreter-exit
+flush never happens: a plain script under ``kill``, a container stopped by ``docker stop``,
+uvicorn (which re-raises the signal after its graceful shutdown). :func:`install_sigterm_flush`
+puts a handler in front of SIGTERM that flushes the live clients with a deadline first,
+then does exactly what would have happened without uptake:
+
+- SIGTERM at its default action (``SIG_DFL``): the handler flushes, restores ``SIG_DFL``
+  and re-delivers the signal, so the process still dies by SIGTERM (exit status -15 as
+  seen by its parent: supervisors, gunicorn's arbiter and shells see no difference).
+- A Python handler the host installed before the first client: the handler flushes, then
+  calls the host's handler with the same arguments (graceful shutdowns keep working).
+- ``SIG_IGN``, or a handler installed outside Python: left alone; uptake installs nothing.
+
+Servers that install their own handler later (uvicorn, gunicorn's workers, asyncio's
+``add_signal_handler``) replace uptake's; when they restore the previous handler and
+re-raise the signal (uvicorn does), uptake's runs then. Only the main thread can install
+a handler; a client built on another thread installs nothing (a later one on the main
+thread does). It is installed at most once per process.
+
+The flush runs on a helper thread while the handler waits for it (at most the longest
+``exit_timeout`` of the live clients, plus a little): the interrupted main thread may hold
+a lock the flush needs, and waiting on it inline would hang the process forever. A second
+SIGTERM while the handler waits stops waiting at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterable
+from types import FrameType
+from typing import Protocol
+
+__all__ = ["Flushable", "install_sigterm_flush"]
+
+logger = logging.getLogger("uptake")
+
+#: Extra time the handler waits past the clients' deadline for the flush thread to return.
+_SLACK_S = 0.5
+
+_install_lock = threading.Lock()
+_installed_pid: int | None = None
+
+
+class Flushable(Protocol):
+    """What the handler needs of a client: a bounded flush and its exit deadline."""
+
+    @property
+    def exit_timeout(self) -> float: ...
+
+    def flush(self, timeout: float = ...) -> bool: ...
+
+
+Handler = Callable[[int, FrameType | None], object]
+
+
+class SigtermFlush:
+    """The SIGTERM handler: flush the live clients, then what the previous handler did.
+
+    Args:
+        clients: Returns the clients to flush, read when the signal arrives.
+        previous: The handler found in place: ``SIG_DFL`` or a Python callable.
+    """
+
+    def __init__(
+        self, clients: Callable[[], Iterable[Flushable]], previous: Handler | signal.Handlers
+    ) -> None:
+        self.clients = clients
+        self.previous = previous
+        self._busy = False
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        if not self._busy:  # a second signal during the flush goes straight on
+            self._busy = True
+            try:
+                self.flush()
+            finally:
+                self._busy = False
+        previous = self.previous
+        if callable(previous):
+            previous(signum, frame)
+            return
+        # The default action: die by the signal, as the process would have without uptake.
+        signal.signal(signum, signal.SIG_DFL)
+        signal.raise_signal(signum)
+
+    def flush(self) -> bool:
+        """Flush every live client on a helper thread; wait at most their longest deadline.
+
+        Returns:
+            True when the flush thread finished in time (whatever it delivered).
+        """
+        try:
+            clients = list(self.clients())
+        except Exception:  # never let uptake break a shutdown
+            logger.exception("uptake: could not list the clients to flush at SIGTERM")
+            return False
+        if not clients:
+            return True
+        timeout = max(_exit_timeout(client) for client in clients)
+        if timeout <= 0:
+            return True
+        done = threading.Event()
+
+        def run() -> None:
+            deadline = time.monotonic() + timeout
+            try:
+                for client in clients:
+                    remaining = min(_exit_timeout(client), deadline - time.monotonic())
+                    if remaining > 0:
+                        client.flush(remaining)
+            except Exception:
+                logger.exception("uptake: error while delivering events at SIGTERM")
+            finally:
+                done.set()
+
+        try:
+            threading.Thread(target=run, name="uptake-sigterm", daemon=True).start()
+        except RuntimeError:  # interpreter shutting down: the exit hook delivers instead
+            return False
+        finished = done.wait(timeout + _SLACK_S)
+        if not finished:
+            logger.warning("uptake: events still queued after %.1f s at SIGTERM", timeout)
+        return finished
+
+
+def install_sigterm_flush(clients: Callable[[], Iterable[Flushable]]) -> bool:
+    """Flush ``clients()`` when SIGTERM arrives, then let the signal do what it did before.
+
+    Call it when a client that sends is created; only the first call on the main thread of
+    each process does anything (see the module's docstring for what is installed when).
+
+    Args:
+        clients: Returns the live clients; called when the signal arrives.
+
+    Returns:
+        True when this call installed the handler.
+    """
+    global _installed_pid
+    pid = os.getpid()
+    if _installed_pid == pid or threading.current_thread() is not threading.main_thread():
+        return False
+    with _install_lock:
+        if _installed_pid == pid:
+            return False
+        _installed_pid = pid
+        try:
+            current = signal.getsignal(signal.SIGTERM)
+        except (AttributeError, ValueError):  # no SIGTERM on this platform
+            return False
+        if isinstance(current, SigtermFlush):  # inherited through fork
+            return False
+        if current is not signal.SIG_DFL and not callable(current):
+            return False  # SIG_IGN, or a handler installed outside Python: leave it
+        try:
+            signal.signal(signal.SIGTERM, SigtermFlush(clients, current))
+        except (ValueError, OSError):  # not allowed here (an embedded interpreter)
+            return False
+        return True
+
+
+def _exit_timeout(client: Flushable) -> float:
+    value = getattr(client, "exit_timeout", 0.0)
+    return float(value) if isinstance(value, (int, float)) else 0.0

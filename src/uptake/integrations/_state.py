@@ -1,0 +1,200 @@
+"""The state of one request, published to the code that handles it.
+
+One :class:`RequestState` per request holds what uptake knows about it. It is published in
+one ContextVar for the length of the request (set, then reset in ``finally``) and mutated
+in place, never re-set, so threads and tasks the request starts see the same object.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import logging
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import attrs
+
+from ..client import Client
+from ..rules.nudges import NudgeFired
+
+if TYPE_CHECKING:
+    from ._core import Integration
+
+__all__ = [
+    "RequestState",
+    "activate",
+    "current_nudges",
+    "current_state",
+    "logger",
+    "off_loop",
+    "reset",
+]
+
+T = TypeVar("T")
+
+logger = logging.getLogger("uptake.integrations")
+
+_NO_NUDGES: list[NudgeFired] = []
+
+
+@attrs.define(eq=False)
+class RequestState:
+    """What uptake knows about the current request.
+
+    Published as ``request.uptake`` (Django), ``g.uptake`` (Flask) and
+    ``request.state.uptake`` (Starlette, FastAPI), and by :func:`current_state`.
+
+    Attributes:
+        user_id: The signed-in user (sanitised), or None.
+        anonymous_id: The visitor's anonymous id (from the cookie), or None.
+        account_id: The account the request acts in, when the host said so.
+        feature: Set it in a view to record that feature for this request, whatever the
+            route mapping says.
+        session_id: The session id the front end sent, if any.
+        skipped: True for requests uptake ignores (static files, health checks, ...).
+    """
+
+    user_id: str | None = None
+    anonymous_id: str | None = None
+    account_id: str | None = None
+    feature: str | None = None
+    session_id: str | None = None
+    skipped: bool = False
+    client: Client | None = attrs.field(default=None, repr=False)
+    #: A fresh anonymous id to store in the cookie with the response.
+    new_anonymous: bool = attrs.field(default=False, repr=False)
+    #: The anonymous id was aliased to the user: drop the cookie with the response.
+    forget_anonymous: bool = attrs.field(default=False, repr=False)
+    _nudges: list[NudgeFired] | None = attrs.field(default=None, init=False, repr=False)
+    _lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, repr=False)
+    _integration: Integration | None = attrs.field(default=None, repr=False, alias="integration")
+
+    @property
+    def subject(self) -> str | None:
+        """The id events are recorded under: the user id, else the anonymous id."""
+        return self.user_id or self.anonymous_id
+
+    @property
+    def nudges(self) -> list[NudgeFired]:
+        """The user's pending nudges, highest priority first.
+
+        Read from the rule store on first access (so routes that never look pay nothing),
+        then kept for the rest of the request: at most one store read per request.
+        Empty for skipped requests, unknown visitors and brand-new anonymous ids. Never
+        raises: a store failure gives an empty list (logged). Thread-safe.
+        """
+        found = self._nudges
+        if found is None:
+            with self._lock:
+                if self._nudges is None:
+                    self._nudges = self._load()
+                found = self._nudges
+        return found
+
+    async def anudges(self) -> list[NudgeFired]:
+        """:attr:`nudges` for async code: the store is read in a worker thread.
+
+        The event loop never waits on the store (a Redis round trip, a busy SQLite file).
+        """
+        if self._nudges is not None:
+            return self._nudges
+        return await off_loop(lambda: self.nudges)
+
+    @property
+    def nudges_loaded(self) -> bool:
+        """True once :attr:`nudges` was read (or there was nothing to read)."""
+        return self._nudges is not None
+
+    def track(self, event: str, properties: Mapping[str, Any] | None = None) -> None:
+        """Record an event for this request's user (or anonymous visitor).
+
+        The user, anonymous id, account and session are the request's. Does nothing for
+        skipped requests and visitors uptake does not track. Thread-safe; never waits on
+        the network.
+
+        Raises:
+            InvalidEventError: an empty or non-string event name, properties that are
+                not a mapping (as :meth:`uptake.Client.track`).
+        """
+        client = self.client
+        if client is None or self.skipped or self.subject is None:
+            return
+        client.track(
+            self.user_id,
+            event,
+            properties,
+            account_id=self.account_id,
+            anonymous_id=self.anonymous_id if self.user_id is None else None,
+            context=None if self.session_id is None else {"sessionId": self.session_id},
+        )
+
+    def _load(self) -> list[NudgeFired]:
+        client = self.client
+        if client is None or self.skipped or self.new_anonymous or self.subject is None:
+            return _NO_NUDGES
+        try:
+            if self.user_id is not None:
+                return client.pending_nudges(self.user_id, account_id=self.account_id)
+            return client.pending_nudges(anonymous_id=self.anonymous_id, account_id=self.account_id)
+        except Exception:
+            if self._integration is not None:
+                self._integration.drop("nudges_error", "reading pending nudges failed")
+            else:
+                logger.exception("reading pending nudges failed")
+            return _NO_NUDGES
+
+
+_current: contextvars.ContextVar[RequestState | None] = contextvars.ContextVar(
+    "uptake_request", default=None
+)
+
+
+def current_state() -> RequestState | None:
+    """The :class:`RequestState` of the request being handled, or None outside one."""
+    return _current.get()
+
+
+def current_nudges() -> list[NudgeFired]:
+    """The current request's pending nudges (``[]`` outside a request).
+
+    Meant as a template helper: Jinja ``{% for nudge in uptake_nudges() %}``.
+    """
+    state = _current.get()
+    return state.nudges if state is not None else []
+
+
+@contextlib.contextmanager
+def activate(state: RequestState) -> Iterator[RequestState]:
+    """Publish ``state`` as the current request's for the block."""
+    token = _current.set(state)
+    try:
+        yield state
+    finally:
+        reset(token)
+
+
+def reset(token: contextvars.Token[RequestState | None]) -> None:
+    """Undo one ``_current.set``; never raises (a token from another context is ignored)."""
+    try:
+        _current.reset(token)
+    except ValueError:  # set in another context (a framework moved the request)
+        _current.set(None)
+
+
+async def off_loop(func: Callable[[], T]) -> T:
+    """Run ``func`` in a worker thread so the event loop serves other requests meanwhile.
+
+    ``func`` sees a copy of the caller's context (:func:`current_state` included). The
+    call is shielded: cancelling the awaiting task (a client that went away) does not
+    cancel ``func``, which still runs exactly once. Without a running asyncio loop (trio)
+    or with its executor shut down, ``func`` runs inline.
+    """
+    try:
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(None, contextvars.copy_context().run, func)
+    except RuntimeError:
+        return func()
+    return await asyncio.shield(future)
