@@ -5,7 +5,8 @@ from __future__ import annotations
 import datetime as dt
 
 import uptake
-from uptake.testing import LoopbackCollector, capture_events
+from uptake.integrations import IntegrationOptions
+from uptake.testing import LoopbackCollector, MockTransport, capture_events
 
 
 def on_error(error: uptake.DeliveryError) -> None:
@@ -47,3 +48,10 @@ with capture_events(client) as events:
 with LoopbackCollector(write_key="wk") as collector:
     url: str = collector.url
     ok: bool = collector.wait_for_events(1, timeout=1.0)
+
+mock = MockTransport(lambda batch: 200 if batch else None)
+tested = uptake.Client(transport=mock)
+sent: list[dict[str, object]] = [dict(e) for e in mock.events]
+store: uptake.Store = uptake.MemoryStore()
+replayed: uptake.ReplayResult = tested.replay([])
+options = IntegrationOptions(skip_paths=["/health"])
