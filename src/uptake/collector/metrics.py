@@ -159,6 +159,8 @@ class Report:
     accounts_engagement: tuple[AccountStat, ...]
     nudges: tuple[NudgeStat, ...]
     timezone: str
+    #: ``skipped`` by reason, most frequent first (see ``sources.SKIP_REASONS``).
+    skipped_by: tuple[tuple[str, int], ...] = ()
 
 
 def compute(
