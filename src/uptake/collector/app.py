@@ -234,7 +234,7 @@ def create_app(
 
     async def health(send: Send) -> None:
         def read() -> tuple[int, dict[str, int]]:
-            return len(store), store.rejected()
+            return store.stored(), store.rejected()
 
         count, rejected = await asyncio.to_thread(read)
         await _reply(send, 200, {"status": "ok", "events": count, "rejected": rejected})

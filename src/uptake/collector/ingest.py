@@ -42,6 +42,7 @@ __all__ = [
     "format_time",
     "inflate",
     "read_body",
+    "read_time",
 ]
 
 #: The Segment event types.
@@ -116,13 +117,50 @@ class Ingested:
     """What a body held: the rows to store, the rejected events, and the write key sent in
     the body (``writeKey``, Segment's alternative to HTTP Basic auth), if any."""
 
-    __slots__ = ("events", "rejected", "rows", "write_key")
+    __slots__ = (
+        "_deferred",
+        "_received",
+        "_received_at",
+        "events",
+        "rejected",
+        "rows",
+        "write_key",
+    )
 
-    def __init__(self) -> None:
+    def __init__(self, received_at: float) -> None:
         self.rows: list[Row] = []
         self.rejected: list[Rejection] = []
         self.events = 0
         self.write_key: object = None
+        self._received_at = received_at
+        self._received = format_time(received_at)
+        # Events whose time needs the batch's sentAt, which may follow the batch.
+        self._deferred: list[tuple[int, _Pending]] = []
+
+    def _add(self, outcome: _Pending | Rejection, index: int) -> None:
+        if isinstance(outcome, Rejection):
+            self.rejected.append(outcome)
+        elif outcome.timestamp is None and outcome.original is not None and not outcome.sent_at:
+            self._deferred.append((index, outcome))
+        else:  # stored as a row of strings and numbers at once: nothing for the GC to track
+            self._place(index, outcome, None)
+
+    def _place(self, index: int, pending: _Pending, batch_sent_at: float | None) -> None:
+        row = _finish(pending, batch_sent_at, self._received_at, self._received)
+        if row is None:
+            self.rejected.append(
+                Rejection(
+                    index, pending.message_id, "bad_timestamp", "the event time is out of range"
+                )
+            )
+        else:
+            self.rows.append(row)
+
+    def _close(self, batch_sent_at: float | None) -> None:
+        for index, pending in self._deferred:
+            self._place(index, pending, batch_sent_at)
+        self._deferred = []
+        self.rejected.sort(key=lambda r: r.index)
 
     def reasons(self) -> Counter[str]:
         """How many events were rejected, by reason code."""
@@ -208,18 +246,41 @@ def format_time(seconds: float) -> str:
     return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def read_time(value: object) -> float | None:
+    """Epoch seconds of an event time, by :func:`uptake.definitions.parse_time`, with the
+    SDKs' own form (UTC, ``Z``) read the fast way; None when it is not a finite time."""
+    if type(value) is str and value[10:11] == "T" and value[-1:] == "Z":
+        try:  # Python 3.11+ reads "Z"; the shared parser is a few times slower
+            return datetime.fromisoformat(value).timestamp()
+        except ValueError:
+            pass
+    seconds = parse_time(value)
+    return seconds if seconds is not None and math.isfinite(seconds) else None
+
+
 def _time_field(event: Mapping[str, Any], field: str) -> tuple[float | None, str | None]:
     """(epoch seconds, None) for a usable time field or an absent one ((None, None)); else
     (None, the problem)."""
     value = event.get(field)
     if value is None:
         return None, None
-    if not isinstance(value, str):
+    if type(value) is not str:
         return None, f"{field} must be an ISO 8601 string, not {type(value).__name__}"
-    seconds = parse_time(value)
+    seconds = read_time(value)
     if seconds is None:
         return None, f"{field} is not an ISO 8601 date-time"
     return seconds, None
+
+
+def _canonical(text: object) -> bool:
+    """Whether a time is already written as the collector writes it (UTC, ms, "Z")."""
+    return (
+        type(text) is str
+        and len(text) == 24
+        and text[10] == "T"
+        and text[19] == "."
+        and text[23] == "Z"
+    )
 
 
 class _Pending:
@@ -235,6 +296,7 @@ class _Pending:
         "message_id",
         "original",
         "sent_at",
+        "stamp",
         "timestamp",
         "user",
     )
@@ -245,12 +307,14 @@ class _Pending:
         kind: str,
         names: tuple[str | None, str | None, str | None, str | None],
         times: tuple[float | None, float | None, float | None],
+        stamp: object,
         body: str,
     ) -> None:
         self.message_id = message_id
         self.kind = kind
         self.event, self.user, self.anonymous, self.group = names
         self.timestamp, self.original, self.sent_at = times
+        self.stamp = stamp  # the timestamp as sent, when valid
         self.body = body  # the event's JSON without the fields the collector sets
 
 
@@ -318,7 +382,7 @@ def _check(event: Any, index: int, kind: str | None) -> _Pending | Rejection:
         event.pop("messageId", None)
     event["type"] = kind
     try:
-        body = json.dumps(event, separators=(",", ":"), allow_nan=False, default=_unserializable)
+        body = _ENCODER.encode(event)
     except (TypeError, ValueError):
         where = _non_finite_path(event)
         return reject(
@@ -337,13 +401,23 @@ def _check(event: Any, index: int, kind: str | None) -> _Pending | Rejection:
         > MAX_EVENT
     ):
         return reject("too_large", f"the event is over {MAX_EVENT // 1024} KB of JSON")
+    stamp = event.get("timestamp") if timestamp is not None else None
     return _Pending(
-        message_id, kind, (name, user, anonymous, group), (timestamp, original, sent_at), body
+        message_id,
+        kind,
+        (name, user, anonymous, group),
+        (timestamp, original, sent_at),
+        stamp,
+        body,
     )
 
 
 def _unserializable(value: object) -> Any:
     raise TypeError(f"{value!r} is not JSON")
+
+
+# ASCII JSON (a lone surrogate survives as an escape); refuses NaN, Infinity and _NONFINITE.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False, default=_unserializable)
 
 
 def _non_finite_path(value: object, path: str = "") -> str | None:
@@ -365,23 +439,32 @@ def _short(text: str, limit: int = 40) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def _finish(pending: _Pending, batch_sent_at: float | None, received_at: float) -> Row | None:
+def _finish(
+    pending: _Pending, batch_sent_at: float | None, received_at: float, received: str
+) -> Row | None:
     """The row to store, its time fixed by Segment's rule; None when that time is out of
     the range a date can be written in (a clock skew of millennia)."""
     sent_at = pending.sent_at if pending.sent_at is not None else batch_sent_at
     when = event_time(pending.timestamp, pending.original, sent_at, received_at)
-    try:
-        iso = format_time(when)
-    except (ValueError, OverflowError, OSError):
-        return None
-    message_id = pending.message_id or str(uuid.uuid4())
-    added = {"messageId": message_id} if pending.message_id is None else {}
+    if _canonical(pending.stamp):
+        iso = str(pending.stamp)
+    else:
+        try:
+            iso = format_time(when)
+        except (ValueError, OverflowError, OSError):
+            return None
+    # The fields the collector sets go first: plain ASCII, no escaping needed.
+    message_id = pending.message_id
+    if message_id is None:
+        message_id = str(uuid.uuid4())
+        prefix = f'{{"messageId":"{message_id}",'
+    else:
+        prefix = "{"
     if pending.timestamp is None:
-        added["timestamp"] = iso
-    added["receivedAt"] = format_time(received_at)
-    prefix = json.dumps(added, separators=(",", ":"))
+        prefix += f'"timestamp":"{iso}",'
+    prefix += f'"receivedAt":"{received}"'
     body = pending.body
-    body = prefix[:-1] + ("," + body[1:] if body != "{}" else "}")
+    body = prefix + ("," + body[1:] if body != "{}" else "}")
     return (
         message_id,
         received_at,
@@ -424,8 +507,8 @@ def read_body(body: bytes | str, *, received_at: float, single: str | None = Non
     """
     text = decode(body) if isinstance(body, bytes) else body
     del body
-    result = Ingested()
-    pending: list[tuple[int, _Pending]] = []
+    result = Ingested(received_at)
+    batch_sent_at = None
     try:
         if single is not None:
             event, end = _DECODER.raw_decode(text, _skip(text, 0))
@@ -434,39 +517,16 @@ def read_body(body: bytes | str, *, received_at: float, single: str | None = Non
                 raise Refused(400, "invalid_request", "body must be a JSON object (one event)")
             result.write_key = event.pop("writeKey", None)
             result.events = 1
-            batch_sent_at = None
-            _add(_check(event, 0, single), 0, result, pending)
+            result._add(_check(event, 0, single), 0)
         else:
-            fields = _read_batch(text, result, pending)
+            fields = _read_batch(text, result)
             result.write_key = fields.get("writeKey")
-            batch_sent_at = None
             if isinstance(fields.get("sentAt"), str):
-                batch_sent_at = parse_time(fields["sentAt"])
+                batch_sent_at = read_time(fields["sentAt"])
     except (ValueError, RecursionError) as exc:
         raise Refused(400, "invalid_json", f"body is not JSON: {_short(str(exc), 120)}") from None
-    rows = result.rows
-    for index, item in pending:
-        row = _finish(item, batch_sent_at, received_at)
-        if row is None:
-            result.rejected.append(
-                Rejection(index, item.message_id, "bad_timestamp", "the event time is out of range")
-            )
-        else:
-            rows.append(row)
-    result.rejected.sort(key=lambda r: r.index)
+    result._close(batch_sent_at)
     return result
-
-
-def _add(
-    outcome: _Pending | Rejection,
-    index: int,
-    result: Ingested,
-    pending: list[tuple[int, _Pending]],
-) -> None:
-    if isinstance(outcome, Rejection):
-        result.rejected.append(outcome)
-    else:
-        pending.append((index, outcome))
 
 
 def _end(text: str, pos: int) -> None:
@@ -474,7 +534,7 @@ def _end(text: str, pos: int) -> None:
         raise ValueError(f"extra data after the JSON value at char {pos}")
 
 
-def _read_batch(text: str, result: Ingested, pending: list[tuple[int, _Pending]]) -> dict[str, Any]:
+def _read_batch(text: str, result: Ingested) -> dict[str, Any]:
     """Walk ``{"batch": [...], ...}`` checking each event as it is decoded; the other
     top-level fields are returned."""
     decode = _DECODER.raw_decode
@@ -500,7 +560,7 @@ def _read_batch(text: str, result: Ingested, pending: list[tuple[int, _Pending]]
                 if seen_batch:
                     raise Refused(400, "invalid_request", 'body has "batch" twice')
                 seen_batch = True
-                pos = _read_events(text, pos + 1, result, pending)
+                pos = _read_events(text, pos + 1, result)
             else:
                 fields[key], pos = decode(text, pos)
             pos = _skip(text, pos)
@@ -517,15 +577,16 @@ def _read_batch(text: str, result: Ingested, pending: list[tuple[int, _Pending]]
     return fields
 
 
-def _read_events(text: str, pos: int, result: Ingested, pending: list[tuple[int, _Pending]]) -> int:
+def _read_events(text: str, pos: int, result: Ingested) -> int:
     decode = _DECODER.raw_decode
+    add = result._add
     pos = _skip(text, pos)
     if text[pos : pos + 1] == "]":
         return pos + 1
     index = 0
     while True:
         event, pos = decode(text, pos)
-        _add(_check(event, index, None), index, result, pending)
+        add(_check(event, index, None), index)
         index += 1
         pos = _skip(text, pos)
         char = text[pos : pos + 1]

@@ -10,9 +10,11 @@ hold them, or memory, for ever.
 
 from __future__ import annotations
 
+import gc
 import inspect
 import os
 import socket
+import sys
 import threading
 from collections.abc import Sequence
 from types import TracebackType
@@ -38,6 +40,12 @@ __all__ = [
 HEADER_TIMEOUT = 10.0
 #: Largest request head (request line and headers), in bytes.
 MAX_HEADER_BYTES = 64 * 1024
+#: The interpreter's thread switch interval in a collector process, in seconds (Python's
+#: default is 0.005). The threads that parse bodies hold the interpreter lock between
+#: events; the event loop waits up to this long for it each time it wakes, several times
+#: per request, so a shorter interval keeps ``/health`` and small requests quick while
+#: large batches are being read.
+SWITCH_INTERVAL = 0.001
 
 _TIMED_OUT = b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
 _TOO_LARGE = (
@@ -148,8 +156,14 @@ class AppFactory:
         self.options = dict(options)
 
     def __call__(self) -> ASGIApp:
+        sys.setswitchinterval(SWITCH_INTERVAL)  # a process of its own: see SWITCH_INTERVAL
         store = EventStore(self.db)
-        return create_app(store, self.write_keys, close_store=True, **self.options)
+        app = create_app(store, self.write_keys, close_store=True, **self.options)
+        # What was loaded so far lives as long as the process: full collections, which
+        # hold the interpreter lock, need not walk it again and again.
+        gc.collect()
+        gc.freeze()
+        return app
 
 
 def log_config(level: str = "info") -> dict[str, Any]:

@@ -16,12 +16,11 @@ import sqlite3
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ..definitions import OWN_EVENTS, parse_time
-from .ingest import event_time
+from ..definitions import OWN_EVENTS
+from .ingest import event_time, read_time
 from .metrics import Record
 
 __all__ = ["SKIP_REASONS", "Source", "from_events", "from_jsonl", "from_store"]
@@ -109,15 +108,7 @@ _EARLIEST = 631_152_000.0
 _AHEAD = 2 * 86_400.0
 
 
-def _time(value: object) -> float | None:
-    """Epoch seconds of an event timestamp; the SDK's own form (UTC, ``Z``) the fast way."""
-    if type(value) is str and value[10:11] == "T" and value[-1:] == "Z":
-        try:  # Python 3.11+ reads "Z"; the general parser below is a few times slower
-            return datetime.fromisoformat(value).timestamp()
-        except ValueError:
-            pass
-    seconds = parse_time(value)
-    return seconds if seconds is not None and math.isfinite(seconds) else None
+_time = read_time
 
 
 def _finite(value: object) -> float | None:
