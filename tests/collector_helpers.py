@@ -7,8 +7,10 @@ import os
 import re
 import select
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -132,3 +134,66 @@ def _announced_url(process: subprocess.Popen[bytes], timeout: float) -> str:
         process.kill()
         raise AssertionError(f"uptake serve did not start: {line!r}")
     return f"http://{match.group(1)}:{match.group(2)}"
+
+
+class DroppingProxy:
+    """A TCP proxy on 127.0.0.1 in front of a collector that closes the client's
+    connection instead of passing on the first ``drops`` responses: the collector has
+    stored the batch (it answers only after its commit), the client never hears so, and
+    retries it. As a response lost on the network would."""
+
+    def __init__(self, upstream_port: int, drops: int) -> None:
+        self.upstream_port = upstream_port
+        self.drops = drops
+        self.dropped = 0
+        self._lock = threading.Lock()
+        self._listener = socket.socket()
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(16)
+        self._listener.settimeout(0.2)
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+
+    def __enter__(self) -> DroppingProxy:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        self._listener.close()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except (TimeoutError, OSError):
+                continue
+            upstream = socket.create_connection(("127.0.0.1", self.upstream_port), timeout=30)
+            threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
+            threading.Thread(target=self._answer, args=(upstream, client), daemon=True).start()
+
+    def _pump(self, source: socket.socket, target: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                target.sendall(data)
+        with contextlib.suppress(OSError):
+            target.shutdown(socket.SHUT_WR)
+
+    def _answer(self, upstream: socket.socket, client: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := upstream.recv(65536):
+                with self._lock:
+                    drop = self.dropped < self.drops
+                    if drop:
+                        self.dropped += 1
+                if drop:  # the collector has answered, so it has stored: lose the answer
+                    for side in (client, upstream):  # (shutdown: the pump thread is in recv)
+                        with contextlib.suppress(OSError):
+                            side.shutdown(socket.SHUT_RDWR)
+                        side.close()
+                    return
+                client.sendall(data)
+        with contextlib.suppress(OSError):
+            client.close()
