@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import threading
 import time
 import zlib
@@ -192,3 +193,42 @@ def test_sigterm_stops_the_collector_cleanly(tmp_path: Path, workers: str) -> No
     log = served.log_text()
     assert log.count("Application shutdown complete") == int(workers)
     assert "Traceback" not in log
+
+
+def test_kill_9_loses_nothing_acknowledged(tmp_path: Path) -> None:
+    acknowledged: list[str] = []
+    lock = threading.Lock()
+    with serve(tmp_path) as served:
+
+        def send(tag: int) -> None:
+            with httpx.Client(timeout=10) as client:
+                for n in range(10_000):
+                    ids = [f"{tag}-{n}-{i}" for i in range(100)]
+                    batch = [
+                        {"type": "track", "event": "E", "userId": "u", "messageId": m} for m in ids
+                    ]
+                    try:
+                        response = client.post(
+                            f"{served.url}/v1/batch", json={"batch": batch}, headers=AUTH
+                        )
+                    except httpx.HTTPError:
+                        return  # the collector is gone
+                    if response.status_code == 200:
+                        with lock:
+                            acknowledged.extend(ids)
+
+        senders = [threading.Thread(target=send, args=(k,)) for k in range(4)]
+        for sender in senders:
+            sender.start()
+        deadline = time.monotonic() + 30
+        while len(acknowledged) < 20_000 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        served.process.kill()  # SIGKILL, mid-stream
+        served.process.wait(30)
+        for sender in senders:
+            sender.join(30)
+    assert len(acknowledged) >= 20_000
+    with sqlite3.connect(tmp_path / "events.db") as conn:
+        stored = {row[0] for row in conn.execute("SELECT message_id FROM events")}
+    missing = set(acknowledged) - stored
+    assert not missing, f"{len(missing)} acknowledged events lost"

@@ -1,7 +1,7 @@
 """The reference collector (``uptake serve``): needs the ``collector`` extra (uvicorn).
 
 It speaks Segment's HTTP tracking API and stores events in SQLite; the engagement report
-(``uptake report``) reads what it stored. It never imports the SDK's client.
+(``uptake report``) reads what it stored. None of its modules imports the SDK's client.
 """
 
 from .app import MAX_BODY, MAX_IN_FLIGHT, MAX_INFLATED, create_app
