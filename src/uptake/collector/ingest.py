@@ -140,7 +140,7 @@ class Ingested:
     def _add(self, outcome: _Pending | Rejection, index: int) -> None:
         if isinstance(outcome, Rejection):
             self.rejected.append(outcome)
-        elif outcome.timestamp is None and outcome.original is not None and not outcome.sent_at:
+        elif outcome.timestamp is None and outcome.original is not None and outcome.sent_at is None:
             self._deferred.append((index, outcome))
         else:  # stored as a row of strings and numbers at once: nothing for the GC to track
             self._place(index, outcome, None)
