@@ -50,10 +50,11 @@ def main() -> int:
     url = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory() as tmp:
         db = os.path.join(tmp, "events.db")
-        command = ["serve", "--port", str(port), "--db", db, "--write-key", KEY]
+        command = ["serve", "--port", str(port), "--db", db]
         server = subprocess.Popen(
             [sys.executable, "-m", "uptake.cli", *command],
             stdout=subprocess.DEVNULL,
+            env={**os.environ, "UPTAKE_WRITE_KEY": KEY, "UPTAKE_WRITE_KEY_FILE": ""},
         )
         try:
             deadline = time.monotonic() + 30

@@ -445,8 +445,8 @@ def test_the_report_command_reads_a_collector_store(
     assert "not a collector's event store" in capsys.readouterr().err
     garbage = tmp_path / "garbage.bin"
     garbage.write_bytes(b"\x00\xff" * 100)
-    assert main(["report", str(garbage), "--out", str(out)]) == 0  # read as JSONL: skipped
-    assert "no activity to report (0 events, 1 skipped)" in capsys.readouterr().out
+    assert main(["report", str(garbage), "--out", str(out)]) == 2  # not an event source
+    assert "nor a JSONL export" in capsys.readouterr().err
 
 
 def track(user: str, event: str, at: str, **extra: Any) -> dict[str, Any]:

@@ -1,16 +1,15 @@
-"""The ``uptake`` command.
+"""The ``uptake`` command (see :data:`HELP` for what it prints as help).
 
     uptake replay EVENTS.jsonl --client myapp.analytics:client
-    uptake serve --write-key wk_123 [--host 127.0.0.1] [--port 8787] [--db uptake-events.db]
+    uptake serve [--host 127.0.0.1] [--port 8787] [--db uptake-events.db] [--workers N]
     uptake report [uptake-events.db | EVENTS.jsonl] [--out uptake-report.html]
     uptake demo [--seed 7]
 
-``replay`` feeds past events (one wire-format JSON object per line) to your configured
-client's :meth:`~uptake.Client.replay`, so its store starts with the right milestones. The
-client is found the way gunicorn finds an app: ``module:attribute``. ``serve`` runs the
-reference collector (the ``collector`` extra: uvicorn) that stores what clients send.
-``report`` builds the engagement report from what it stored (or from an export), and
-``demo`` runs a simulated product through a client and a collector to such a report.
+``serve`` takes its write keys from ``$UPTAKE_WRITE_KEY``, a file (``--write-key-file``
+or ``$UPTAKE_WRITE_KEY_FILE``, one key a line) or ``--write-key`` (visible to every user
+of the machine in ``ps``). A mistake on the command line, a missing folder, a busy port or
+a file that is not an event source ends in one line on stderr and exit status 2, never a
+traceback.
 """
 
 from __future__ import annotations
@@ -19,22 +18,46 @@ import argparse
 import importlib
 import json
 import os
+import socket
 import sqlite3
 import sys
 import time
 from collections.abc import Iterator, Sequence
 from datetime import date
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-import attrs
+from ._version import __version__
 
-from .client import Client
-from .stores.memory import MemoryStore
+if TYPE_CHECKING:
+    from .client import Client
 
 __all__ = ["main"]
 
+#: The top-level help, as plain text.
+HELP = """\
+In-app engagement tracking: the uptake command.
+
+  uptake replay EVENTS.jsonl --client myapp.analytics:client
+      rebuild milestone state from past events through your configured client
+  uptake serve [--port 8787] [--db uptake-events.db] [--workers N]
+      run the reference collector (Segment's HTTP API) that stores what clients send;
+      write keys from $UPTAKE_WRITE_KEY or --write-key-file
+  uptake report [uptake-events.db | EVENTS.jsonl] [--out uptake-report.html]
+      the engagement report from what the collector stored, or from an export
+  uptake demo
+      a simulated product through a client and a collector to such a report
+
+serve, report and demo need the collector extra: pip install 'uptake[collector]'.
+"""
+
+
+class _UsageError(Exception):
+    """A mistake of the user's: one line on stderr, exit status 2."""
+
 
 def _load_client(spec: str) -> Client:
+    from .client import Client
+
     module_name, _, attribute = spec.partition(":")
     if not module_name or not attribute:
         raise SystemExit(f"uptake: --client must look like 'package.module:name', not {spec!r}")
@@ -100,6 +123,8 @@ def _replay(args: argparse.Namespace) -> int:
     if args.file != "-" and not os.path.isfile(args.file):
         print(f"uptake: no such file: {args.file}", file=sys.stderr)
         return 2
+    from .stores.memory import MemoryStore
+
     client = _load_client(args.client)
     if isinstance(client._store, MemoryStore):
         print(
@@ -126,10 +151,14 @@ def _replay(args: argparse.Namespace) -> int:
     return 1 if result.read and not result.applied else 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``uptake`` command."""
-    parser = argparse.ArgumentParser(prog="uptake", description=__doc__.split("\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="uptake",
+        description=HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"uptake {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     replay = commands.add_parser(
         "replay", help="rebuild milestone state from a JSONL export of past events"
     )
@@ -140,15 +169,52 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="where your configured client is, as 'package.module:name' (or a factory)",
     )
     replay.add_argument("--quiet", action="store_true", help="no progress bar")
-    serve = commands.add_parser("serve", help="run the reference collector (POST /v1/batch)")
+    serve = commands.add_parser(
+        "serve",
+        help="run the reference collector (Segment's HTTP API)",
+        description="Run the reference collector: Segment's HTTP tracking API (/v1/batch, "
+        "/v1/import, /v1/track, /v1/identify, /v1/group, /v1/page, /v1/screen, /v1/alias) "
+        "storing into a SQLite file. Write keys come from $UPTAKE_WRITE_KEY (several "
+        "separated by commas), a file of keys (--write-key-file or $UPTAKE_WRITE_KEY_FILE, "
+        "one a line) or --write-key.",
+    )
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8787, help="port (8787)")
+    serve.add_argument("--port", type=int, default=8787, help="port (8787; 0 for any free one)")
     serve.add_argument("--db", default="uptake-events.db", help="SQLite file for the events")
+    serve.add_argument(
+        "--workers", type=int, default=1, help="processes serving the port and sharing --db (1)"
+    )
+    serve.add_argument(
+        "--write-key-file",
+        metavar="PATH",
+        help="a file of write keys, one a line, # comments (default: $UPTAKE_WRITE_KEY_FILE)",
+    )
     serve.add_argument(
         "--write-key",
         action="append",
         default=[],
-        help="a key clients may send (repeatable; default: $UPTAKE_WRITE_KEY)",
+        help="a key clients may send (repeatable); visible to other users in ps: prefer "
+        "$UPTAKE_WRITE_KEY or --write-key-file",
+    )
+    serve.add_argument(
+        "--header-timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="longest time for a request's headers to arrive (10)",
+    )
+    serve.add_argument(
+        "--body-timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="longest time for a request's body to arrive (30)",
+    )
+    serve.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="info: one access-log line per request on stderr (info)",
     )
     report = commands.add_parser(
         "report", help="the engagement report from stored events (HTML and a summary)"
@@ -182,14 +248,51 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--out", default="uptake-report.html", help="HTML file to write")
     demo.add_argument("--db", help="keep the collector's events in this SQLite file")
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
-    args = parser.parse_args(argv)
-    if args.command == "serve":
-        return _serve(args)
-    if args.command == "report":
-        return _report(args)
-    if args.command == "demo":
-        return _demo(args)
-    return _replay(args)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``uptake`` command; return its exit status."""
+    args = _parser().parse_args(argv)
+    commands = {"serve": _serve, "report": _report, "demo": _demo, "replay": _replay}
+    try:
+        status = commands[args.command](args)
+        sys.stdout.flush()  # a closed pipe shows here, not at exit
+        return status
+    except _UsageError as exc:
+        print(f"uptake: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # uptake report ... | head: the reader has all it wanted
+        _quiet_stdout()
+        return 0
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's last flush does not complain
+    about the closed pipe."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # stdout is not a file (captured by a test, say)
+        pass
+
+
+def _needs_extra(command: str, *modules: str) -> None:
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            raise _UsageError(
+                f"{command} needs the collector extra: pip install 'uptake[collector]'"
+            ) from None
+
+
+def _folder_of(path: str, what: str) -> None:
+    """Refuse a path whose folder does not exist (before any work is done)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise _UsageError(f"cannot write {what} {path}: no folder {folder}")
 
 
 def _day(text: str | None) -> date | None:
@@ -202,12 +305,10 @@ def _day(text: str | None) -> date | None:
 
 
 def _report(args: argparse.Namespace) -> int:
-    try:
-        import plotly  # noqa: F401
-    except ImportError:
-        print("uptake: report needs the collector extra: pip install 'uptake[collector]'")
-        return 2
+    _needs_extra("report", "plotly")
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    import attrs
 
     from .collector.metrics import compute
     from .collector.report import render_html, summary
@@ -225,8 +326,8 @@ def _report(args: argparse.Namespace) -> int:
     if not os.path.isfile(args.source):
         print(f"uptake: no such file: {args.source}", file=sys.stderr)
         return 2
-    with open(args.source, "rb") as handle:
-        is_sqlite = handle.read(16) == b"SQLite format 3\x00"
+    _folder_of(args.out, "the report to")
+    is_sqlite = _is_event_source(args.source)
     engagement = Engagement(core_features=args.core_feature or None, touchpoints=args.touchpoint)
     started = time.monotonic()
     try:
@@ -235,24 +336,54 @@ def _report(args: argparse.Namespace) -> int:
     except sqlite3.DatabaseError as exc:
         print(f"uptake: {args.source} is not a collector's event store: {exc}", file=sys.stderr)
         return 2
-    report = attrs.evolve(report, skipped=source.skipped)
+    report = attrs.evolve(
+        report, skipped=source.skipped, skipped_by=tuple(source.skipped_by.most_common())
+    )
     page = render_html(report, title=f"uptake engagement report: {os.path.basename(args.source)}")
-    with open(args.out, "w", encoding="utf-8") as out:
-        out.write(page)
+    try:
+        with open(args.out, "w", encoding="utf-8") as out:
+            out.write(page)
+    except OSError as exc:
+        raise _UsageError(f"cannot write the report to {args.out}: {exc.strerror}") from None
     for line in summary(report):
         print(line)
     print(f"wrote {args.out} in {time.monotonic() - started:.1f}s")
     return 0
 
 
+def _is_event_source(path: str) -> bool:
+    """True for a SQLite file, False for what looks like a JSONL export.
+
+    Raises:
+        _UsageError: neither (its first line is not a JSON object).
+    """
+    with open(path, "rb") as handle:
+        if handle.read(16) == b"SQLite format 3\x00":
+            return True
+        handle.seek(0)
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                first = json.loads(line)
+            except (ValueError, RecursionError):
+                first = None
+            if not isinstance(first, dict):
+                raise _UsageError(
+                    f"{path} is neither a collector's event store (SQLite) nor a JSONL "
+                    f"export of events: line {number} is not a JSON object"
+                )
+            break
+    return False
+
+
 def _demo(args: argparse.Namespace) -> int:
-    try:
-        import plotly  # noqa: F401
-        import uvicorn  # noqa: F401
-    except ImportError:
-        print("uptake: demo needs the collector extra: pip install 'uptake[collector]'")
-        return 2
+    _needs_extra("demo", "plotly", "uvicorn")
     from .demo import run_demo
+
+    _folder_of(args.out, "the report to")
+    if args.db is not None:
+        _folder_of(args.db, "the events to")
 
     try:
         result = run_demo(
@@ -264,7 +395,7 @@ def _demo(args: argparse.Namespace) -> int:
             db=args.db,
             progress=not args.quiet,
         )
-    except ValueError as exc:
+    except (ValueError, OSError, sqlite3.Error) as exc:
         print(f"uptake: {exc}", file=sys.stderr)
         return 2
     print(f"done in {result.seconds:.1f}s")
@@ -272,26 +403,101 @@ def _demo(args: argparse.Namespace) -> int:
     return 0 if lost == 0 else 1
 
 
-def _serve(args: argparse.Namespace) -> int:
-    try:
-        import uvicorn
-    except ImportError:
-        print("uptake: serve needs the collector extra: pip install 'uptake[collector]'")
-        return 2
-    from .collector import EventStore, create_app
-
-    keys = args.write_key or [k for k in [os.environ.get("UPTAKE_WRITE_KEY")] if k]
+def _write_keys(args: argparse.Namespace) -> list[str]:
+    """The keys from the command line (--write-key, --write-key-file), else from the
+    environment ($UPTAKE_WRITE_KEY_FILE, $UPTAKE_WRITE_KEY)."""
+    keys = list(args.write_key)
+    if args.write_key_file:
+        keys += _keys_in(args.write_key_file)
     if not keys:
-        print("uptake: give --write-key (or set UPTAKE_WRITE_KEY)", file=sys.stderr)
-        return 2
+        path = os.environ.get("UPTAKE_WRITE_KEY_FILE")
+        if path:
+            keys += _keys_in(path)
+        keys += [k.strip() for k in os.environ.get("UPTAKE_WRITE_KEY", "").split(",")]
+        keys = [k for k in keys if k]
+    if not keys:
+        raise _UsageError(
+            "no write key: set UPTAKE_WRITE_KEY, or give --write-key-file (or --write-key)"
+        )
     if not all(k.strip() for k in keys):
-        print("uptake: a write key cannot be empty", file=sys.stderr)
-        return 2
-    store = EventStore(args.db)
-    print(f"uptake collector on http://{args.host}:{args.port}/v1/batch, storing into {args.db}")
-    uvicorn.run(create_app(store, keys), host=args.host, port=args.port, log_level="warning")
-    store.close()
-    return 0
+        raise _UsageError("a write key cannot be empty")
+    return keys
+
+
+def _keys_in(path: str) -> list[str]:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            lines = [line.strip() for line in handle]
+    except OSError as exc:
+        raise _UsageError(f"cannot read write keys from {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise _UsageError(f"cannot read write keys from {path}: not UTF-8 text") from None
+    keys = [line for line in lines if line and not line.startswith("#")]
+    if not keys:
+        raise _UsageError(f"no write key in {path}")
+    return keys
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A socket bound to host:port, checked before anything else is created."""
+    if not 0 <= port <= 65535:
+        raise _UsageError(f"no such port: {port}")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        reason = exc.strerror or str(exc)
+        raise _UsageError(f"cannot listen on {host}:{port}: {reason}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def _serve(args: argparse.Namespace) -> int:
+    _needs_extra("serve", "uvicorn")
+    from .collector.server import serve
+    from .collector.store import EventStore
+
+    keys = _write_keys(args)
+    if args.write_key:
+        print(
+            "uptake: note: --write-key is visible to every user of this machine (ps); "
+            "prefer UPTAKE_WRITE_KEY or --write-key-file",
+            file=sys.stderr,
+        )
+    if args.workers < 1:
+        raise _UsageError("--workers must be at least 1")
+    if args.header_timeout <= 0 or args.body_timeout <= 0:
+        raise _UsageError("timeouts must be positive")
+    _folder_of(args.db, "the events to")
+    sock = _listen(args.host, args.port)
+    try:
+        EventStore(args.db).close()  # created (or checked) once, before any worker starts
+    except (sqlite3.Error, OSError) as exc:
+        sock.close()
+        raise _UsageError(f"cannot use {args.db} as the event store: {exc}") from None
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    workers = f"{args.workers} workers" if args.workers > 1 else "1 worker"
+    print(
+        f"uptake collector on http://{shown}:{port} (POST /v1/batch and Segment's other "
+        f"/v1 endpoints), storing into {args.db}, {workers}",
+        flush=True,
+    )
+    try:
+        return serve(
+            sock,
+            args.db,
+            keys,
+            workers=args.workers,
+            header_timeout=args.header_timeout,
+            log_level=args.log_level,
+            options={"body_timeout": args.body_timeout},
+        )
+    finally:
+        sock.close()
 
 
 if __name__ == "__main__":

@@ -1,12 +1,23 @@
-"""The reference collector: a plain ASGI app accepting Segment-spec ``POST /v1/batch``.
+"""The reference collector: a plain ASGI app speaking Segment's HTTP tracking API.
 
-Served by uvicorn (``uptake serve``). Every request is checked before anything is stored:
-the write key (401), the body size and, for gzip bodies, the inflated size (413: a small
-gzip that inflates to a gigabyte is refused without inflating it), the JSON and every
-event in it (400 naming the first problem), the Content-Encoding (415 unless gzip or
-identity) and the pace of the body (408 when it stalls). A batch is stored all or nothing,
-and a messageId already stored is not stored again, so a retried batch is harmless. The
-SQLite write runs on a worker thread; a locked file answers 503 with Retry-After.
+Served by uvicorn (``uptake serve``). Endpoints: ``POST /v1/batch`` and ``/v1/import`` (a
+batch), ``/v1/track``, ``/v1/identify``, ``/v1/group``, ``/v1/page``, ``/v1/screen`` and
+``/v1/alias`` (one event, its type given by the path), and ``GET /health``. The write key
+comes by HTTP Basic auth (the key as user name) or as ``writeKey`` in the body.
+
+A body that parses as a batch is answered 200: its valid events are stored, each invalid
+one is rejected alone and listed in the response with a reason code (see
+:data:`uptake.collector.ingest.REASONS`), counted in the store by reason and logged. A
+whole request is refused only when the write key is wrong (401), the body is too large as
+sent or once inflated (413: a gzip bomb is refused without inflating it), not gzip or not
+JSON or not a batch (400), its encoding unknown (415), it stalls (408), or the collector
+is saturated or the store locked (503 with ``Retry-After``). Error bodies carry Segment's
+``code`` and ``message``, which Segment-family clients read.
+
+Resources are bounded: the bodies being read or waiting to be processed hold at most
+``max_in_flight`` bytes (a request past it waits for room, then gets 503), and gunzip,
+parsing, validation and the SQLite write run on a small pool of threads
+(``ingest_threads``), never on the event loop, so ``/health`` keeps answering.
 """
 
 from __future__ import annotations
@@ -14,18 +25,29 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import concurrent.futures
 import json
 import logging
 import sqlite3
-import zlib
+import time
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
+from .ingest import MAX_LISTED, Ingested, Refused, decode, inflate, read_body
 from .store import EventStore
 
-__all__ = ["BODY_TIMEOUT", "MAX_BODY", "MAX_INFLATED", "create_app"]
+__all__ = [
+    "BODY_TIMEOUT",
+    "INGEST_THREADS",
+    "MAX_BODY",
+    "MAX_INFLATED",
+    "MAX_IN_FLIGHT",
+    "QUEUE_TIMEOUT",
+    "create_app",
+]
 
 logger = logging.getLogger("uptake.collector")
+access_logger = logging.getLogger("uptake.collector.access")
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -37,18 +59,77 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 MAX_BODY = 1_000_000
 #: Largest body accepted once inflated.
 MAX_INFLATED = 8_000_000
-#: Longest wait for the next piece of a request body, in seconds.
+#: Longest time to receive a whole request body, in seconds (408 after it).
 BODY_TIMEOUT = 30.0
-_TYPES = frozenset({"track", "identify", "group", "page", "screen", "alias"})
-_MAX_ID = 256
+#: Most bytes of request bodies held at once (being read, or waiting to be processed).
+MAX_IN_FLIGHT = 16_000_000
+#: Longest wait for room under ``MAX_IN_FLIGHT`` before answering 503, in seconds.
+QUEUE_TIMEOUT = 10.0
+#: Threads that gunzip, parse, validate and store bodies.
+INGEST_THREADS = 2
+
+_BATCH = frozenset({"/v1/batch", "/v1/import"})
+_SINGLE = {
+    f"/v1/{kind}": kind for kind in ("track", "identify", "group", "page", "screen", "alias")
+}
+_KEY_HELP = "HTTP Basic auth with the key as user name, or writeKey in the body"
 
 
-class _Refused(Exception):
-    def __init__(self, status: int, message: str, retry_after: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.retry_after = retry_after
+class _InFlight:
+    """A budget of bytes: a request reserves room for its body before reading it."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._room: asyncio.Condition | None = None
+
+    async def acquire(self, size: int, timeout: float) -> bool:
+        if self._room is None:
+            self._room = asyncio.Condition()
+        size = min(size, self.limit)
+        async with self._room:
+            try:
+                await asyncio.wait_for(
+                    self._room.wait_for(lambda: self.used + size <= self.limit), timeout
+                )
+            except asyncio.TimeoutError:
+                return False
+            self.used += size
+            return True
+
+    async def release(self, size: int) -> None:
+        assert self._room is not None
+        async with self._room:
+            self.used -= min(size, self.limit)
+            self._room.notify_all()
+
+
+class _Request:
+    """What the access log says about one request."""
+
+    __slots__ = (
+        "client",
+        "code",
+        "events",
+        "message",
+        "method",
+        "path",
+        "received",
+        "rejected",
+        "stored",
+    )
+
+    def __init__(self, scope: Scope) -> None:
+        client = scope.get("client")
+        self.client = f"{client[0]}:{client[1]}" if client else "-"
+        self.method = str(scope.get("method", "-"))
+        self.path = str(scope.get("path", ""))
+        self.received = 0
+        self.events = 0
+        self.stored = 0
+        self.rejected = 0
+        self.code = ""
+        self.message = ""
 
 
 def create_app(
@@ -58,19 +139,24 @@ def create_app(
     max_body: int = MAX_BODY,
     max_inflated: int = MAX_INFLATED,
     body_timeout: float = BODY_TIMEOUT,
+    max_in_flight: int = MAX_IN_FLIGHT,
+    queue_timeout: float = QUEUE_TIMEOUT,
+    ingest_threads: int = INGEST_THREADS,
+    close_store: bool = False,
 ) -> ASGIApp:
     """The collector as an ASGI 3 application storing into ``store``.
 
-    Writes to SQLite run on a worker thread, so a busy or locked file never stalls the
-    event loop; a write that cannot get the file answers 503 with ``Retry-After`` (the SDK
-    retries it).
-
     Args:
         store: Where accepted events go.
-        write_keys: The keys a client may send (HTTP Basic user name, Segment style).
+        write_keys: The keys a client may send (HTTP Basic user name, or ``writeKey`` in
+            the body, Segment style).
         max_body: Largest body, in bytes, as sent.
         max_inflated: Largest body, in bytes, after gzip.
-        body_timeout: Longest wait for the next piece of a body (408 after it).
+        body_timeout: Longest time to receive a whole body, in seconds (408 after it).
+        max_in_flight: Most bytes of bodies held at once; a request past it waits.
+        queue_timeout: Longest such wait, in seconds, before 503 with ``Retry-After``.
+        ingest_threads: Threads that gunzip, parse, validate and store bodies.
+        close_store: Close ``store`` at the ASGI lifespan's shutdown.
 
     Raises:
         ValueError: no write key, or an empty one.
@@ -80,159 +166,208 @@ def create_app(
         raise ValueError("the collector needs at least one write key")
     if "" in keys:
         raise ValueError("a write key cannot be empty")
+    in_flight = _InFlight(max_in_flight)
+    pool = concurrent.futures.ThreadPoolExecutor(
+        max_workers=ingest_threads, thread_name_prefix="uptake-ingest"
+    )
+
+    def ingest(
+        body: bytes, gzip: bool, single: str | None, received_at: float, key_checked: bool
+    ) -> tuple[Ingested, int, int]:
+        """On a pool thread: gunzip, read, check the body's key if need be, store."""
+        text = decode(inflate(body, max_inflated) if gzip else body)
+        del body  # (the caller keeps the body as sent: at most max_body bytes)
+        ingested = read_body(text, received_at=received_at, single=single)
+        del text
+        if not key_checked:
+            key = ingested.write_key
+            if key is None:
+                raise Refused(401, "unauthorized", f"missing write key ({_KEY_HELP})")
+            if not isinstance(key, str) or key not in keys:
+                raise Refused(401, "unauthorized", "unknown write key")
+        try:
+            stored, duplicates = store.add_rows(ingested.rows, ingested.reasons())
+        except sqlite3.OperationalError as exc:  # locked, busy, disk full: try again
+            logger.warning("could not store %d events: %s", len(ingested.rows), exc)
+            raise Refused(503, "unavailable", f"the event store is unavailable: {exc}", 1) from None
+        return ingested, stored, duplicates
+
+    async def collect(
+        scope: Scope, receive: Receive, send: Send, request: _Request, single: str | None
+    ) -> None:
+        received_at = time.time()
+        headers = {k.decode("latin-1").lower(): v for k, v in scope.get("headers", [])}
+        encoding = headers.get("content-encoding", b"").strip().lower()
+        if encoding not in (b"", b"identity", b"gzip"):
+            raise Refused(415, "unsupported_encoding", "Content-Encoding must be gzip or identity")
+        key_checked = _check_key(headers.get("authorization"), keys)
+        declared = headers.get("content-length")
+        size = int(declared) if declared is not None and declared.isdigit() else max_body
+        if size > max_body:
+            raise Refused(413, "payload_too_large", f"body over {max_body} bytes")
+        if not await in_flight.acquire(size, queue_timeout):
+            raise Refused(503, "overloaded", "the collector is busy; retry later", 1)
+        try:
+            body = await _read_body(receive, max_body, body_timeout, request)
+            job = asyncio.get_running_loop().run_in_executor(
+                pool, ingest, body, encoding == b"gzip", single, received_at, key_checked
+            )
+            del body
+            ingested, stored, duplicates = await job
+        finally:
+            await in_flight.release(size)
+        request.events, request.stored = ingested.events, stored
+        request.rejected = len(ingested.rejected)
+        if ingested.rejected:
+            _log_rejections(request, ingested)
+        await _reply(
+            send,
+            200,
+            {
+                "success": True,
+                "stored": stored,
+                "duplicates": duplicates,
+                "rejected": len(ingested.rejected),
+                "rejections": [r.as_dict() for r in ingested.rejected[:MAX_LISTED]],
+            },
+        )
+
+    async def health(send: Send) -> None:
+        def read() -> tuple[int, dict[str, int]]:
+            return store.stored(), store.rejected()
+
+        count, rejected = await asyncio.to_thread(read)
+        await _reply(send, 200, {"status": "ok", "events": count, "rejected": rejected})
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            await _lifespan(receive, send)
+            await _lifespan(receive, send, store if close_store else None, pool)
             return
         if scope["type"] != "http":
             return
-        path, method = scope.get("path", ""), scope.get("method", "GET")
+        started = time.monotonic()
+        request = _Request(scope)
+        path = request.path.rstrip("/") or "/"
+        status = 200
         try:
             if path == "/health":
-                if method not in ("GET", "HEAD"):
-                    raise _Refused(405, "use GET")
-                count = await asyncio.to_thread(len, store)
-                await _reply(send, 200, {"status": "ok", "events": count})
-                return
-            if path != "/v1/batch":
-                raise _Refused(404, f"no such endpoint: {path}")
-            if method != "POST":
-                raise _Refused(405, "use POST")
-            headers = {k.decode("latin-1").lower(): v for k, v in scope.get("headers", [])}
-            _check_key(headers.get("authorization"), keys)
-            encoding = headers.get("content-encoding", b"").strip().lower()
-            if encoding not in (b"", b"identity", b"gzip"):
-                raise _Refused(415, "Content-Encoding must be gzip or identity")
-            body = await _read_body(receive, headers, max_body, body_timeout)
-            if encoding == b"gzip":
-                body = _inflate(body, max_inflated)
-            events = _parse(body)
-            try:
-                stored, duplicates = await asyncio.to_thread(store.add, events)
-            except (ValueError, TypeError, OverflowError) as exc:  # (not JSON-safe for SQLite)
-                raise _Refused(400, f"an event cannot be stored: {exc}") from None
-            except sqlite3.OperationalError as exc:  # locked, busy, disk full: try again
-                logger.warning("could not store a batch of %d events: %s", len(events), exc)
-                raise _Refused(503, f"the event store is unavailable: {exc}", 1) from None
-        except _Refused as refused:
+                if request.method not in ("GET", "HEAD"):
+                    raise Refused(405, "method_not_allowed", "use GET")
+                await health(send)
+            elif path in _BATCH or path in _SINGLE:
+                if request.method != "POST":
+                    raise Refused(405, "method_not_allowed", "use POST")
+                await collect(scope, receive, send, request, _SINGLE.get(path))
+            else:
+                raise Refused(404, "not_found", f"no such endpoint: {_printable(path)}")
+        except Refused as refused:
+            status = refused.status
+            request.code, request.message = refused.code, refused.message
             await _reply(
                 send,
                 refused.status,
-                {"success": False, "error": refused.message},
+                {"success": False, "code": refused.code, "message": refused.message},
                 refused.retry_after,
             )
-            return
-        await _reply(send, 200, {"success": True, "stored": stored, "duplicates": duplicates})
+        finally:
+            _log_access(request, status, time.monotonic() - started)
 
     return app
 
 
-async def _lifespan(receive: Receive, send: Send) -> None:
+async def _lifespan(
+    receive: Receive,
+    send: Send,
+    store: EventStore | None,
+    pool: concurrent.futures.ThreadPoolExecutor,
+) -> None:
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
+            pool.shutdown(wait=True)
+            if store is not None:
+                store.close()
             await send({"type": "lifespan.shutdown.complete"})
             return
 
 
-def _check_key(header: bytes | None, keys: frozenset[str]) -> None:
-    if header is None or not header.lower().startswith(b"basic "):
-        raise _Refused(401, "missing write key (HTTP Basic auth, the key as user name)")
+def _check_key(header: bytes | None, keys: frozenset[str]) -> bool:
+    """True when the Authorization header carries a known key; False when there is no
+    header (the key must then be in the body)."""
+    if header is None:
+        return False
+    if not header.lower().startswith(b"basic "):
+        raise Refused(401, "unauthorized", f"unsupported Authorization ({_KEY_HELP})")
     try:
         decoded = base64.b64decode(header[6:].strip(), validate=True).decode()
     except (binascii.Error, UnicodeDecodeError):
-        raise _Refused(401, "malformed Authorization header") from None
+        raise Refused(401, "unauthorized", "malformed Authorization header") from None
     if decoded.partition(":")[0] not in keys:
-        raise _Refused(401, "unknown write key")
+        raise Refused(401, "unauthorized", "unknown write key")
+    return True
 
 
-async def _read_body(
-    receive: Receive, headers: dict[str, bytes], limit: int, timeout: float
-) -> bytes:
-    declared = headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _Refused(413, f"body over {limit} bytes")
+async def _read_body(receive: Receive, limit: int, timeout: float, request: _Request) -> bytes:
+    """The whole body, within ``limit`` bytes and ``timeout`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
     chunks: list[bytes] = []
-    size = 0
     while True:
+        remaining = deadline - loop.time()
         try:
-            message = await asyncio.wait_for(receive(), timeout)
+            if remaining <= 0:
+                raise asyncio.TimeoutError
+            message = await asyncio.wait_for(receive(), remaining)
         except asyncio.TimeoutError:
-            raise _Refused(408, f"no body data for {timeout:g}s") from None
+            raise Refused(
+                408, "request_timeout", f"the body did not arrive within {timeout:g}s"
+            ) from None
         if message["type"] == "http.disconnect":
-            raise _Refused(400, "client went away")
+            raise Refused(400, "client_disconnected", "client went away")
         chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise _Refused(413, f"body over {limit} bytes")
+        request.received += len(chunk)
+        if request.received > limit:
+            raise Refused(413, "payload_too_large", f"body over {limit} bytes")
         chunks.append(chunk)
         if not message.get("more_body", False):
-            return b"".join(chunks)
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-def _inflate(body: bytes, limit: int) -> bytes:
-    """Gunzip at most ``limit`` bytes (every gzip member); refuse more without inflating it."""
-    parts: list[bytes] = []
-    size = 0
-    rest = body
-    while True:
-        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        try:
-            out = inflater.decompress(rest, limit - size + 1)
-        except zlib.error as exc:
-            raise _Refused(400, f"body is not valid gzip: {exc}") from None
-        size += len(out)
-        if size > limit or inflater.unconsumed_tail:
-            raise _Refused(413, f"body inflates to over {limit} bytes")
-        if not inflater.eof:
-            raise _Refused(400, "body is not valid gzip: truncated")
-        parts.append(out)
-        rest = inflater.unused_data
-        if not rest:  # another member may follow (RFC 1952 allows several)
-            return b"".join(parts)
+def _log_rejections(request: _Request, ingested: Ingested) -> None:
+    counts = ", ".join(f"{code} {n}" for code, n in sorted(ingested.reasons().items()))
+    first = ingested.rejected[0]
+    logger.warning(
+        "rejected %d of %d events from %s (%s); first: batch[%d] %s: %s",
+        len(ingested.rejected),
+        ingested.events,
+        request.client,
+        counts,
+        first.index,
+        first.code,
+        first.message,
+    )
 
 
-def _parse(body: bytes) -> list[dict[str, Any]]:
-    try:
-        data = json.loads(body, parse_constant=_no_constant)
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise _Refused(400, f"body is not JSON: {exc}") from None
-    if not isinstance(data, dict) or not isinstance(data.get("batch"), list):
-        raise _Refused(400, 'body must be an object with a "batch" list')
-    events: list[dict[str, Any]] = data["batch"]
-    seen: set[str] = set()
-    for i, event in enumerate(events):
-        where = f"batch[{i}]"
-        if not isinstance(event, dict):
-            raise _Refused(400, f"{where} is not an object")
-        kind = event.get("type")
-        if kind not in _TYPES:
-            raise _Refused(400, f"{where}: type must be one of {sorted(_TYPES)}, not {kind!r}")
-        message_id = event.get("messageId")
-        if not isinstance(message_id, str) or not message_id or len(message_id) > _MAX_ID:
-            raise _Refused(400, f"{where}: messageId must be a non-empty string")
-        if message_id in seen:
-            raise _Refused(400, f"{where}: messageId {message_id!r} repeated in the batch")
-        seen.add(message_id)
-        if not any(
-            isinstance(event.get(k), str) and event.get(k) for k in ("userId", "anonymousId")
-        ):
-            raise _Refused(400, f"{where}: needs a userId or an anonymousId")
-        for field in ("userId", "anonymousId", "groupId", "event"):
-            if event.get(field) is not None and not isinstance(event[field], str):
-                raise _Refused(400, f"{where}: {field} must be a string")
-        if kind == "track" and not (isinstance(event.get("event"), str) and event["event"]):
-            raise _Refused(400, f"{where}: a track event needs an event name")
-        if "timestamp" in event and not isinstance(event["timestamp"], str):
-            raise _Refused(400, f"{where}: timestamp must be an ISO 8601 string")
-    return events
+def _log_access(request: _Request, status: int, seconds: float) -> None:
+    """One line per request: never the write key (nor anything else from the body)."""
+    if not access_logger.isEnabledFor(logging.INFO):
+        return
+    line = (
+        f'{request.client} "{request.method} {_printable(request.path)}" {status} '
+        f"{request.received}B events={request.events} stored={request.stored} "
+        f"rejected={request.rejected} {seconds * 1000:.1f}ms"
+    )
+    if request.code:
+        line += f" {request.code}: {request.message}"
+    access_logger.info(line)
 
 
-def _no_constant(name: str) -> None:
-    raise ValueError(f"{name} is not JSON")
+def _printable(text: str, limit: int = 100) -> str:
+    """A path fit for a log line: no control characters, not too long."""
+    text = "".join(c if c.isprintable() else "?" for c in text[:limit])
+    return text
 
 
 async def _reply(

@@ -158,6 +158,8 @@ class Report:
     accounts_engagement: tuple[AccountStat, ...]
     nudges: tuple[NudgeStat, ...]
     timezone: str
+    #: ``skipped`` by reason, most frequent first (see ``sources.SKIP_REASONS``).
+    skipped_by: tuple[tuple[str, int], ...] = ()
 
 
 def compute(

@@ -54,12 +54,20 @@ def summary(report: Report) -> list[str]:
     return [_printable(line) for line in _summary(report)]
 
 
+def _skipped(report: Report) -> str:
+    """The skipped count, with why when any was: "3 skipped: 2 no user or anonymous id"."""
+    text = f"{report.skipped:,} skipped"
+    if report.skipped_by:
+        text += ": " + ", ".join(f"{n:,} {reason}" for reason, n in report.skipped_by)
+    return text
+
+
 def _summary(report: Report) -> list[str]:
     if report.first_day is None or not report.daily:
-        return [f"no activity to report ({report.events:,} events, {report.skipped:,} skipped)"]
+        return [f"no activity to report ({report.events:,} events, {_skipped(report)})"]
     today = report.daily[-1]
     lines = [
-        f"{report.events:,} events ({report.skipped:,} skipped) from {report.users:,} users in "
+        f"{report.events:,} events ({_skipped(report)}) from {report.users:,} users in "
         f"{report.accounts:,} accounts, {report.first_day} to {report.last_day} "
         f"({report.timezone})",
         f"active users on {today.day}: DAU {today.dau:,}, WAU {today.wau:,}, MAU {today.mau:,}; "
@@ -594,7 +602,7 @@ def render_html(report: Report, *, plotly_js: str | None = None, title: str = ""
     page = _PAGE.format(
         title=heading,
         period=html.escape(period),
-        counts=html.escape(f"{report.events:,} events read, {report.skipped:,} skipped"),
+        counts=html.escape(f"{report.events:,} events read, {_skipped(report)}"),
         cards=_cards(report),
         sections="\n".join(sections),
         plotly=plotly_js.replace("</script", "<\\/script"),

@@ -1,37 +1,60 @@
 """Where the report reads events from: the collector's SQLite file, or a JSONL export.
 
-Both give :data:`~uptake.collector.metrics.Record` tuples and count what they skip (no
-parseable timestamp, no user or anonymous id, a line that is not a JSON object), so a
-report always says how many events it could not use.
+Both give :data:`~uptake.collector.metrics.Record` tuples and count what they skip, by
+reason (:data:`SKIP_REASONS`), so a report always says how many events it could not use
+and why. An event's time follows Segment's rule (:func:`~uptake.collector.ingest.event_time`):
+``timestamp``, else ``originalTimestamp`` corrected by the client's clock skew, else
+``receivedAt``; the collector stores that time with each event.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import sqlite3
 import time
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ..definitions import OWN_EVENTS, parse_time
+from ..definitions import OWN_EVENTS
+from .ingest import event_time, read_time
 from .metrics import Record
 
-__all__ = ["Source", "from_events", "from_jsonl", "from_store"]
+__all__ = ["SKIP_REASONS", "Source", "from_events", "from_jsonl", "from_store"]
 
 # Events whose properties the report reads; every other event needs only its columns.
 _WITH_DATA = ("Feature Used", *sorted(OWN_EVENTS))
 
+#: Why the report leaves an event out.
+SKIP_REASONS = (
+    NO_TIME := "no usable time",
+    OUT_OF_RANGE := "time before 1990 or over 2 days ahead",
+    NO_USER := "no user or anonymous id",
+    NO_TYPE := "no event type",
+    NOT_AN_OBJECT := "not a JSON object",
+    UNREADABLE := "unreadable stored event",
+)
+
 
 class Source:
-    """Records read from somewhere, and how many events were skipped while reading."""
+    """Records read from somewhere, and how many events were skipped while reading, by
+    reason (:data:`SKIP_REASONS`)."""
 
     def __init__(self, records: Iterator[Record]) -> None:
         self._records = records
-        self.skipped = 0
+        self.skipped_by: Counter[str] = Counter()
         self.read = 0
+
+    @property
+    def skipped(self) -> int:
+        """How many events were skipped, for every reason."""
+        return sum(self.skipped_by.values())
+
+    def skip(self, reason: str) -> None:
+        self.skipped_by[reason] += 1
 
     def __iter__(self) -> Iterator[Record]:
         return self._records
@@ -39,7 +62,7 @@ class Source:
 
 def _record(
     source: Source,
-    timestamp: object,
+    t: float | None,
     kind: object,
     event: object,
     user: object,
@@ -48,17 +71,20 @@ def _record(
     data: object,
 ) -> Record | None:
     source.read += 1
-    t = _time(timestamp)
     who = user if isinstance(user, str) and user else anonymous
-    if (
-        t is None
-        or not _EARLIEST <= t <= time.time() + _AHEAD
-        or not isinstance(who, str)
-        or not who
-        or not isinstance(kind, str)
-    ):
-        source.skipped += 1
+    reason = None
+    if t is None:
+        reason = NO_TIME
+    elif not _EARLIEST <= t <= time.time() + _AHEAD:
+        reason = OUT_OF_RANGE
+    elif not isinstance(who, str) or not who:
+        reason = NO_USER
+    elif not isinstance(kind, str):
+        reason = NO_TYPE
+    if reason is not None:
+        source.skip(reason)
         return None
+    assert t is not None and isinstance(who, str) and isinstance(kind, str)
     return (
         t,
         _text(who),
@@ -82,21 +108,22 @@ _EARLIEST = 631_152_000.0
 _AHEAD = 2 * 86_400.0
 
 
-def _time(value: object) -> float | None:
-    """Epoch seconds of an event timestamp; the SDK's own form (UTC, ``Z``) the fast way."""
-    if type(value) is str and value[10:11] == "T" and value[-1:] == "Z":
-        try:  # Python 3.11+ reads "Z"; the general parser below is a few times slower
-            return datetime.fromisoformat(value).timestamp()
-        except ValueError:
-            pass
-    return parse_time(value)
+_time = read_time
+
+
+def _finite(value: object) -> float | None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+        return seconds if math.isfinite(seconds) else None
+    return None
 
 
 def from_store(path: str | os.PathLike[str]) -> Source:
     """Read the events a collector stored (``uptake serve --db``), read-only.
 
     The file is opened when the records are first read, and closed once they are all
-    read (or the reader is closed).
+    read (or the reader is closed). A row that cannot be used (its stored JSON unreadable,
+    say) is skipped and counted, never fatal.
 
     Raises:
         FileNotFoundError: no such file (at once).
@@ -106,26 +133,41 @@ def from_store(path: str | os.PathLike[str]) -> Source:
     if not location.is_file():
         raise FileNotFoundError(f"no event store at {os.fspath(path)}")
     # Only events the report reads properties of have their JSON body parsed at all, and
-    # only when those properties (or traits) are an object.
+    # only when those properties (or traits) are an object. A body that is not JSON
+    # gives 0, so that one bad row is skipped rather than failing the whole query.
     marks = ",".join("?" * len(_WITH_DATA))
-    query = (
-        "SELECT timestamp, type, event, user_id, anonymous_id, group_id, "
-        f"CASE WHEN type = 'track' AND event IN ({marks}) "
-        "AND json_type(body, '$.properties') = 'object' "
-        "THEN json_extract(body, '$.properties') "
-        "WHEN type = 'group' AND json_type(body, '$.traits') = 'object' "
-        "THEN json_extract(body, '$.traits') END FROM events"
-    )
     source = Source(iter(()))
 
     def rows() -> Iterator[Record]:
         conn = sqlite3.connect(f"{location.as_uri()}?mode=ro", uri=True)
         try:
-            for timestamp, kind, event, user, anonymous, account, data in conn.execute(
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(events)")}
+            query = (
+                f"SELECT {'event_time' if 'event_time' in columns else 'NULL'}, timestamp, "
+                "received_at, type, event, user_id, anonymous_id, group_id, "
+                f"CASE WHEN NOT ((type = 'track' AND event IN ({marks})) OR type = 'group') "
+                "THEN NULL WHEN NOT json_valid(body) THEN 0 "
+                "WHEN type = 'track' AND json_type(body, '$.properties') = 'object' "
+                "THEN json_extract(body, '$.properties') "
+                "WHEN type = 'group' AND json_type(body, '$.traits') = 'object' "
+                "THEN json_extract(body, '$.traits') END FROM events"
+            )
+            for when, stamp, received, kind, event, user, anonymous, account, data in conn.execute(
                 query, _WITH_DATA
             ):
-                parsed = _json(data) if data is not None else None
-                record = _record(source, timestamp, kind, event, user, anonymous, account, parsed)
+                parsed = None
+                if data is not None:
+                    parsed = _strict_json(data)
+                    if parsed is None:
+                        source.read += 1
+                        source.skip(UNREADABLE)
+                        continue
+                t = _finite(when)
+                if t is None:  # a store from before event_time: Segment's rule, as far as
+                    t = _time(stamp)  # the columns go (no originalTimestamp column)
+                    if t is None:
+                        t = _finite(received)
+                record = _record(source, t, kind, event, user, anonymous, account, parsed)
                 if record is not None:
                     yield record
         finally:
@@ -145,6 +187,29 @@ def _json(text: object) -> Any:
         return None
 
 
+def _not_finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is not a finite number")
+    return value
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _strict_json(text: object) -> dict[str, Any] | None:
+    """A stored object (properties, traits) as a dict; None when it is not JSON, not an
+    object, or holds a number that is not finite."""
+    if not isinstance(text, str):
+        return None
+    try:
+        value = json.loads(text, parse_float=_not_finite, parse_constant=_reject_constant)
+    except (ValueError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
 def from_events(events: Iterable[object]) -> Source:
     """Read events given as Segment-spec dicts (``None`` or a non-dict counts as skipped)."""
     source = Source(iter(()))
@@ -153,7 +218,7 @@ def from_events(events: Iterable[object]) -> Source:
         for e in events:
             if not isinstance(e, Mapping):
                 source.read += 1
-                source.skipped += 1
+                source.skip(NOT_AN_OBJECT)
                 continue
             kind = e.get("type")
             event = e.get("event")
@@ -169,7 +234,7 @@ def from_events(events: Iterable[object]) -> Source:
                 account = context.get("groupId")
             record = _record(
                 source,
-                e.get("timestamp"),
+                _event_time(e),
                 kind,
                 event,
                 e.get("userId"),
@@ -182,6 +247,18 @@ def from_events(events: Iterable[object]) -> Source:
 
     source._records = rows()
     return source
+
+
+def _event_time(event: Mapping[str, Any]) -> float | None:
+    """Segment's rule over an exported event; None when it has no usable time at all."""
+    stamp = _time(event.get("timestamp"))
+    if stamp is not None:
+        return stamp
+    original = _time(event.get("originalTimestamp"))
+    received = _time(event.get("receivedAt"))
+    if received is None:
+        return original
+    return event_time(None, original, _time(event.get("sentAt")), received)
 
 
 def from_jsonl(path: str | os.PathLike[str]) -> Source:
