@@ -283,7 +283,9 @@ def run_demo(
             )
         source = from_store(db)
         report = compute(source, engagement=ENGAGEMENT)
-        report = attrs.evolve(report, skipped=source.skipped)
+        report = attrs.evolve(
+            report, skipped=source.skipped, skipped_by=tuple(source.skipped_by.most_common())
+        )
         lines = summary(report)
         say("")
         for line in lines:
