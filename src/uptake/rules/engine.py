@@ -29,7 +29,7 @@ from .engagement import (
     EngagementSnapshot,
 )
 from .milestones import FEATURE_EVENT, Milestone, MilestoneRules
-from .nudges import Action, Context, Nudge, NudgeExplanation, NudgeRules
+from .nudges import Action, Context, Decision, Nudge, NudgeExplanation, NudgeRules, Question
 from .state import SubjectState
 
 __all__ = ["Effects", "Reached", "RulesEngine", "subject_keys"]
@@ -56,6 +56,97 @@ class Effects:
 
 
 _NOTHING = Effects()
+
+
+class _Event:
+    """One event on its way through the store's update, and what it decided there."""
+
+    __slots__ = (
+        "account",
+        "account_reached_now",
+        "actions",
+        "active",
+        "anon",
+        "day",
+        "decide",
+        "event",
+        "feature",
+        "known",
+        "question",
+        "reached",
+        "t",
+        "uid",
+        "user",
+        "with_account",
+    )
+
+    def __init__(
+        self,
+        event: str,
+        t: float,
+        active: bool,
+        feature: str | None,
+        day: int | None,
+        uid: str | None,
+        anon: str | None,
+        account: str | None,
+        decide: bool,
+    ) -> None:
+        self.event = event
+        self.t = t
+        self.active = active
+        self.feature = feature
+        self.day = day
+        self.uid = uid
+        self.anon = anon
+        self.account = account
+        self.decide = decide
+        self.with_account = False
+        self.user = False
+        # What the account reached (and has reached: ``known``), for the user's step.
+        self.account_reached_now: list[Reached] = []
+        self.known: frozenset[str] = frozenset()
+        self.reached: list[Reached] = []
+        self.actions: list[Action] = []
+        self.question: Question | None = None
+
+
+class _Keys:
+    """Store keys of recently seen subjects, so the hot path does not rebuild them."""
+
+    __slots__ = ("_accounts", "_anons", "_users")
+
+    _LIMIT = 4096  # per kind; past it the cache starts afresh
+
+    def __init__(self) -> None:
+        self._users: dict[str, str] = {}
+        self._anons: dict[str, str] = {}
+        self._accounts: dict[str, str] = {}
+
+    def user(self, uid: str | None, anon: str | None) -> str:
+        """The key of a user (by user id, else anonymous id)."""
+        if uid is not None:
+            key = self._users.get(uid)
+            if key is None:
+                key = self._users[uid] = _keep(self._users, f"user:{uid}")
+            return key
+        key = self._anons.get(anon)  # type: ignore[arg-type]
+        if key is None:
+            key = self._anons[anon] = _keep(self._anons, f"anon:{anon}")  # type: ignore[index]
+        return key
+
+    def account(self, account: str) -> str:
+        """The key of an account."""
+        key = self._accounts.get(account)
+        if key is None:
+            key = self._accounts[account] = _keep(self._accounts, f"account:{account}")
+        return key
+
+
+def _keep(cache: dict[str, str], key: str) -> str:
+    if len(cache) >= _Keys._LIMIT:
+        cache.clear()
+    return key
 
 
 class RulesEngine:
@@ -110,6 +201,7 @@ class RulesEngine:
         self._account_active = bool(self.account)
         self._touchpoints = frozenset(engagement.touchpoints) if engagement else frozenset()
         self._atomic_many = bool(getattr(store, "atomic_many", True))
+        self._keys = _Keys()
         self.failures = 0
         self._failure_logged = -1e9
 
@@ -129,7 +221,7 @@ class RulesEngine:
         """Apply one event to the account's and the user's state; return what it decided.
 
         With ``decide=False`` (history being replayed) nudges only count the event: none
-        fires.
+        fires. A host ``audience`` callable is asked between store updates, never inside.
 
         Never raises: a failure (a store that stays busy, a broken disk) is counted, logged
         at most every 10 seconds, and leaves this event out of the rules.
@@ -152,119 +244,108 @@ class RulesEngine:
                 or touchpoint
                 or self.account.wants(event, active, feature)
             ):
-                account_key = f"account:{account}"
+                account_key = self._keys.account(account)
             user_key = None
             if (
                 (active and self._user_active)
                 or self.user.wants(event, active, feature)
                 or event in self.nudges.by_event
             ):
-                user_key = f"user:{uid}" if uid is not None else f"anon:{anon}"
+                user_key = self._keys.user(uid, anon)
             # One atomic store update for both subjects (one lock, or one transaction).
             if user_key is None:
                 if account_key is None:
                     return effects
-                keys = [account_key]
+                keys: tuple[str, ...] = (account_key,)
             else:
-                keys = [user_key] if account_key is None else [account_key, user_key]
-            args = (event, t, active, feature, day, uid, anon)
-            if account_key is not None and user_key is not None and not self._atomic_many:
+                keys = (user_key,) if account_key is None else (account_key, user_key)
+            ev = _Event(event, t, active, feature, day, uid, anon, account, decide)
+            ev.with_account = account_key is not None
+            ev.user = user_key is not None
+            if len(keys) == 2 and not self._atomic_many:
                 # A store that cannot change two keys in one step (Redis Cluster, where
                 # they sit in different slots): the account first, then the user.
-                first, _, known = self.store.update_many(
-                    [account_key], self._apply, *args, account, True, False, decide
-                )
+                ev.user = False
+                self.store.update_many(keys[:1], self._apply, ev)
+                ev.with_account, ev.user = False, True
                 try:
-                    reached, actions, _ = self.store.update_many(
-                        [user_key], self._apply, *args, account, False, True, decide, first, known
-                    )
+                    self.store.update_many(keys[1:], self._apply, ev)
                 except Exception as exc:  # the account's step stands: report what it reached
                     self.failed("evaluating the user's rules", exc)
-                    reached, actions = first, []
+                    ev.reached, ev.actions, ev.question = ev.account_reached_now, [], None
             else:
-                reached, actions, _ = self.store.update_many(
-                    keys,
-                    self._apply,
-                    *args,
-                    account,
-                    account_key is not None,
-                    user_key is not None,
-                    decide,
-                )
-            if reached or actions:
+                self.store.update_many(keys, self._apply, ev)
+            actions = ev.actions
+            question = ev.question
+            if question is not None:
+                actions = self._answer(keys[-1], question, actions)
+            if ev.reached or actions:
                 effects = Effects()
-                effects.reached = reached
+                effects.reached = ev.reached
                 effects.nudges = actions
         except Exception as exc:  # never let the rules break the host's call
             self.failed("evaluating milestones and nudges", exc)
         return effects
 
-    def _apply(
-        self,
-        states: list[SubjectState],
-        event: str,
-        t: float,
-        active: bool,
-        feature: str | None,
-        day: int | None,
-        uid: str | None,
-        anon: str | None,
-        account: str | None,
-        with_account: bool,
-        user: bool,
-        decide: bool,
-        earlier: list[Reached] | None = None,
-        known: frozenset[str] = frozenset(),
-    ) -> tuple[list[Reached], list[Action], frozenset[str]]:
-        """Apply one event to the account's state (``with_account``: the first of
-        ``states``), then to the user's (``user``: the last). One function, few calls:
-        this runs on the tracking thread for every event.
+    def _answer(self, key: str, question: Question, actions: list[Action]) -> list[Action]:
+        """Ask the host's audience callables the decision needs, outside the store, and
+        go on deciding after each answer (one store update per answer)."""
+        actions = list(actions)
+        for _ in range(len(self.nudges.nudges)):  # each round answers one more nudge
+            question.ask()
+            more, next_question = self.store.update(key, self.nudges.resume, question)
+            actions += more
+            if next_question is None:
+                break
+            question = next_question
+        return actions
 
-        When the store applied the account in a step of its own, ``earlier`` is what that
-        step reached and ``known`` what the account has reached; the third result is the
-        latter, for that next step.
+    def _apply(self, states: list[SubjectState], ev: _Event) -> None:
+        """Apply one event to the account's state (``ev.with_account``: the first of
+        ``states``), then to the user's (``ev.user``: the last), and record in ``ev`` what
+        it decided. One function, few calls: this runs on the tracking thread for every
+        event, inside the store's update (so it may run again if the store retries).
         """
-        reached: list[Reached] = earlier or []
-        account_reached = known
-        if with_account:
+        event, t, active, feature, day = ev.event, ev.t, ev.active, ev.feature, ev.day
+        reached: list[Reached] = ev.account_reached_now
+        if ev.with_account:
             state = states[0]
             reached = self.account.apply(state, event, t, active, feature, day)
             rules = self.account_engagement
             if rules is not None and day is not None:
-                member = (uid if uid is not None else anon) if active else None
+                member = (ev.uid if ev.uid is not None else ev.anon) if active else None
                 rules.apply(state, event, day, member)
             if self._account_nudges and state.events:
-                account_reached = frozenset(state.reached)
-            if not user:
-                return reached, [], account_reached
+                ev.known = frozenset(state.reached)
+            ev.account_reached_now = reached
+            if not ev.user:
+                ev.reached = reached
+                return
         state = states[-1]
         previous = state.last if active else None
         first_before = state.first
         mine = self.user.apply(state, event, t, active, feature, day)
         if reached:
             mine = reached + mine
+        ev.reached = mine
         nudges = self.nudges
         if not nudges:
-            return mine, [], account_reached
-        if not decide:
+            return
+        if not ev.decide:
             nudges.count(state, event, t)
-            return mine, [], account_reached
+            return
         names = [m.name for m, _, _ in mine] if mine else ()
-        return (
-            mine,
-            nudges.on_event(
-                state,
-                event,
-                t,
-                previous,
-                names,
-                uid or anon or "",
-                account,
-                account_reached,
-                self._engagement_of,
-                first_before,
-            ),
-            account_reached,
+        ev.actions, ev.question = nudges.on_event(
+            state,
+            event,
+            t,
+            previous,
+            names,
+            ev.uid or ev.anon or "",
+            ev.account,
+            ev.known,
+            self._engagement_of,
+            first_before,
         )
 
     def _engagement_of(self, state: SubjectState, t: float) -> Any:
@@ -288,7 +369,7 @@ class RulesEngine:
         """Evaluate a user's nudges at ``t`` without an event (time-based triggers); return
         what fired and the pending nudges. One store update (two with account milestones
         in the nudges)."""
-        key = f"user:{uid}" if uid is not None else f"anon:{anon}"
+        key = self._keys.user(uid, anon)
         account_reached = self._account_reached(account)
         context = Context(uid or anon or "", account, account_reached, self._engagement_of)
         # A read first: most requests find nothing due, and a visitor never seen must not
@@ -296,32 +377,37 @@ class RulesEngine:
         seen = self.store.get(key)
         if seen is None or not self.nudges.due_at(seen, t, account_reached):
             return [], [] if seen is None else self.nudges.pending(seen, context)
-        result: tuple[list[Action], list[tuple[Nudge, float]]] = self.store.update(
-            key, self._look, t, context, account_reached
-        )
-        return result
+        decision: Decision
+        pending: list[tuple[Nudge, float]]
+        decision, pending = self.store.update(key, self._look, t, context, account_reached)
+        actions, question = decision
+        if question is not None:  # a host audience callable, asked outside the store
+            actions = self._answer(key, question, actions)
+            pending = self.store.update(key, self.nudges.pending, context)
+        return actions, pending
 
     def _look(
         self, state: SubjectState, t: float, context: Context, account_reached: frozenset[str]
-    ) -> tuple[list[Action], list[tuple[Nudge, float]]]:
-        actions: list[Action] = []
+    ) -> tuple[Decision, list[tuple[Nudge, float]]]:
+        decision: Decision = ([], None)
         if state.first is not None:
-            actions = self.nudges.look(state, t, context, account_reached)
-        return actions, self.nudges.pending(state, context)
+            decision = self.nudges.look(state, t, context, account_reached)
+        return decision, self.nudges.pending(state, context)
 
     def outcome(
         self, uid: str | None, anon: str | None, name: str, kind: str, t: float, snooze: float
     ) -> bool:
         """Record a nudge outcome for a user; True if it was pending."""
-        key = f"user:{uid}" if uid is not None else f"anon:{anon}"
+        key = self._keys.user(uid, anon)
         result: bool = self.store.update(key, self.nudges.outcome, name, kind, t, snooze)
         return result
 
     def explain(
         self, uid: str | None, anon: str | None, account: str | None, t: float
     ) -> list[NudgeExplanation]:
-        """Where each nudge stands for a user at ``t``; changes nothing."""
-        state = self.store.get(f"user:{uid}" if uid is not None else f"anon:{anon}")
+        """Where each nudge stands for a user at ``t``: what the decision for an event at
+        ``t`` does, run on a copy of their state (the store is not changed)."""
+        state = self.store.get(self._keys.user(uid, anon))
         context = Context(
             uid or anon or "", account, self._account_reached(account), self._engagement_of
         )

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
-from ..rules.state import SubjectState
+from .._rulestate import SubjectState
 
 T = TypeVar("T")
 
