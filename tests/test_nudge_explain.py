@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
+from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -140,3 +143,61 @@ def test_explain_predicts_the_next_events_outcome(
             if not {"would_fire", "held_out"} & set(status.values()):
                 blocked.add("rate_limited")
             assert not (fired | held) & {n for n, s in status.items() if s in blocked}, status
+
+
+# ---------------------------------------------------------------- host code outside the store
+
+
+def store_is_free(store: uptake.MemoryStore | uptake.SqliteStore) -> bool:
+    """Whether another thread can use the store right now (within 5 s)."""
+    done = threading.Event()
+
+    def use() -> None:
+        store.update("user:someone-else", lambda state: None)
+        done.set()
+
+    thread = threading.Thread(target=use, daemon=True)
+    thread.start()
+    return done.wait(5.0)
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_audience_callables_run_outside_the_stores_lock(kind: str, tmp_path: Path) -> None:
+    store: uptake.MemoryStore | uptake.SqliteStore = (
+        uptake.MemoryStore() if kind == "memory" else uptake.SqliteStore(tmp_path / "rules.db")
+    )
+    free: list[bool] = []
+
+    def audience(a: uptake.Audience) -> bool:
+        free.append(store_is_free(store))
+        return a.traits.get("plan") == "pro" and "activated" in a.milestones
+
+    first = uptake.Nudge("first", trigger=uptake.EventCount("Login", 1), audience=audience)
+    second = uptake.Nudge(
+        "second", trigger=uptake.Reached("activated"), audience=audience, priority=-1
+    )
+    client = uptake.Client(
+        send=False,
+        store=store,
+        milestones=[ACTIVATED],
+        nudges=[first, second],
+        nudge_rate_limit=None,
+    )
+    fired: list[str] = []
+    client.on_nudge()(lambda n: fired.append(n.name))
+    client.identify("u", {"plan": "pro"})
+    client.track("u", "Project Created", timestamp=T0)  # second: asked, fires
+    client.track("u", "Login", timestamp=T0 + MINUTE)  # first: asked, fires
+    assert fired == ["second", "first"]
+    client.track("v", "Login", timestamp=T0)  # asked: not in the audience
+    assert [e.status for e in client.explain_nudges("v", at=T0)] == ["not_in_audience"] * 1 + [
+        "trigger_not_met"
+    ]
+    late = uptake.Nudge(
+        "late", trigger=uptake.NotReached("activated", after=DAY), audience=audience
+    )
+    other = uptake.Client(send=False, store=store, milestones=[ACTIVATED], nudges=[late])
+    other.identify("w", {"plan": "pro"})
+    other.track("w", "Signed Up", timestamp=T0)
+    assert other.pending_nudges("w", at=T0 + 2 * DAY) == []  # asked from pending_nudges
+    assert len(free) >= 5 and all(free)
