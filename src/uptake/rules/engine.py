@@ -143,6 +143,58 @@ class _Keys:
         return key
 
 
+class _Seen:
+    """What this process last wrote to one account, on one calendar day."""
+
+    __slots__ = ("day", "features", "members", "written")
+
+    def __init__(self, day: int, written: float) -> None:
+        self.day = day
+        self.written = written
+        self.members: set[str | None] = set()
+        self.features: set[str] = set()
+
+
+#: An account's ``last`` (its snapshot's ``last_seen``) may lag by up to this many seconds.
+ACCOUNT_LAST_RESOLUTION_S = 60.0
+
+
+class _AccountMemo:
+    """Accounts this process wrote recently, so repeated events skip the account's update.
+
+    Only records what a successful store update wrote; a day change, a feature or member
+    not yet seen that day, an event an account milestone counts, a touchpoint, an event
+    earlier than the last write or a minute after it still updates the account.
+    """
+
+    __slots__ = ("_seen",)
+
+    _LIMIT = 10_000
+
+    def __init__(self) -> None:
+        self._seen: dict[str, _Seen] = {}
+
+    def get(self, account: str) -> _Seen | None:
+        return self._seen.get(account)
+
+    def written(self, account: str, day: int, t: float, ev: _Event) -> None:
+        """Record that the account's state was just updated with ``ev`` (on ``day``)."""
+        seen = self._seen.get(account)
+        if seen is None or seen.day != day or not seen.written <= t:
+            if len(self._seen) >= self._LIMIT:
+                self._seen.clear()
+            seen = self._seen[account] = _Seen(day, t)  # replaced whole: never mixes days
+        else:
+            seen.written = t
+        if ev.active:
+            seen.members.add(ev.uid if ev.uid is not None else ev.anon)
+        if ev.feature is not None:
+            seen.features.add(ev.feature)
+
+    def forget(self, account: str) -> None:
+        self._seen.pop(account, None)
+
+
 def _keep(cache: dict[str, str], key: str) -> str:
     if len(cache) >= _Keys._LIMIT:
         cache.clear()
@@ -202,6 +254,11 @@ class RulesEngine:
         self._touchpoints = frozenset(engagement.touchpoints) if engagement else frozenset()
         self._atomic_many = bool(getattr(store, "atomic_many", True))
         self._keys = _Keys()
+        self._facts: dict[str, tuple[bool, bool, bool, bool, bool]] = {}
+        # What this process last wrote to each account: events that change nothing there
+        # but ``last`` (by under a minute) skip the account's update. Off when nudges read
+        # what accounts reached (they must see it at once).
+        self._accounts = None if self._account_nudges else _AccountMemo()
         self.failures = 0
         self._failure_logged = -1e9
 
@@ -228,30 +285,34 @@ class RulesEngine:
         """
         effects = _NOTHING
         try:
-            active = event not in self.inactive_events
+            facts = self._facts.get(event)
+            if facts is None:
+                facts = self._classify(event)
+            active, touchpoint, wants_account, counted, wants_user = facts
             feature = None
             if event == FEATURE_EVENT and properties:
                 name = properties.get("feature")
-                feature = name if isinstance(name, str) and name else None
+                if isinstance(name, str) and name:
+                    feature = name
+                    wants_account = wants_account or self.account.wants(event, active, feature)
+                    wants_user = wants_user or self.user.wants(event, active, feature)
             # Both scopes keep days when either does (engagement): one time zone lookup.
-            touchpoint = event in self._touchpoints  # counted even when marked inactive
             day = None
             if (active and self._days) or touchpoint:
                 day = math.floor(t / 86_400.0) if self._utc else self.calendar.day_of(t)
             account_key = None
-            if account is not None and (
-                (active and self._account_active)
-                or touchpoint
-                or self.account.wants(event, active, feature)
-            ):
-                account_key = self._keys.account(account)
-            user_key = None
-            if (
-                (active and self._user_active)
-                or self.user.wants(event, active, feature)
-                or event in self.nudges.by_event
-            ):
-                user_key = self._keys.user(uid, anon)
+            if account is not None and wants_account:
+                seen = self._accounts.get(account) if self._accounts is not None else None
+                if (
+                    seen is None
+                    or counted  # (touchpoints and inactive events are counted too)
+                    or day != seen.day
+                    or not seen.written <= t < seen.written + ACCOUNT_LAST_RESOLUTION_S
+                    or (uid if uid is not None else anon) not in seen.members
+                    or (feature is not None and feature not in seen.features)
+                ):
+                    account_key = self._keys.account(account)
+            user_key = self._keys.user(uid, anon) if wants_user else None
             # One atomic store update for both subjects (one lock, or one transaction).
             if user_key is None:
                 if account_key is None:
@@ -275,6 +336,9 @@ class RulesEngine:
                     ev.reached, ev.actions, ev.question = ev.account_reached_now, [], None
             else:
                 self.store.update_many(keys, self._apply, ev)
+            memo = self._accounts
+            if memo is not None and account is not None and account_key and day is not None:
+                memo.written(account, day, t, ev)
             actions = ev.actions
             question = ev.question
             if question is not None:
@@ -286,6 +350,28 @@ class RulesEngine:
         except Exception as exc:  # never let the rules break the host's call
             self.failed("evaluating milestones and nudges", exc)
         return effects
+
+    def _classify(self, event: str) -> tuple[bool, bool, bool, bool, bool]:
+        """What the rules do with an event of this name (a feature aside), kept per name:
+        (active, touchpoint, the account wants it, the account cannot skip it, the user
+        wants it)."""
+        active = event not in self.inactive_events
+        touchpoint = event in self._touchpoints  # counted even when marked inactive
+        facts = (
+            active,
+            touchpoint,
+            (active and self._account_active)
+            or touchpoint
+            or self.account.wants(event, active, None),
+            touchpoint or not active or self.account.counts(event),
+            (active and self._user_active)
+            or self.user.wants(event, active, None)
+            or event in self.nudges.by_event,
+        )
+        if len(self._facts) >= 4096:  # event names come from the host: keep it bounded
+            self._facts.clear()
+        self._facts[event] = facts
+        return facts
 
     def _answer(self, key: str, question: Question, actions: list[Action]) -> list[Action]:
         """Ask the host's audience callables the decision needs, outside the store, and
@@ -513,6 +599,8 @@ class RulesEngine:
     def forget(self, user_id: object, account_id: object) -> bool:
         known = False
         for key in subject_keys(user_id, account_id):
+            if key.startswith("account:") and self._accounts is not None:
+                self._accounts.forget(key[len("account:") :])
             known = self.store.delete(key) or known
         return known
 
