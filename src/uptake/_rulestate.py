@@ -5,6 +5,9 @@ many as the largest count needs), the first time each feature was used, the acti
 inside the longest windows, and which milestones were reached (and when); for engagement,
 the recent days each feature was used on, and for accounts the recent days each member was
 active on, touchpoint days and seats. Never the event history.
+
+Shared by the rules (which change it) and the stores (which keep it): the stores import
+this module and never the rules, so the two packages do not import each other.
 """
 
 from __future__ import annotations
