@@ -48,6 +48,9 @@ class Broken(MemoryStore):
     def update_many(self, keys: Sequence[str], change: Callable[..., T], *args: Any) -> T:
         raise uptake.StoreUnavailable("down")
 
+    def update(self, key: str, change: Callable[..., T], *args: Any) -> T:
+        raise uptake.StoreUnavailable("down")
+
 
 def engine(
     store: MemoryStore | None = None,

@@ -190,6 +190,8 @@ class RulesEngine:
                 except Exception as exc:  # the account's step stands: report what it reached
                     self.failed("evaluating the user's rules", exc)
                     ev.reached, ev.actions, ev.question = ev.account_reached_now, [], None
+            elif account_key is None:  # the common case: the user alone, one key
+                self.store.update(keys[0], self._apply_user, ev)
             else:
                 self.store.update_many(keys, self._apply, ev)
             memo = self._accounts
@@ -242,31 +244,36 @@ class RulesEngine:
             question = next_question
         return actions
 
-    def _apply(self, states: list[SubjectState], ev: Event) -> None:
+    def _apply(self, states: Sequence[SubjectState], ev: Event) -> None:
         """Apply one event to the account's state (``ev.with_account``: the first of
-        ``states``), then to the user's (``ev.user``: the last), and record in ``ev`` what
-        it decided. One function, few calls: this runs on the tracking thread for every
-        event, inside the store's update (so it may run again if the store retries).
+        ``states``), then to the user's (``ev.user``: the last), recording in ``ev`` what
+        it decided. Runs inside the store's update (so it may run again if the store
+        retries): everything it reports is recomputed from the states it is given.
         """
-        event, t, active, feature, day = ev.event, ev.t, ev.active, ev.feature, ev.day
-        reached: list[Reached] = ev.account_reached_now
         if ev.with_account:
             state = states[0]
-            reached = self.account.apply(state, event, t, active, feature, day)
+            event, day = ev.event, ev.day
+            reached = self.account.apply(state, event, ev.t, ev.active, ev.feature, day)
             rules = self.account_engagement
             if rules is not None and day is not None:
-                member = (ev.uid if ev.uid is not None else ev.anon) if active else None
+                member = (ev.uid if ev.uid is not None else ev.anon) if ev.active else None
                 rules.apply(state, event, day, member)
             if self._account_nudges and state.events:
                 ev.known = frozenset(state.reached)
-            ev.account_reached_now = reached
+            ev.account_reached_now = ev.reached = reached
             if not ev.user:
-                ev.reached = reached
                 return
-        state = states[-1]
+        self._apply_user(states[-1], ev)
+
+    def _apply_user(self, state: SubjectState, ev: Event) -> None:
+        """Apply one event to the user's state (directly the store's change when the
+        event has no account to update: the common case). One function, few calls: this
+        runs on the tracking thread for every event."""
+        event, t, active = ev.event, ev.t, ev.active
         previous = state.last if active else None
         first_before = state.first
-        mine = self.user.apply(state, event, t, active, feature, day)
+        mine = self.user.apply(state, event, t, active, ev.feature, ev.day)
+        reached = ev.account_reached_now
         if reached:
             mine = reached + mine
         ev.reached = mine

@@ -12,6 +12,7 @@ Pure logic over a :class:`~uptake.rules.state.SubjectState`: no clock, no I/O.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import math
 import sys
@@ -241,9 +242,12 @@ class NudgeRules(Decider):
             key = self._recent_keys[event]
             times: list[float] = records.setdefault(key, [])
             if len(times) < keep or t > times[0]:
-                times.append(t)
-                times.sort()
-                del times[:-keep]
+                if times and t < times[-1]:  # a late event
+                    bisect.insort(times, t)
+                else:
+                    times.append(t)
+                if len(times) > keep:
+                    del times[0]
                 changed = True
         return changed
 
