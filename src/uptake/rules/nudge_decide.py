@@ -204,6 +204,8 @@ class Decider:
             if status is not None:
                 if status == _ASK:
                     view = context.view(state, t, copy=True)
+                    if actions:  # should the rest never be decided, look again next time
+                        state.due = min(state.due, t)
                     return actions, Question(pool[i:], view, context, t, previous, everything)
                 continue
             if rate_limit is not None and last is not None and t < last + rate_limit:
