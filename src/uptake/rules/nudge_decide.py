@@ -90,7 +90,7 @@ class Context:
         self._account_reached = account_reached
         self._engagement = engagement
         self._reached: frozenset[str] | None = None
-        self.answers: dict[str, bool] = {}
+        self.answers: dict[str, bool] | None = None
         self.direct = False
 
     def has(self, state: SubjectState, key: str) -> bool:
@@ -164,6 +164,8 @@ class Question:
     def ask(self) -> None:
         """Call the host's audience callable (never inside a store update)."""
         nudge = self.rest[0]
+        if self.context.answers is None:
+            self.context.answers = {}
         self.context.answers[nudge.name] = ask_audience(nudge, self.view)
 
 
@@ -293,7 +295,7 @@ class Decider:
         if audience is not None and not isinstance(audience, Mapping):
             if context.direct:
                 answer = ask_audience(nudge, context.view(state, t, copy=False))
-            elif name in context.answers:
+            elif context.answers is not None and name in context.answers:
                 answer = context.answers[name]
             else:
                 return _ASK

@@ -36,7 +36,7 @@ from .nudge_decide import (
 )
 from .nudge_explain import explain
 from .nudge_spec import Action, EventCount, Inactive, Nudge, NudgeExplanation, Reached
-from .state import SubjectState, reached_key
+from .state import REACHED, SubjectState, reached_key
 
 __all__ = ["Decision", "NudgeRules"]
 
@@ -149,15 +149,16 @@ class NudgeRules(Decider):
         triggered = self.by_event.get(event) if counted else None
         if not everything and not triggered and not reached_now:
             return _NONE
-        context = Context(user, account, account_reached, engagement)
         if everything:
+            context = Context(user, account, account_reached, engagement)
             return self.decide(state, t, previous, context, self.nudges, True)
-        candidates = [n for n in triggered or () if self._open(n, state, t, context)]
+        candidates = [n for n in triggered or () if self._open(n, state, t, account_reached)]
         for name in reached_now:
             candidates += self.by_milestone.get(name, ())
         if not candidates:
             return _NONE
         pool = sorted(set(candidates), key=lambda n: (-n.priority, n.name))
+        context = Context(user, account, account_reached, engagement)
         return self.decide(state, t, previous, context, pool, False)
 
     def resume(self, state: SubjectState, question: Question) -> Decision:
@@ -207,7 +208,9 @@ class NudgeRules(Decider):
         seen.extend(fresh)
         return fresh
 
-    def _open(self, nudge: Nudge, state: SubjectState, t: float, context: Context) -> bool:
+    def _open(
+        self, nudge: Nudge, state: SubjectState, t: float, account_reached: frozenset[str]
+    ) -> bool:
         """A quick look: False when the nudge cannot fire now whatever its trigger says
         (capped, dismissed, in cooldown or snoozed, suppressed by a milestone)."""
         records = state.nudges
@@ -219,7 +222,11 @@ class NudgeRules(Decider):
                 return False  # (state.due brings it back when the cooldown ends)
             if record[UNTIL] is not None and t < record[UNTIL]:
                 return False
-        return not any(context.has(state, key) for key in self._unless[nudge.name])
+        unless = self._unless[nudge.name]
+        if not unless:
+            return True
+        events = state.events or {}
+        return not any(key in events or key[len(REACHED) :] in account_reached for key in unless)
 
     def count(self, state: SubjectState, event: str, t: float) -> bool:
         """Count an event some ``EventCount`` trigger looks at; True if one of them may
