@@ -198,7 +198,9 @@ class Nudge:
         unless: Milestones that suppress it once reached.
         audience: Who may get it: a callable given an :class:`Audience` (traits,
             milestones, engagement), or a mapping of traits to match (a list or set value
-            means any of them), from ``client.identify``.
+            means any of them), from ``client.identify``. A callable is asked last, only
+            when everything else lets the nudge fire, and never while the store is locked
+            (it may read the store or call the client).
         max_shows: How many times it fires per user at most (held-out fires count too).
         cooldown: Least time between two fires to one user (default one day).
         priority: Higher goes first when several are eligible at once.
