@@ -87,6 +87,14 @@ NUDGES = [
         max_shows=4,
         priority=1,
     ),
+    uptake.Nudge(
+        "pro_tip",
+        trigger=uptake.EventCount("Export Failed", 1),
+        audience={"plan": "pro"},
+        cooldown=2 * HOUR,
+        max_shows=3,
+        priority=0,
+    ),
 ]
 NAMES = [n.name for n in NUDGES]
 NEUTRAL = "Page Viewed"  # an active event no rule counts
@@ -100,6 +108,7 @@ steps = st.lists(
         st.one_of(
             st.sampled_from(EVENTS).map(lambda e: ("track", e)),
             st.tuples(st.sampled_from(["shown", "dismissed", "snoozed"]), st.sampled_from(NAMES)),
+            st.sampled_from(["free", "pro"]).map(lambda plan: ("identify", plan)),
         ),
     ),
     min_size=1,
@@ -122,6 +131,9 @@ def test_explain_predicts_the_next_events_outcome(
     t = T0
     for gap, (kind, what) in steps:
         t += gap
+        if kind == "identify":
+            client.identify(user, {"plan": what})
+            continue
         if kind == "shown":
             client.nudge_shown(user, what, timestamp=t)
             continue
