@@ -536,6 +536,8 @@ client = uptake.Client(send=False, store=store, nudges=[nudge], nudge_rate_limit
 fired = []
 client.on_nudge()(lambda n: fired.append(n.user_id))
 t0 = dt.datetime(2026, 6, 1, tzinfo=dt.timezone.utc)
+print("ready", flush=True)
+sys.stdin.readline()  # the start barrier: every process is ready, go
 for i in range(40):
     for u in range(25):
         client.track(f"user-{u}", "Ping", timestamp=t0 + dt.timedelta(seconds=i))
@@ -548,10 +550,19 @@ def test_two_processes_sharing_a_store_never_exceed_max_shows(tmp_path: Path) ->
     uptake.SqliteStore(path)  # create it before the race
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", WORKER, str(path)], stdout=subprocess.PIPE, text=True
+            [sys.executable, "-c", WORKER, str(path)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
         )
         for _ in range(2)
     ]
+    for proc in procs:  # a start barrier: both set up before either tracks, so they overlap
+        assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+    for proc in procs:
+        assert proc.stdin is not None
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
     fired: list[str] = []
     for proc in procs:
         out, _ = proc.communicate(timeout=120)

@@ -27,6 +27,7 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from ._sqlite import open_database
 from .buffer import Batch, OnDrop
 from .errors import ConfigurationError
 
@@ -402,18 +403,16 @@ class SqliteBuffer:
     def _open_file(self) -> sqlite3.Connection:
         if not Path(self.path).parent.is_dir():
             raise sqlite3.OperationalError(f"directory {Path(self.path).parent} does not exist")
-        conn = sqlite3.connect(
-            self.path, timeout=10.0, isolation_level=None, check_same_thread=False
+        # Safe when several processes create the file at once (workers starting together).
+        return open_database(
+            self.path,
+            timeout=10.0,
+            schema=_SCHEMA,
+            pragmas=(
+                "PRAGMA synchronous=NORMAL",
+                "PRAGMA journal_size_limit=4194304",  # truncate the WAL after checkpoints
+            ),
         )
-        try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA journal_size_limit=4194304")  # truncate the WAL after checkpoints
-            conn.executescript(_SCHEMA)
-        except BaseException:
-            conn.close()
-            raise
-        return conn
 
     def _start_writer(self) -> None:
         with self._writer_lock:

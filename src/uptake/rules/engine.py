@@ -29,15 +29,14 @@ from .engagement import (
     EngagementSnapshot,
 )
 from .milestones import FEATURE_EVENT, Milestone, MilestoneRules
-from .nudges import Action, Context, Nudge, NudgeExplanation, NudgeRules
+from .nudges import Action, Context, Decision, Nudge, NudgeExplanation, NudgeRules, Question
+from .plumbing import ACCOUNT_LAST_RESOLUTION_S, AccountMemo, Event, Keys, Reached
 from .state import SubjectState
 
 __all__ = ["Effects", "Reached", "RulesEngine", "subject_keys"]
 
 logger = logging.getLogger("uptake")
 
-#: What one event reached: (milestone, reached at, first seen), in event time.
-Reached = tuple[Milestone, float, float]
 #: Traits kept per user for nudge audiences: scalar values, this many at most.
 _MAX_TRAITS = 64
 
@@ -110,6 +109,12 @@ class RulesEngine:
         self._account_active = bool(self.account)
         self._touchpoints = frozenset(engagement.touchpoints) if engagement else frozenset()
         self._atomic_many = bool(getattr(store, "atomic_many", True))
+        self._keys = Keys()
+        self._facts: dict[str, tuple[bool, bool, bool, bool, bool]] = {}
+        # What this process last wrote to each account: events that change nothing there
+        # but ``last`` (by under a minute) skip the account's update. Off when nudges read
+        # what accounts reached (they must see it at once).
+        self._accounts = None if self._account_nudges else AccountMemo()
         self.failures = 0
         self._failure_logged = -1e9
 
@@ -129,142 +134,167 @@ class RulesEngine:
         """Apply one event to the account's and the user's state; return what it decided.
 
         With ``decide=False`` (history being replayed) nudges only count the event: none
-        fires.
+        fires. A host ``audience`` callable is asked between store updates, never inside.
 
         Never raises: a failure (a store that stays busy, a broken disk) is counted, logged
         at most every 10 seconds, and leaves this event out of the rules.
         """
         effects = _NOTHING
         try:
-            active = event not in self.inactive_events
+            facts = self._facts.get(event)
+            if facts is None:
+                facts = self._classify(event)
+            active, touchpoint, wants_account, counted, wants_user = facts
             feature = None
             if event == FEATURE_EVENT and properties:
                 name = properties.get("feature")
-                feature = name if isinstance(name, str) and name else None
+                if isinstance(name, str) and name:
+                    feature = name
+                    wants_account = wants_account or self.account.wants(event, active, feature)
+                    wants_user = wants_user or self.user.wants(event, active, feature)
             # Both scopes keep days when either does (engagement): one time zone lookup.
-            touchpoint = event in self._touchpoints  # counted even when marked inactive
             day = None
             if (active and self._days) or touchpoint:
                 day = math.floor(t / 86_400.0) if self._utc else self.calendar.day_of(t)
             account_key = None
-            if account is not None and (
-                (active and self._account_active)
-                or touchpoint
-                or self.account.wants(event, active, feature)
-            ):
-                account_key = f"account:{account}"
-            user_key = None
-            if (
-                (active and self._user_active)
-                or self.user.wants(event, active, feature)
-                or event in self.nudges.by_event
-            ):
-                user_key = f"user:{uid}" if uid is not None else f"anon:{anon}"
+            if account is not None and wants_account:
+                seen = self._accounts.get(account) if self._accounts is not None else None
+                if (
+                    seen is None
+                    or counted  # (touchpoints and inactive events are counted too)
+                    or day != seen.day
+                    or not seen.written <= t < seen.written + ACCOUNT_LAST_RESOLUTION_S
+                    or (uid if uid is not None else anon) not in seen.members
+                    or (feature is not None and feature not in seen.features)
+                ):
+                    account_key = self._keys.account(account)
+            user_key = self._keys.user(uid, anon) if wants_user else None
             # One atomic store update for both subjects (one lock, or one transaction).
             if user_key is None:
                 if account_key is None:
                     return effects
-                keys = [account_key]
+                keys: tuple[str, ...] = (account_key,)
             else:
-                keys = [user_key] if account_key is None else [account_key, user_key]
-            args = (event, t, active, feature, day, uid, anon)
-            if account_key is not None and user_key is not None and not self._atomic_many:
+                keys = (user_key,) if account_key is None else (account_key, user_key)
+            ev = Event(event, t, active, feature, day, uid, anon, account, decide)
+            ev.with_account = account_key is not None
+            ev.user = user_key is not None
+            if len(keys) == 2 and not self._atomic_many:
                 # A store that cannot change two keys in one step (Redis Cluster, where
                 # they sit in different slots): the account first, then the user.
-                first, _, known = self.store.update_many(
-                    [account_key], self._apply, *args, account, True, False, decide
-                )
+                ev.user = False
+                self.store.update_many(keys[:1], self._apply, ev)
+                ev.with_account, ev.user = False, True
                 try:
-                    reached, actions, _ = self.store.update_many(
-                        [user_key], self._apply, *args, account, False, True, decide, first, known
-                    )
+                    self.store.update_many(keys[1:], self._apply, ev)
                 except Exception as exc:  # the account's step stands: report what it reached
                     self.failed("evaluating the user's rules", exc)
-                    reached, actions = first, []
+                    ev.reached, ev.actions, ev.question = ev.account_reached_now, [], None
+            elif account_key is None:  # the common case: the user alone, one key
+                self.store.update(keys[0], self._apply_user, ev)
             else:
-                reached, actions, _ = self.store.update_many(
-                    keys,
-                    self._apply,
-                    *args,
-                    account,
-                    account_key is not None,
-                    user_key is not None,
-                    decide,
-                )
-            if reached or actions:
+                self.store.update_many(keys, self._apply, ev)
+            memo = self._accounts
+            if memo is not None and account is not None and account_key and day is not None:
+                memo.written(account, day, t, ev)
+            actions = ev.actions
+            question = ev.question
+            if question is not None:
+                actions = self._answer(keys[-1], question, actions)
+            if ev.reached or actions:
                 effects = Effects()
-                effects.reached = reached
+                effects.reached = ev.reached
                 effects.nudges = actions
         except Exception as exc:  # never let the rules break the host's call
             self.failed("evaluating milestones and nudges", exc)
         return effects
 
-    def _apply(
-        self,
-        states: list[SubjectState],
-        event: str,
-        t: float,
-        active: bool,
-        feature: str | None,
-        day: int | None,
-        uid: str | None,
-        anon: str | None,
-        account: str | None,
-        with_account: bool,
-        user: bool,
-        decide: bool,
-        earlier: list[Reached] | None = None,
-        known: frozenset[str] = frozenset(),
-    ) -> tuple[list[Reached], list[Action], frozenset[str]]:
-        """Apply one event to the account's state (``with_account``: the first of
-        ``states``), then to the user's (``user``: the last). One function, few calls:
-        this runs on the tracking thread for every event.
+    def _classify(self, event: str) -> tuple[bool, bool, bool, bool, bool]:
+        """What the rules do with an event of this name (a feature aside), kept per name:
+        (active, touchpoint, the account wants it, the account cannot skip it, the user
+        wants it)."""
+        active = event not in self.inactive_events
+        touchpoint = event in self._touchpoints  # counted even when marked inactive
+        facts = (
+            active,
+            touchpoint,
+            (active and self._account_active)
+            or touchpoint
+            or self.account.wants(event, active, None),
+            touchpoint or not active or self.account.counts(event),
+            (active and self._user_active)
+            or self.user.wants(event, active, None)
+            or event in self.nudges.by_event,
+        )
+        if len(self._facts) >= 4096:  # event names come from the host: keep it bounded
+            self._facts.clear()
+        self._facts[event] = facts
+        return facts
 
-        When the store applied the account in a step of its own, ``earlier`` is what that
-        step reached and ``known`` what the account has reached; the third result is the
-        latter, for that next step.
+    def _answer(self, key: str, question: Question, actions: list[Action]) -> list[Action]:
+        """Ask the host's audience callables the decision needs, outside the store, and
+        go on deciding after each answer (one store update per answer)."""
+        actions = list(actions)
+        for _ in range(len(self.nudges.nudges)):  # each round answers one more nudge
+            question.ask()
+            more, next_question = self.store.update(key, self.nudges.resume, question)
+            actions += more
+            if next_question is None:
+                break
+            question = next_question
+        return actions
+
+    def _apply(self, states: Sequence[SubjectState], ev: Event) -> None:
+        """Apply one event to the account's state (``ev.with_account``: the first of
+        ``states``), then to the user's (``ev.user``: the last), recording in ``ev`` what
+        it decided. Runs inside the store's update (so it may run again if the store
+        retries): everything it reports is recomputed from the states it is given.
         """
-        reached: list[Reached] = earlier or []
-        account_reached = known
-        if with_account:
+        if ev.with_account:
             state = states[0]
-            reached = self.account.apply(state, event, t, active, feature, day)
+            event, day = ev.event, ev.day
+            reached = self.account.apply(state, event, ev.t, ev.active, ev.feature, day)
             rules = self.account_engagement
             if rules is not None and day is not None:
-                member = (uid if uid is not None else anon) if active else None
+                member = (ev.uid if ev.uid is not None else ev.anon) if ev.active else None
                 rules.apply(state, event, day, member)
             if self._account_nudges and state.events:
-                account_reached = frozenset(state.reached)
-            if not user:
-                return reached, [], account_reached
-        state = states[-1]
+                ev.known = frozenset(state.reached)
+            ev.account_reached_now = ev.reached = reached
+            if not ev.user:
+                return
+        self._apply_user(states[-1], ev)
+
+    def _apply_user(self, state: SubjectState, ev: Event) -> None:
+        """Apply one event to the user's state (directly the store's change when the
+        event has no account to update: the common case). One function, few calls: this
+        runs on the tracking thread for every event."""
+        event, t, active = ev.event, ev.t, ev.active
         previous = state.last if active else None
         first_before = state.first
-        mine = self.user.apply(state, event, t, active, feature, day)
+        mine = self.user.apply(state, event, t, active, ev.feature, ev.day)
+        reached = ev.account_reached_now
         if reached:
             mine = reached + mine
+        ev.reached = mine
         nudges = self.nudges
         if not nudges:
-            return mine, [], account_reached
-        if not decide:
+            return
+        if not ev.decide:
             nudges.count(state, event, t)
-            return mine, [], account_reached
+            return
         names = [m.name for m, _, _ in mine] if mine else ()
-        return (
-            mine,
-            nudges.on_event(
-                state,
-                event,
-                t,
-                previous,
-                names,
-                uid or anon or "",
-                account,
-                account_reached,
-                self._engagement_of,
-                first_before,
-            ),
-            account_reached,
+        ev.actions, ev.question = nudges.on_event(
+            state,
+            event,
+            t,
+            previous,
+            names,
+            ev.uid or ev.anon or "",
+            ev.account,
+            ev.known,
+            self._engagement_of,
+            first_before,
         )
 
     def _engagement_of(self, state: SubjectState, t: float) -> Any:
@@ -288,7 +318,7 @@ class RulesEngine:
         """Evaluate a user's nudges at ``t`` without an event (time-based triggers); return
         what fired and the pending nudges. One store update (two with account milestones
         in the nudges)."""
-        key = f"user:{uid}" if uid is not None else f"anon:{anon}"
+        key = self._keys.user(uid, anon)
         account_reached = self._account_reached(account)
         context = Context(uid or anon or "", account, account_reached, self._engagement_of)
         # A read first: most requests find nothing due, and a visitor never seen must not
@@ -296,32 +326,37 @@ class RulesEngine:
         seen = self.store.get(key)
         if seen is None or not self.nudges.due_at(seen, t, account_reached):
             return [], [] if seen is None else self.nudges.pending(seen, context)
-        result: tuple[list[Action], list[tuple[Nudge, float]]] = self.store.update(
-            key, self._look, t, context, account_reached
-        )
-        return result
+        decision: Decision
+        pending: list[tuple[Nudge, float]]
+        decision, pending = self.store.update(key, self._look, t, context, account_reached)
+        actions, question = decision
+        if question is not None:  # a host audience callable, asked outside the store
+            actions = self._answer(key, question, actions)
+            pending = self.store.update(key, self.nudges.pending, context)
+        return actions, pending
 
     def _look(
         self, state: SubjectState, t: float, context: Context, account_reached: frozenset[str]
-    ) -> tuple[list[Action], list[tuple[Nudge, float]]]:
-        actions: list[Action] = []
+    ) -> tuple[Decision, list[tuple[Nudge, float]]]:
+        decision: Decision = ([], None)
         if state.first is not None:
-            actions = self.nudges.look(state, t, context, account_reached)
-        return actions, self.nudges.pending(state, context)
+            decision = self.nudges.look(state, t, context, account_reached)
+        return decision, self.nudges.pending(state, context)
 
     def outcome(
         self, uid: str | None, anon: str | None, name: str, kind: str, t: float, snooze: float
     ) -> bool:
         """Record a nudge outcome for a user; True if it was pending."""
-        key = f"user:{uid}" if uid is not None else f"anon:{anon}"
+        key = self._keys.user(uid, anon)
         result: bool = self.store.update(key, self.nudges.outcome, name, kind, t, snooze)
         return result
 
     def explain(
         self, uid: str | None, anon: str | None, account: str | None, t: float
     ) -> list[NudgeExplanation]:
-        """Where each nudge stands for a user at ``t``; changes nothing."""
-        state = self.store.get(f"user:{uid}" if uid is not None else f"anon:{anon}")
+        """Where each nudge stands for a user at ``t``: what the decision for an event at
+        ``t`` does, run on a copy of their state (the store is not changed)."""
+        state = self.store.get(self._keys.user(uid, anon))
         context = Context(
             uid or anon or "", account, self._account_reached(account), self._engagement_of
         )
@@ -427,6 +462,8 @@ class RulesEngine:
     def forget(self, user_id: object, account_id: object) -> bool:
         known = False
         for key in subject_keys(user_id, account_id):
+            if key.startswith("account:") and self._accounts is not None:
+                self._accounts.forget(key[len("account:") :])
             known = self.store.delete(key) or known
         return known
 

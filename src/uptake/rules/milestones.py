@@ -234,6 +234,10 @@ class MilestoneRules:
             return True
         return active and self._needs_activity
 
+    def counts(self, event: str) -> bool:
+        """Whether a milestone's criteria name this event (its times are kept)."""
+        return event in self._keep
+
     def day_of(self, t: float) -> int:
         """The calendar day number of event time ``t`` in the configured time zone."""
         return self.calendar.day_of(t)

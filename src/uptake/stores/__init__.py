@@ -1,9 +1,11 @@
 """Stores keep the rules' per-user and per-account state.
 
 A store maps a subject key (``"user:<id>"``, ``"anon:<id>"``, ``"account:<id>"``) to its
-:class:`~uptake.rules.state.SubjectState`. ``update`` must be atomic: the change it applies
-runs while no other update of that key (in any process sharing the store) can interleave,
-which is what makes a milestone fire exactly once.
+:class:`~uptake._rulestate.SubjectState` (stores import that shared module, never the
+rules). ``update`` must be atomic: the change it applies runs while no other update of
+that key (in any process sharing the store) can interleave, which is what makes a
+milestone fire exactly once. The change may be called more than once (an optimistic store
+retrying after a conflict), and it never runs host code.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
-from ..rules.state import SubjectState
+from .._rulestate import SubjectState
 
 T = TypeVar("T")
 

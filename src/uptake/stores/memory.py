@@ -6,8 +6,8 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+from .._rulestate import SubjectState
 from ..errors import ConfigurationError
-from ..rules.state import SubjectState
 
 __all__ = ["MemoryStore"]
 

@@ -27,8 +27,8 @@ from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any, TypeVar
 
+from .._rulestate import SubjectState
 from ..errors import ConfigurationError, StoreUnavailable
-from ..rules.state import SubjectState
 
 __all__ = ["RedisStore"]
 

@@ -10,8 +10,9 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+from .._rulestate import SubjectState
+from .._sqlite import open_database
 from ..errors import ConfigurationError
-from ..rules.state import SubjectState
 
 __all__ = ["SqliteStore"]
 
@@ -149,14 +150,10 @@ class SqliteStore:
         return self._conn
 
     def _open(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(
-            self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
+        # Safe when several processes create the file at once (workers starting together).
+        return open_database(
+            self.path,
+            timeout=self.timeout,
+            schema=_SCHEMA,
+            pragmas=("PRAGMA synchronous=NORMAL",),
         )
-        try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.executescript(_SCHEMA)
-        except BaseException:
-            conn.close()
-            raise
-        return conn
