@@ -40,6 +40,27 @@ def test_script_that_exits_without_flush_delivers_everything(
     assert collector.duplicates == 0
 
 
+def test_a_client_the_host_dropped_still_delivers_its_queue_at_exit(
+    collector: LoopbackCollector,
+) -> None:
+    result = run(
+        f"""
+        import gc, sys, uptake
+
+        def work():  # the client is a local: nothing refers to it once work() returns
+            client = uptake.Client(write_key={WRITE_KEY!r}, endpoint=sys.argv[1])
+            for i in range(3_001):
+                client.track(f"u{{i % 500}}", "Dropped Client", {{"i": i}})
+
+        work()
+        gc.collect()
+        """,
+        collector.url,
+    )
+    assert result.returncode == 0, result.stderr
+    assert track_names(collector.events).count("Dropped Client") == 3_001
+
+
 def test_exit_is_bounded_when_the_collector_hangs(collector: LoopbackCollector) -> None:
     collector.hang()
     started = time.monotonic()

@@ -1,6 +1,7 @@
 """Client lifecycle: open and closed states, interpreter exit, SIGTERM, and fork.
 
-Every live client registers here (weakly, so registration never keeps one alive). At
+Every live client registers here: weakly when it sends nothing, strongly until its
+``shutdown()`` when it sends (so a client the host dropped still delivers its queue). At
 interpreter exit each is shut down within one shared deadline; in a forked child each
 starts afresh (its own lock, worker and connections). Process-wide test captures started
 with ``uptake.testing.capture_events()`` are kept here too, so a client created inside
@@ -45,6 +46,9 @@ class Managed(Protocol):
 
 
 _clients: weakref.WeakSet[Any] = weakref.WeakSet()
+# Clients that send are also held strongly until shutdown(): a client dropped by the host
+# with events still queued must deliver them at exit, not vanish with its queue.
+_sending: set[Any] = set()
 #: Captures started for every client (``capture_events()`` without a client), innermost first.
 global_captures: list[list[dict[str, Any]]] = []
 
@@ -57,12 +61,14 @@ def register(client: Managed, *, sends: bool) -> None:
     """
     _clients.add(client)
     if sends:
+        _sending.add(client)
         _signals.install_sigterm_flush(live)
 
 
 def unregister(client: Managed) -> None:
     """Forget a client that was shut down."""
     _clients.discard(client)
+    _sending.discard(client)
 
 
 def live() -> list[Managed]:
