@@ -16,7 +16,8 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from .ingest import Row, read_body
+from .ingest import read_body
+from .validate import Row
 
 __all__ = ["COLUMNS", "EventStore"]
 
