@@ -99,7 +99,7 @@ def test_the_report_reads_the_settings_beside_its_source_and_says_so(
     assert (
         f"settings: {beside(source)}; time zone Asia/Tokyo; inactive events: Heartbeat" in printed
     )
-    assert "1 active users" in printed and "2026-03-02 to 2026-03-03 (Asia/Tokyo)" in printed
+    assert "1 active user," in printed and "2026-03-02 to 2026-03-03 (Asia/Tokyo)" in printed
     page = out.read_text()
     assert f"settings: {beside(source)}; time zone Asia/Tokyo" in page
     # --settings wins over the file beside the source, and flags over both.

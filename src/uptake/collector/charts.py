@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from datetime import date, timedelta
 from typing import Any
 
-from .figures import lift_interval, p_text
+from .figures import lift_interval, p_text, plural
 from .metrics import Report
 
 __all__ = ["QUICK_RATIO_CAP", "Chart", "charts"]
@@ -77,10 +77,7 @@ def count_axis(title: str, values: Iterable[float], low: float = 0) -> dict[str,
         "tick0": 0,
         "dtick": _step(max(top - low, 1)),
     }
-    if top <= 0 and low >= 0:
-        axis["range"] = [0, 1]
-    else:
-        axis["rangemode"] = "tozero"
+    axis["range"] = [low * 1.08, max(top, 1) * 1.08]
     return axis
 
 
@@ -172,7 +169,9 @@ def _active_users(report: Report) -> Chart:
                 "overlaying": "y",
                 "side": "right",
                 "tickformat": ".0%",
-                "range": [0, 1.02],
+                "range": [0, 1.08],
+                "tick0": 0,
+                "dtick": 0.25,
                 "showgrid": False,
                 "automargin": True,
             },
@@ -211,7 +210,15 @@ def _lifecycle(report: Report) -> Chart:
     weeks = report.lifecycle
     x = [w.week_start.isoformat() for w in weeks]
     traces: list[dict[str, Any]] = [
-        {"type": "bar", "name": name, "x": x, "y": values, "marker": {"color": color}}
+        {
+            "type": "bar",
+            "name": name,
+            "x": x,
+            "y": values,
+            "width": 5 * _DAY_MS,  # a lone week's bar would otherwise be a hairline
+            # The week so far is drawn pale: its counts are not final.
+            "marker": {"color": color, "opacity": [1 if w.complete else 0.45 for w in weeks]},
+        }
         for name, values, color in (
             ("new", [w.new for w in weeks], COLORS["green"]),
             ("returning", [w.returning for w in weeks], COLORS["blue"]),
@@ -241,12 +248,9 @@ def _lifecycle(report: Report) -> Chart:
     )
     top = max(w.new + w.returning + w.resurrecting for w in weeks)
     bottom = max(w.dormant for w in weeks)
-    axis = count_axis("users (dormant below 0)", [top + bottom])
-    axis.pop("rangemode", None)
-    axis.pop("range", None)
-    if top == bottom == 0:
-        axis["range"] = [0, 1]
+    axis = count_axis("users (dormant below 0)", [top], low=-bottom)
     known = [q for q in shown if q is not None]
+    ratio_top = max(known, default=1.0) or 1.0
     return (
         "lifecycle",
         traces,
@@ -261,7 +265,9 @@ def _lifecycle(report: Report) -> Chart:
                 "side": "right",
                 "title": {"text": f"quick ratio (cut at {QUICK_RATIO_CAP:g})", "standoff": 12},
                 "showgrid": False,
-                "range": [0, max(known, default=1.0) * 1.1 or 1.0],
+                "range": [0, ratio_top * 1.08],
+                "tick0": 0,
+                "dtick": 0.25 if ratio_top <= 1 else 0.5 if ratio_top <= 2 else 1,
                 "automargin": True,
                 "zeroline": False,
             },
@@ -280,7 +286,7 @@ def _milestones(report: Report) -> Chart:
                 "y": [label(f"{m.name} ({m.scope})") for m in ms],
                 "x": [round(m.share, 4) for m in ms],
                 "text": [
-                    f"{m.reached:,} {'accounts' if m.scope == 'account' else 'users'}" for m in ms
+                    plural(m.reached, "account" if m.scope == "account" else "user") for m in ms
                 ],
                 "textposition": "auto",
                 "marker": {"color": COLORS["green"]},
@@ -306,7 +312,7 @@ def _features(report: Report) -> Chart:
                 "orientation": "h",
                 "y": [label(f.name) for f in fs],
                 "x": [round(f.adoption, 4) for f in fs],
-                "text": [f"{f.users_30:,} users, {f.frequency:.1f} days each" for f in fs],
+                "text": [f"{plural(f.users_30, 'user')}, {f.frequency:.1f} days each" for f in fs],
                 "textposition": "auto",
                 "marker": {"color": COLORS["violet"]},
                 "name": "adoption",
@@ -378,18 +384,26 @@ def _nudge_lift(report: Report) -> Chart | None:
                     "width": 8,
                 },
                 "text": [
-                    f"{y:+.1f} pts, p={p_text(n.p_value)}"
+                    f"{y:+.1f} pts, p{'' if p_text(n.p_value).startswith('<') else '='}"
+                    f"{p_text(n.p_value)}"
                     for (n, _), y in zip(lifts, ys, strict=True)
                 ],
                 "textposition": "middle right",
+                "cliponaxis": False,
                 "marker": {"color": COLORS["blue"], "size": 11},
             }
         ],
         _layout(
             "Nudge lift on its goal: shown minus held out, with 95% confidence interval",
             height=320,
-            xaxis={"type": "category", "title": {"text": "nudge"}, "automargin": True},
+            xaxis={
+                "type": "category",
+                "title": {"text": "nudge"},
+                "automargin": True,
+                "range": [-0.5, len(lifts) - 0.5],
+            },
             yaxis={
+                "rangemode": "tozero",
                 "title": {"text": "lift (percentage points)"},
                 "zeroline": True,
                 "zerolinecolor": "#374151",

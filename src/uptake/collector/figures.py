@@ -18,6 +18,7 @@ __all__ = [
     "num",
     "p_text",
     "pct",
+    "plural",
     "printable",
     "skipped_text",
 ]
@@ -35,6 +36,11 @@ def pct(x: float | None, digits: int = 0) -> str:
 def num(x: float | None, digits: int = 1) -> str:
     """A number with thousands separators ("n/a" when undefined)."""
     return "n/a" if x is None else f"{x:,.{digits}f}"
+
+
+def plural(n: int, noun: str) -> str:
+    """Return a count with its noun: "1 user", "2,000 users"."""
+    return f"{n:,} {noun if n == 1 else noun + 's'}"
 
 
 def p_text(p: float | None) -> str:
@@ -55,7 +61,7 @@ def printable(text: str) -> str:
 
 def skipped_text(report: Report) -> str:
     """Say how many events were skipped, and why: "3 events skipped: 2 no user or anonymous id"."""
-    text = f"{report.skipped:,} {'event' if report.skipped == 1 else 'events'} skipped"
+    text = f"{plural(report.skipped, 'event')} skipped"
     if report.skipped_by:
         text += ": " + ", ".join(f"{n:,} {reason}" for reason, n in report.skipped_by)
     return text

@@ -23,8 +23,8 @@ from datetime import timedelta
 from typing import Any
 
 from .charts import charts
-from .figures import lift_interval, lift_text, num, p_text, pct, printable, skipped_text
-from .metrics import AccountStat, NudgeStat, Report
+from .figures import lift_interval, lift_text, num, p_text, pct, plural, printable, skipped_text
+from .metrics import AccountStat, MilestoneStat, NudgeStat, Report
 from .settings import ReportSettings
 
 __all__ = ["render_html", "summary"]
@@ -39,8 +39,8 @@ def summary(report: Report, settings: ReportSettings | None = None) -> list[str]
     return [printable(line) for line in lines + _summary(report)]
 
 
-def _milestone_unit(scope: str) -> str:
-    return "accounts" if scope == "account" else "users"
+def _reached(m: MilestoneStat) -> str:
+    return plural(m.reached, "account" if m.scope == "account" else "user")
 
 
 def _nudge_lines(n: NudgeStat) -> list[str]:
@@ -60,12 +60,13 @@ def _nudge_lines(n: NudgeStat) -> list[str]:
 
 def _summary(report: Report) -> list[str]:
     if report.first_day is None or not report.daily:
-        return [f"no activity to report ({report.events:,} events read, {skipped_text(report)})"]
+        read = plural(report.events, "event")
+        return [f"no activity to report ({read} read, {skipped_text(report)})"]
     today = report.daily[-1]
     lines = [
-        f"{report.events:,} events read ({skipped_text(report)}); {report.users:,} active "
-        f"users, {report.accounts:,} accounts; {report.first_day} to {report.last_day} "
-        f"({report.timezone})",
+        f"{plural(report.events, 'event')} read ({skipped_text(report)}); "
+        f"{plural(report.users, 'active user')}, {plural(report.accounts, 'account')}; "
+        f"{report.first_day} to {report.last_day} ({report.timezone})",
         f"active users on {today.day}: DAU {today.dau:,}, WAU {today.wau:,}, MAU {today.mau:,}; "
         f"stickiness (mean DAU/MAU, last 30 days) {pct(report.stickiness)}; "
         f"{num(report.interactions_per_user)} active events per MAU user (30 days)",
@@ -80,7 +81,7 @@ def _summary(report: Report) -> list[str]:
         )
     if report.milestones:
         parts = [
-            f"{m.name} {pct(m.share)} ({m.reached:,} {_milestone_unit(m.scope)}"
+            f"{m.name} {pct(m.share)} ({_reached(m)}"
             + (f", median {num(m.median_days)} d" if m.median_days is not None else "")
             + ")"
             for m in report.milestones
@@ -156,20 +157,26 @@ def _interval(n: NudgeStat) -> str:
     return "" if ci is None else f"{ci[0] * 100:+.1f} to {ci[1] * 100:+.1f}"
 
 
+def _converted(converted: int, of: int, rate: float | None) -> str:
+    return "" if rate is None else f"{converted:,}/{of:,} ({pct(rate, 1)})"
+
+
 def _nudge_section(report: Report, present: set[str]) -> list[str]:
-    rows = (
+    lifts = (
         (
             n.name,
             "n/a" if n.lift is None else f"{n.lift * 100:+.1f} pts",
             _interval(n),
             p_text(n.p_value),
             "" if n.goal is None else f"{n.goal} within {num(n.goal_within_days, 0)} d",
-            ""
-            if n.shown_rate is None
-            else f"{n.shown_converted:,}/{n.shown:,} ({pct(n.shown_rate, 1)})",
-            ""
-            if n.held_out_rate is None
-            else f"{n.held_out_converted:,}/{n.held_out:,} ({pct(n.held_out_rate, 1)})",
+            _converted(n.shown_converted, n.shown, n.shown_rate),
+            _converted(n.held_out_converted, n.held_out, n.held_out_rate),
+        )
+        for n in report.nudges
+    )
+    reach = (
+        (
+            n.name,
             f"{n.fired:,}",
             f"{n.shown:,}",
             f"{n.clicked:,}",
@@ -189,6 +196,18 @@ def _nudge_section(report: Report, present: set[str]) -> list[str]:
                 "goal",
                 "shown: converted (users)",
                 "held out: converted (users)",
+            ],
+            lifts,
+            "nudges",
+        ),
+        _chart_div("nudge-lift") if "nudge-lift" in present else "",
+        "<p class=note>Lift = goal conversion of users shown the nudge, within the goal window "
+        "after they were first shown it, minus that of users held out of it, from the moment "
+        "they were held out. The interval is a 95% Wald interval of the difference; the "
+        "p-value is a two-sided pooled two-proportion z-test.</p>",
+        _table(
+            [
+                "nudge",
                 "users fired",
                 "users shown",
                 "users clicked",
@@ -196,15 +215,9 @@ def _nudge_section(report: Report, present: set[str]) -> list[str]:
                 "users held out",
                 "decisions suppressed",
             ],
-            rows,
-            "nudges",
+            reach,
+            "nudge-reach",
         ),
-        _chart_div("nudge-lift") if "nudge-lift" in present else "",
-        "<p class=note>Lift = goal conversion of users shown the nudge, within the goal window "
-        "after they were first shown it, minus that of users held out of it, from the moment "
-        "they were held out. The interval is a 95% Wald interval of the difference; the "
-        "p-value is a two-sided pooled two-proportion z-test. Counts are distinct users, "
-        "except suppressed decisions.</p>",
     ]
 
 
@@ -274,7 +287,7 @@ def _sections(report: Report, present: set[str]) -> list[str]:
                     (
                         m.name,
                         m.scope,
-                        f"{m.reached:,} {_milestone_unit(m.scope)}",
+                        _reached(m),
                         pct(m.share, 1),
                         num(m.median_days),
                         num(m.p90_days),
@@ -374,7 +387,8 @@ def render_html(
         title=heading,
         period=html.escape(period),
         counts=html.escape(
-            f"{report.events:,} events read, {skipped_text(report)}; {report.users:,} active users"
+            f"{plural(report.events, 'event')} read, {skipped_text(report)}; "
+            f"{plural(report.users, 'active user')}"
         ),
         settings=_settings_block(settings),
         cards=_cards(report),
@@ -420,7 +434,7 @@ td {{ white-space: nowrap; }}
 th {{ color: #374151; background: #f9fafb; vertical-align: bottom; font-weight: 600; }}
 table.nudges td:nth-child(2), table.nudges td:nth-child(3), table.nudges td:nth-child(4) {{
   font-weight: 600; background: #eff6ff; }}
-table.nudges td:first-child, table.nudges td:nth-child(5) {{ white-space: normal;
+table.nudges td:first-child, table.nudges td:nth-child(5) {{ white-space: normal; min-width: 8em;
   overflow-wrap: anywhere; }}
 .note {{ color: #6b7280; font-size: 13px; }}
 </style>
