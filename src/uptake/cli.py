@@ -3,6 +3,7 @@
     uptake replay EVENTS.jsonl --client myapp.analytics:client
     uptake serve [--host 127.0.0.1] [--port 8787] [--db uptake-events.db] [--workers N]
     uptake report [uptake-events.db | EVENTS.jsonl] [--out uptake-report.html]
+                  [--settings FILE] [--json FILE] [--csv FOLDER]
     uptake demo [--seed 7]
 
 ``serve`` takes its write keys from ``$UPTAKE_WRITE_KEY``, a file (``--write-key-file``
@@ -44,7 +45,8 @@ In-app engagement tracking: the uptake command.
       run the reference collector (Segment's HTTP API) that stores what clients send;
       write keys from $UPTAKE_WRITE_KEY or --write-key-file
   uptake report [uptake-events.db | EVENTS.jsonl] [--out uptake-report.html]
-      the engagement report from what the collector stored, or from an export
+      the engagement report from what the collector stored, or from an export;
+      settings from SOURCE.toml or --settings; --json FILE and --csv FOLDER for data
   uptake demo
       a simulated product through a client and a collector to such a report
 
@@ -229,6 +231,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     report.add_argument("--out", default="uptake-report.html", help="HTML file to write")
     report.add_argument(
+        "--json",
+        metavar="FILE",
+        help="also write every figure as JSON ('-': standard output, the summary then "
+        "goes to standard error)",
+    )
+    report.add_argument(
+        "--csv", metavar="FOLDER", help="also write every table as a CSV file in FOLDER"
+    )
+    report.add_argument(
         "--settings",
         metavar="FILE",
         help="TOML settings (default: SOURCE's name with .toml, when that file exists)",
@@ -314,6 +325,7 @@ def _report(args: argparse.Namespace) -> int:
     _needs_extra("report", "plotly")
     import attrs
 
+    from .collector.export import to_json, write_csv
     from .collector.metrics import compute
     from .collector.report import render_html, summary
     from .collector.sources import from_jsonl, from_store
@@ -324,6 +336,8 @@ def _report(args: argparse.Namespace) -> int:
         return 2
     settings = _report_settings(args)
     _folder_of(args.out, "the report to")
+    if args.json not in (None, "-"):
+        _folder_of(args.json, "the JSON report to")
     is_sqlite = _is_event_source(args.source)
     started = time.monotonic()
     try:
@@ -351,10 +365,33 @@ def _report(args: argparse.Namespace) -> int:
             out.write(page)
     except OSError as exc:
         raise _UsageError(f"cannot write the report to {args.out}: {exc.strerror}") from None
+    wrote = [args.out]
+    if args.json is not None:
+        wrote += _write_json(args.json, to_json(report, settings))
+    if args.csv is not None:
+        try:
+            write_csv(report, args.csv, settings)
+        except OSError as exc:
+            raise _UsageError(f"cannot write CSV files to {args.csv}: {exc.strerror}") from None
+        wrote.append(os.path.join(args.csv, "*.csv"))
+    text = sys.stderr if args.json == "-" else sys.stdout
     for line in summary(report, settings):
-        print(line)
-    print(f"wrote {args.out} in {time.monotonic() - started:.1f}s")
+        print(line, file=text)
+    print(f"wrote {', '.join(wrote)} in {time.monotonic() - started:.1f}s", file=text)
     return 0
+
+
+def _write_json(path: str, document: str) -> list[str]:
+    """Write the JSON report to ``path`` ("-": standard output); return what was written."""
+    if path == "-":
+        sys.stdout.write(document + "\n")
+        return []
+    try:
+        with open(path, "w", encoding="utf-8") as out:
+            out.write(document + "\n")
+    except OSError as exc:
+        raise _UsageError(f"cannot write the JSON report to {path}: {exc.strerror}") from None
+    return [path]
 
 
 def _report_settings(args: argparse.Namespace) -> ReportSettings:
