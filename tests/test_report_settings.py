@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+import re
 from pathlib import Path
 
 import attrs
@@ -214,5 +215,9 @@ def test_the_demo_and_the_report_on_its_store_print_the_same_numbers(
         assert out.count(f"held out {counts['held_out']:,},") == 1
         assert f"nudge {name}" in out
     assert "events read" in out and f"tracked {result.tracked:,} events" in out
+    # Milestones the client saw reached are the report's, in users or accounts.
+    reached = next(line for line in result.summary if line.startswith("milestones reached: "))
+    for name, n in result.milestones.items():
+        assert re.search(rf"\b{name} \d+% \({n} (users?|accounts?)\b", reached), name
     with pytest.raises(ValueError, match=r"demo\.toml exists"):
         run_demo(db=str(tmp_path / "demo.jsonl"), out=str(tmp_path / "x.html"), progress=False)

@@ -252,7 +252,6 @@ def run_demo(
                 engagement=ENGAGEMENT,
             )
             reached: Counter[str] = Counter()
-            nudged: dict[str, Counter[str]] = {n.name: Counter() for n in NUDGES}
             examples: list[str] = []
             shown_example: set[str] = set()
             fired: list[NudgeFired] = []
@@ -270,10 +269,9 @@ def run_demo(
 
             @client.on_nudge()
             def _nudge(n: NudgeFired) -> None:
-                nudged[n.name]["fired"] += 1
                 fired.append(n)  # shown by the "front end" on the user's next page view
 
-            sim = _Simulation(rng, client, first, accounts, members, fired, nudged)
+            sim = _Simulation(rng, client, first, accounts, members, fired)
             bar = _Progress(sys.stderr, days, progress)
             for day in range(days):
                 sim.run_day(day)
@@ -356,12 +354,11 @@ class _Simulation:
         accounts: list[_Account],
         members: list[_User],
         fired: list[NudgeFired],
-        nudged: dict[str, Counter[str]],
     ) -> None:
         self.rng, self.client, self.first = rng, client, first
         self.accounts = {a.id: a for a in accounts}
         self.members = members
-        self.fired, self.nudged = fired, nudged
+        self.fired = fired
         self.users = {u.id: u for u in members}
         self.tracked = 0
 
@@ -445,8 +442,6 @@ class _Simulation:
         for nudge in mine:
             at = self._at(day, minute)
             self.client.nudge_shown(user.id, nudge.name, account_id=user.account, timestamp=at)
-            counts = self.nudged[nudge.name]
-            counts["shown"] += 1
             if nudge.name == "try_reports":
                 user.boost_until = day + 7
             else:
@@ -455,9 +450,7 @@ class _Simulation:
                 self.client.nudge_clicked(
                     user.id, nudge.name, account_id=user.account, timestamp=at + _DAY / 1440
                 )
-                counts["clicked"] += 1
             elif rng.random() < 0.3:
                 self.client.nudge_dismissed(
                     user.id, nudge.name, account_id=user.account, timestamp=at + _DAY / 1440
                 )
-                counts["dismissed"] += 1
