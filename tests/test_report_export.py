@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +14,15 @@ import pytest
 
 from tests.test_report import END, dataset
 from uptake.cli import main
-from uptake.collector.export import SCHEMA_VERSION, from_data, to_data, to_json, write_csv
+from uptake.collector.export import (
+    SCHEMA_VERSION,
+    _build,
+    _plain,
+    from_data,
+    to_data,
+    to_json,
+    write_csv,
+)
 from uptake.collector.figures import lift_interval
 from uptake.collector.metrics import Report, compute
 from uptake.collector.report import summary
@@ -125,3 +135,28 @@ def test_the_report_command_writes_json_and_csv(
     assert json.loads(captured.out) == document
     assert "active users" in captured.err
     assert main([*args, "--json", str(tmp_path / "missing" / "r.json")]) == 2
+
+
+@attrs.frozen
+class Cohort:
+    """A table of the kind a later report adds (retention cohorts, segments)."""
+
+    week_start: dt.date
+    retained: tuple[float | None, ...]
+    by_plan: Mapping[str, int]
+    last_seen: dt.date | None = None
+
+
+def test_tables_a_later_report_adds_are_exported_and_read_back_unchanged() -> None:
+    cohorts = (
+        Cohort(dt.date(2026, 3, 2), (1.0, 0.5, None), {"team": 3, "business": 1}),
+        Cohort(dt.date(2026, 3, 9), (1.0,), {}, last_seen=dt.date(2026, 3, 15)),
+    )
+    plain = _plain(cohorts)
+    assert plain[0] == {
+        "week_start": "2026-03-02",
+        "retained": [1.0, 0.5, None],
+        "by_plan": {"team": 3, "business": 1},
+        "last_seen": None,
+    }
+    assert _build(tuple[Cohort, ...], json.loads(json.dumps(plain))) == cohorts

@@ -76,6 +76,8 @@ def _build(kind: Any, value: Any) -> Any:
         origin, args = get_origin(kind), get_args(kind)
     if kind is date:
         return date.fromisoformat(value)
+    if origin in (dict, Mapping) and len(args) == 2:
+        return {k: _build(args[1], v) for k, v in value.items()}
     if origin is tuple:
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(_build(args[0], v) for v in value)
