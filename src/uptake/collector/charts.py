@@ -66,6 +66,14 @@ def _step(span: float, ticks: int = 6) -> int:
         base *= 10
 
 
+def _weeks(weeks: float, ticks: int) -> int:
+    """Return a step in weeks (1, 2, 4, 8, 13, 26, 52, ...) giving at most ``ticks`` ticks."""
+    for step in (1, 2, 4, 8, 13, 26):
+        if weeks / step <= ticks:
+            return step
+    return 52 * _step(weeks / 52, ticks)
+
+
 def count_axis(title: str, values: Iterable[float], low: float = 0) -> dict[str, Any]:
     """Return a y (or x) axis for counts: whole-number ticks from ``low`` to the largest value."""
     top = max(values, default=0)
@@ -96,7 +104,7 @@ def day_axis(days: list[date]) -> dict[str, Any]:
     if span <= 14:
         step, tick0 = 1, first
     else:
-        step, tick0 = 7 * max(1, _step(span / 7, 8)), _monday(first)
+        step, tick0 = 7 * _weeks(span / 7, 8), _monday(first)
     return {
         "type": "date",
         "tickformat": _format(first, last),
@@ -113,7 +121,7 @@ def day_axis(days: list[date]) -> dict[str, Any]:
 def week_axis(weeks: list[date]) -> dict[str, Any]:
     """Return an x axis for an ISO-week series (each point a Monday): ticks on Mondays."""
     first, last = weeks[0], weeks[-1]
-    step = _step(len(weeks), 10)
+    step = _weeks(len(weeks), 10)
     return {
         "type": "date",
         "tickformat": _format(first, last),
