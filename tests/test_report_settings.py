@@ -47,6 +47,8 @@ def test_settings_round_trip_through_toml(tmp_path: Path) -> None:
     # Defaults: every feature the account used, the SDK's weights and tiers.
     assert loads(dumps(ReportSettings())) == ReportSettings() == loads("")
     assert ReportSettings().engagement() == type(engagement)()
+    assert ReportSettings().describe()[0].startswith("settings: defaults; ")
+    assert ReportSettings(high=90).describe()[0].startswith("settings: not from a file; ")
 
 
 @pytest.mark.parametrize(

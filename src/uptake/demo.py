@@ -297,6 +297,8 @@ def run_demo(
                 handle.write(dumps(attrs.evolve(settings, path=settings_path)))
             settings = attrs.evolve(settings, path=settings_path)
             say(f"wrote the report's settings to {settings_path}")
+        else:
+            say("the events and the report's settings are not kept: give --db FILE to keep both")
         source = from_store(db)
         report = compute(
             source,

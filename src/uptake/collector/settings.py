@@ -204,8 +204,9 @@ class ReportSettings:
     def describe(self) -> list[str]:
         """Say in a few lines which settings the report used (and where they came from)."""
         weights = ", ".join(f"{k} {v:g}" for k, v in self.account_weights.items())
+        source = self.path or ("defaults" if self == ReportSettings() else "not from a file")
         return [
-            f"settings: {self.path or 'defaults'}; time zone {self.timezone}; "
+            f"settings: {source}; time zone {self.timezone}; "
             f"inactive events: {', '.join(self.inactive) or 'none'}",
             "account score: core features "
             + (", ".join(self.core_features) if self.core_features else "every feature used")
