@@ -244,16 +244,28 @@ def _parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="TOML settings (default: SOURCE's name with .toml, when that file exists)",
     )
-    report.add_argument("--timezone", help="IANA time zone of days and weeks (default UTC)")
+    report.add_argument(
+        "--timezone",
+        help="IANA time zone of days and weeks (default: the settings', else UTC)",
+    )
     report.add_argument("--until", help="last day of the report, YYYY-MM-DD (default: last event)")
     report.add_argument(
-        "--inactive", action="append", default=[], help="an event that is not activity"
+        "--inactive",
+        action="append",
+        default=[],
+        help="an event that is not activity (repeatable; replaces the settings' list)",
     )
     report.add_argument(
-        "--core-feature", action="append", default=[], help="a core feature (account breadth)"
+        "--core-feature",
+        action="append",
+        default=[],
+        help="a core feature for account breadth (repeatable; replaces the settings' list)",
     )
     report.add_argument(
-        "--touchpoint", action="append", default=[], help="a customer-success touchpoint event"
+        "--touchpoint",
+        action="append",
+        default=[],
+        help="a customer-success touchpoint event (repeatable; replaces the settings' list)",
     )
     demo = commands.add_parser(
         "demo", help="simulate a product end to end: SDK, collector, engagement report"

@@ -11,6 +11,12 @@ Charts (:mod:`uptake.collector.charts`) are drawn by plotly.js, inlined once in 
 tables by ``html.escape``, in chart labels as HTML entities, and the chart data itself is
 embedded as JSON with ``<``, ``>`` and ``&`` escaped, so an event named ``</script>`` is
 shown as text and never run.
+
+A new part of the ``Report`` (sessions, retention cohorts, segments) needs three small
+additions: a chart function in :mod:`~uptake.collector.charts` (listed in ``charts()``,
+using its ``count_axis``/``day_axis``/``week_axis`` so counts stay whole and weeks start
+on Monday), a section in ``_sections`` below, and a line in ``_summary``. The JSON and
+CSV output (:mod:`uptake.collector.export`) follow the ``Report`` type by themselves.
 """
 
 from __future__ import annotations
