@@ -148,7 +148,7 @@ def test_report_on_a_file_that_is_not_an_event_source(tmp_path: Path, capsys: Ca
         + "\nnot json\n"
     )
     assert main(["report", str(export), "--out", str(tmp_path / "r.html")]) == 0
-    assert "1 skipped: 1 not a JSON object" in capsys.readouterr().out
+    assert "1 event skipped: 1 not a JSON object" in capsys.readouterr().out
 
 
 def test_the_report_says_why_it_skipped_events(tmp_path: Path, capsys: Capture) -> None:
@@ -162,10 +162,10 @@ def test_the_report_says_why_it_skipped_events(tmp_path: Path, capsys: Capture) 
     export.write_text("\n".join(json.dumps(line) for line in lines))
     assert main(["report", str(export), "--out", str(tmp_path / "r.html")]) == 0
     out = capsys.readouterr().out
-    assert "3 skipped: " in out
+    assert "3 events skipped: " in out
     for reason in ("1 no user or anonymous id", "1 time before 1990", "1 no usable time"):
         assert reason in out
-    assert "3 skipped: " in (tmp_path / "r.html").read_text()
+    assert "3 events skipped: " in (tmp_path / "r.html").read_text()
 
 
 def test_a_closed_pipe_ends_the_report_quietly(tmp_path: Path) -> None:

@@ -330,7 +330,7 @@ def test_an_empty_store_gives_an_empty_report(tmp_path: Path) -> None:
     EventStore(tmp_path / "e.db").close()
     report = compute(from_store(tmp_path / "e.db"))
     assert report.users == 0 and report.daily == ()
-    assert summary(report) == ["no activity to report (0 events, 0 skipped)"]
+    assert summary(report) == ["no activity to report (0 events read, 0 events skipped)"]
     assert "<section>" not in render_html(report, plotly_js="")
 
 
@@ -438,7 +438,7 @@ def test_the_report_command_reads_a_collector_store(
     store.close()
     out = tmp_path / "r.html"
     assert main(["report", str(tmp_path / "events.db"), "--out", str(out)]) == 0
-    assert "0 skipped" in capsys.readouterr().out and out.is_file()
+    assert "0 events skipped" in capsys.readouterr().out and out.is_file()
     other = tmp_path / "other.db"
     sqlite3.connect(other).execute("CREATE TABLE t (x)").connection.commit()
     assert main(["report", str(other), "--out", str(out)]) == 2

@@ -3,6 +3,7 @@
     uptake replay EVENTS.jsonl --client myapp.analytics:client
     uptake serve [--host 127.0.0.1] [--port 8787] [--db uptake-events.db] [--workers N]
     uptake report [uptake-events.db | EVENTS.jsonl] [--out uptake-report.html]
+                  [--settings FILE] [--json FILE] [--csv FOLDER]
     uptake demo [--seed 7]
 
 ``serve`` takes its write keys from ``$UPTAKE_WRITE_KEY``, a file (``--write-key-file``
@@ -30,6 +31,7 @@ from ._version import __version__
 
 if TYPE_CHECKING:
     from .client import Client
+    from .collector.settings import ReportSettings
 
 __all__ = ["main"]
 
@@ -43,7 +45,8 @@ In-app engagement tracking: the uptake command.
       run the reference collector (Segment's HTTP API) that stores what clients send;
       write keys from $UPTAKE_WRITE_KEY or --write-key-file
   uptake report [uptake-events.db | EVENTS.jsonl] [--out uptake-report.html]
-      the engagement report from what the collector stored, or from an export
+      the engagement report from what the collector stored, or from an export;
+      settings from SOURCE.toml or --settings; --json FILE and --csv FOLDER for data
   uptake demo
       a simulated product through a client and a collector to such a report
 
@@ -227,16 +230,42 @@ def _parser() -> argparse.ArgumentParser:
         "(default: uptake-events.db)",
     )
     report.add_argument("--out", default="uptake-report.html", help="HTML file to write")
-    report.add_argument("--timezone", help="IANA time zone of days and weeks (default UTC)")
+    report.add_argument(
+        "--json",
+        metavar="FILE",
+        help="also write every figure as JSON ('-': standard output, the summary then "
+        "goes to standard error)",
+    )
+    report.add_argument(
+        "--csv", metavar="FOLDER", help="also write every table as a CSV file in FOLDER"
+    )
+    report.add_argument(
+        "--settings",
+        metavar="FILE",
+        help="TOML settings (default: SOURCE's name with .toml, when that file exists)",
+    )
+    report.add_argument(
+        "--timezone",
+        help="IANA time zone of days and weeks (default: the settings', else UTC)",
+    )
     report.add_argument("--until", help="last day of the report, YYYY-MM-DD (default: last event)")
     report.add_argument(
-        "--inactive", action="append", default=[], help="an event that is not activity"
+        "--inactive",
+        action="append",
+        default=[],
+        help="an event that is not activity (repeatable; replaces the settings' list)",
     )
     report.add_argument(
-        "--core-feature", action="append", default=[], help="a core feature (account breadth)"
+        "--core-feature",
+        action="append",
+        default=[],
+        help="a core feature for account breadth (repeatable; replaces the settings' list)",
     )
     report.add_argument(
-        "--touchpoint", action="append", default=[], help="a customer-success touchpoint event"
+        "--touchpoint",
+        action="append",
+        default=[],
+        help="a customer-success touchpoint event (repeatable; replaces the settings' list)",
     )
     demo = commands.add_parser(
         "demo", help="simulate a product end to end: SDK, collector, engagement report"
@@ -306,49 +335,109 @@ def _day(text: str | None) -> date | None:
 
 def _report(args: argparse.Namespace) -> int:
     _needs_extra("report", "plotly")
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
     import attrs
 
+    from .collector.export import to_json, write_csv
     from .collector.metrics import compute
     from .collector.report import render_html, summary
     from .collector.sources import from_jsonl, from_store
-    from .rules.engagement import Engagement
 
-    tz = None
-    if args.timezone:
-        try:
-            tz = ZoneInfo(args.timezone)
-        except (ZoneInfoNotFoundError, ValueError):
-            print(f"uptake: unknown time zone {args.timezone!r}", file=sys.stderr)
-            return 2
     until = _day(args.until)
     if not os.path.isfile(args.source):
         print(f"uptake: no such file: {args.source}", file=sys.stderr)
         return 2
+    settings = _report_settings(args)
     _folder_of(args.out, "the report to")
+    if args.json not in (None, "-"):
+        _folder_of(args.json, "the JSON report to")
     is_sqlite = _is_event_source(args.source)
-    engagement = Engagement(core_features=args.core_feature or None, touchpoints=args.touchpoint)
     started = time.monotonic()
     try:
         source = from_store(args.source) if is_sqlite else from_jsonl(args.source)
-        report = compute(source, tz=tz, inactive=args.inactive, engagement=engagement, until=until)
+        report = compute(
+            source,
+            tz=settings.tzinfo(),
+            inactive=settings.inactive,
+            engagement=settings.engagement(),
+            until=until,
+        )
     except sqlite3.DatabaseError as exc:
         print(f"uptake: {args.source} is not a collector's event store: {exc}", file=sys.stderr)
         return 2
     report = attrs.evolve(
         report, skipped=source.skipped, skipped_by=tuple(source.skipped_by.most_common())
     )
-    page = render_html(report, title=f"uptake engagement report: {os.path.basename(args.source)}")
+    page = render_html(
+        report,
+        title=f"uptake engagement report: {os.path.basename(args.source)}",
+        settings=settings,
+    )
     try:
         with open(args.out, "w", encoding="utf-8") as out:
             out.write(page)
     except OSError as exc:
         raise _UsageError(f"cannot write the report to {args.out}: {exc.strerror}") from None
-    for line in summary(report):
-        print(line)
-    print(f"wrote {args.out} in {time.monotonic() - started:.1f}s")
+    wrote = [args.out]
+    if args.json is not None:
+        wrote += _write_json(args.json, to_json(report, settings))
+    if args.csv is not None:
+        try:
+            write_csv(report, args.csv, settings)
+        except OSError as exc:
+            raise _UsageError(f"cannot write CSV files to {args.csv}: {exc.strerror}") from None
+        wrote.append(os.path.join(args.csv, "*.csv"))
+    text = sys.stderr if args.json == "-" else sys.stdout
+    for line in summary(report, settings):
+        print(line, file=text)
+    print(f"wrote {', '.join(wrote)} in {time.monotonic() - started:.1f}s", file=text)
     return 0
+
+
+def _write_json(path: str, document: str) -> list[str]:
+    """Write the JSON report to ``path`` ("-": standard output); return what was written."""
+    if path == "-":
+        sys.stdout.write(document + "\n")
+        return []
+    try:
+        with open(path, "w", encoding="utf-8") as out:
+            out.write(document + "\n")
+    except OSError as exc:
+        raise _UsageError(f"cannot write the JSON report to {path}: {exc.strerror}") from None
+    return [path]
+
+
+def _report_settings(args: argparse.Namespace) -> ReportSettings:
+    """The settings file (``--settings``, else the one beside the source), then the flags.
+
+    Raises:
+        _UsageError: the settings cannot be read or used, or a flag is invalid.
+    """
+    import attrs
+
+    from .collector.settings import ReportSettings, SettingsError, beside, load
+
+    try:
+        if args.settings is not None:
+            settings = load(args.settings)
+        elif beside(args.source).is_file():
+            settings = load(beside(args.source))
+        else:
+            settings = ReportSettings()
+        flags: dict[str, object] = {}
+        if args.timezone:
+            flags["timezone"] = args.timezone
+        if args.inactive:
+            flags["inactive"] = args.inactive
+        if args.core_feature:
+            flags["core_features"] = args.core_feature
+        if args.touchpoint:
+            flags["touchpoints"] = args.touchpoint
+        if flags:
+            flags["path"] = f"{settings.path or 'defaults'} with command-line flags"
+            settings = attrs.evolve(settings, **flags)  # type: ignore[arg-type]
+    except SettingsError as exc:
+        raise _UsageError(str(exc)) from None
+    return settings
 
 
 def _is_event_source(path: str) -> bool:

@@ -19,7 +19,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from datetime import date, datetime, timedelta, timezone
-from typing import IO, Any
+from typing import IO
 
 import attrs
 
@@ -67,12 +67,20 @@ NUDGES = (
     ),
 )
 
-ENGAGEMENT = Engagement(core_features=FEATURES, touchpoints=["QBR Attended"])
+TOUCHPOINTS = ("QBR Attended",)
+#: The client's engagement settings; the report's settings file says the same.
+ENGAGEMENT = Engagement(core_features=FEATURES, touchpoints=TOUCHPOINTS)
 
 
 @attrs.frozen
 class DemoResult:
-    """What a demo run did: events, deliveries, rule activity, and where the report is."""
+    """What a demo run did: events, deliveries, rule activity, and where the report is.
+
+    ``milestones`` counts subjects (users; accounts for account milestones) that reached
+    each milestone; ``nudges`` holds, per nudge, the report's counts of distinct users
+    (``fired``, ``shown``, ``held_out``, ``clicked``, ``dismissed``). ``settings_path`` is
+    the settings file written beside ``db`` (None without ``db``).
+    """
 
     tracked: int
     delivered: int
@@ -84,6 +92,7 @@ class DemoResult:
     report_path: str
     summary: list[str]
     seconds: float
+    settings_path: str | None = None
 
 
 @attrs.define
@@ -149,8 +158,11 @@ def _world(rng: random.Random, users: int, days: int) -> tuple[list[_Account], l
 
 
 class _Progress:
+    """A bar redrawn in place: only on a terminal (a log or a pipe gets no "\\r" lines)."""
+
     def __init__(self, stream: IO[str], total: int, enabled: bool) -> None:
-        self.stream, self.total, self.enabled = stream, total, enabled
+        self.stream, self.total = stream, total
+        self.enabled = enabled and _is_terminal(stream)
 
     def update(self, done: int, text: str) -> None:
         if not self.enabled:
@@ -159,6 +171,13 @@ class _Progress:
         end = "\n" if done == self.total else ""
         self.stream.write(f"\r[{bar:<30}] day {done}/{self.total}  {text}{end}")
         self.stream.flush()
+
+
+def _is_terminal(stream: IO[str]) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # no isatty, or closed
+        return False
 
 
 def run_demo(
@@ -181,11 +200,14 @@ def run_demo(
         until: Last simulated day (default: today, UTC).
         out: Where to write the HTML report.
         db: SQLite file for the collector (default: a temporary file, removed after).
+            The report's settings are written beside it (its name with ``.toml``), so
+            ``uptake report DB`` gives the same numbers.
         stream: Where to print what happens (default: standard output).
-        progress: Show a progress bar.
+        progress: Show a progress bar (on a terminal only).
 
     Raises:
-        ValueError: fewer than 10 users or fewer than 14 days, or ``db`` exists.
+        ValueError: fewer than 10 users or fewer than 14 days, or ``db`` or its settings
+            file exists.
         ImportError: the ``collector`` extra (uvicorn, plotly) is not installed.
     """
     if users < 10 or days < 14:
@@ -195,7 +217,13 @@ def run_demo(
     from .collector.metrics import compute
     from .collector.report import render_html, summary
     from .collector.server import BackgroundCollector
+    from .collector.settings import ReportSettings, beside, dumps
     from .collector.sources import from_store
+
+    settings = ReportSettings(core_features=FEATURES, touchpoints=TOUCHPOINTS)
+    settings_path = None if db is None else str(beside(db))
+    if settings_path is not None and os.path.exists(settings_path):
+        raise ValueError(f"{settings_path} exists; the demo writes its settings there")
 
     started = time.perf_counter()
     rng = random.Random(seed)
@@ -215,17 +243,8 @@ def run_demo(
                 f"simulating {users} users in {len(accounts)} accounts over {days} days "
                 f"({first} to {last}), seed {seed}"
             )
-            held_out: Counter[str] = Counter()
-
-            def count_held_out(event: dict[str, Any]) -> dict[str, Any]:
-                # Held-out users get no callback: their decision is only an event.
-                if event.get("event") == "Nudge Held Out":
-                    held_out[str(event.get("properties", {}).get("nudge"))] += 1
-                return event
-
             client = Client(
                 write_key=WRITE_KEY,
-                before_send=count_held_out,
                 endpoint=collector.url,
                 flush_at=500,
                 milestones=MILESTONES,
@@ -233,7 +252,6 @@ def run_demo(
                 engagement=ENGAGEMENT,
             )
             reached: Counter[str] = Counter()
-            nudged: dict[str, Counter[str]] = {n.name: Counter() for n in NUDGES}
             examples: list[str] = []
             shown_example: set[str] = set()
             fired: list[NudgeFired] = []
@@ -251,47 +269,54 @@ def run_demo(
 
             @client.on_nudge()
             def _nudge(n: NudgeFired) -> None:
-                nudged[n.name]["fired"] += 1
                 fired.append(n)  # shown by the "front end" on the user's next page view
 
-            sim = _Simulation(rng, client, first, accounts, members, fired, nudged)
+            sim = _Simulation(rng, client, first, accounts, members, fired)
             bar = _Progress(sys.stderr, days, progress)
             for day in range(days):
                 sim.run_day(day)
                 client.flush(timeout=30)
                 bar.update(
                     day + 1,
-                    f"{sim.tracked:,} events, {sum(reached.values()):,} milestones, "
-                    f"{sum(c['fired'] for c in nudged.values()):,} nudges",
+                    f"{client.stats.tracked:,} events tracked, "
+                    f"{sum(reached.values()):,} milestones reached",
                 )
             client.shutdown(timeout=30)
             stats = client.stats
             stored = len(collector.store)
         say(
-            f"tracked {stats.tracked:,} events; delivered {stats.delivered:,}, the collector "
-            f"stored {stored:,} (dropped {stats.dropped}, failed {stats.failed})"
+            f"tracked {stats.tracked:,} events (tracks, identifies, groups and uptake's own); "
+            f"delivered {stats.delivered:,}, the collector stored {stored:,} (dropped "
+            f"{stats.dropped}, failed {stats.failed})"
         )
-        say("milestones reached: " + ", ".join(f"{k} {v:,}" for k, v in sorted(reached.items())))
+        say("first milestones reached:")
         for line in examples:
             say(line)
-        for name, counts in nudged.items():
-            held = held_out.get(name, 0)
-            say(
-                f"nudge {name}: fired {counts['fired']:,}, shown {counts['shown']:,}, "
-                f"clicked {counts['clicked']:,}, dismissed {counts['dismissed']:,}; "
-                f"{held:,} users held out as a control group"
-            )
+        if settings_path is not None:
+            with open(settings_path, "w", encoding="utf-8") as handle:
+                handle.write(dumps(attrs.evolve(settings, path=settings_path)))
+            settings = attrs.evolve(settings, path=settings_path)
+            say(f"wrote the report's settings to {settings_path}")
+        else:
+            say("the events and the report's settings are not kept: give --db FILE to keep both")
         source = from_store(db)
-        report = compute(source, engagement=ENGAGEMENT)
+        report = compute(
+            source,
+            tz=settings.tzinfo(),
+            inactive=settings.inactive,
+            engagement=settings.engagement(),
+        )
         report = attrs.evolve(
             report, skipped=source.skipped, skipped_by=tuple(source.skipped_by.most_common())
         )
-        lines = summary(report)
+        lines = summary(report, settings)
         say("")
         for line in lines:
             say(line)
         with open(out, "w", encoding="utf-8") as handle:
-            handle.write(render_html(report, title="uptake demo: engagement report"))
+            handle.write(
+                render_html(report, title="uptake demo: engagement report", settings=settings)
+            )
         say(f"\nwrote {out} ({os.path.getsize(out) / 1e6:.1f} MB); open it in a browser")
     finally:
         if folder is not None:
@@ -303,10 +328,20 @@ def run_demo(
         dropped=stats.dropped,
         failed=stats.failed,
         milestones=dict(reached),
-        nudges={k: dict(v) for k, v in nudged.items()},
+        nudges={
+            n.name: {
+                "fired": n.fired,
+                "shown": n.shown,
+                "held_out": n.held_out,
+                "clicked": n.clicked,
+                "dismissed": n.dismissed,
+            }
+            for n in report.nudges
+        },
         report_path=out,
         summary=lines,
         seconds=time.perf_counter() - started,
+        settings_path=settings_path,
     )
 
 
@@ -321,12 +356,11 @@ class _Simulation:
         accounts: list[_Account],
         members: list[_User],
         fired: list[NudgeFired],
-        nudged: dict[str, Counter[str]],
     ) -> None:
         self.rng, self.client, self.first = rng, client, first
         self.accounts = {a.id: a for a in accounts}
         self.members = members
-        self.fired, self.nudged = fired, nudged
+        self.fired = fired
         self.users = {u.id: u for u in members}
         self.tracked = 0
 
@@ -410,8 +444,6 @@ class _Simulation:
         for nudge in mine:
             at = self._at(day, minute)
             self.client.nudge_shown(user.id, nudge.name, account_id=user.account, timestamp=at)
-            counts = self.nudged[nudge.name]
-            counts["shown"] += 1
             if nudge.name == "try_reports":
                 user.boost_until = day + 7
             else:
@@ -420,9 +452,7 @@ class _Simulation:
                 self.client.nudge_clicked(
                     user.id, nudge.name, account_id=user.account, timestamp=at + _DAY / 1440
                 )
-                counts["clicked"] += 1
             elif rng.random() < 0.3:
                 self.client.nudge_dismissed(
                     user.id, nudge.name, account_id=user.account, timestamp=at + _DAY / 1440
                 )
-                counts["dismissed"] += 1
