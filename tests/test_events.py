@@ -294,3 +294,29 @@ def test_extreme_timestamps_are_sent_as_valid_iso8601(client: uptake.Client) -> 
 def test_early_years_are_zero_padded() -> None:
     t = dt.datetime(5, 6, 7, 8, 9, 10, tzinfo=dt.timezone.utc).timestamp()
     assert events.format_timestamp(t) == "0005-06-07T08:09:10.000Z"
+
+
+def test_encode_message_gives_what_encode_gives() -> None:
+    import json
+
+    from uptake.events import LIBRARY, encode, encode_message
+
+    base = {
+        "type": "track",
+        "messageId": "m1",
+        "timestamp": "2026-01-01T00:00:00.000Z",
+        "event": 'Go \u2028 "quoted"',
+        "properties": {"n": 1, "when": dt.date(2026, 1, 1)},
+        "userId": "u1",
+        "context": {"library": dict(LIBRARY), "groupId": "acme", "sessionId": "s1"},
+    }
+    variants = [
+        base,
+        {**base, "properties": None},
+        {**base, "anonymousId": "a1", "userId": None},
+        {**base, "context": {**base["context"], "ip": "1.2.3.4"}},  # not plain: slow path
+        {**base, "extra": True},
+        {**base, "userId": 42},
+    ]
+    for message in variants:
+        assert json.loads(encode_message(message)) == json.loads(encode(message)), message

@@ -152,3 +152,21 @@ def test_a_burst_past_half_the_queue_yields_to_the_delivery_thread() -> None:
     client.shutdown()
     assert client.stats.dropped == 0 and client.stats.delivered == 30_050
     assert len(transport.events) == 30_050
+
+
+def test_before_send_may_change_the_library_without_touching_other_events() -> None:
+    from uptake.events import LIBRARY
+
+    def before_send(event: dict[str, Any]) -> dict[str, Any]:
+        event["context"]["library"]["name"] = "renamed"
+        return event
+
+    transport = MockTransport()
+    client = uptake.Client(transport=transport, before_send=before_send)
+    client.track("u1", "One")
+    client.track("u1", "Two", context={"ip": "127.0.0.1", "tags": {"a"}})
+    assert client.flush(5.0)
+    client.shutdown()
+    assert LIBRARY["name"] == "uptake"
+    assert {e["context"]["library"]["name"] for e in transport.events} == {"renamed"}
+    assert transport.events[-1]["context"]["tags"] == ["a"]

@@ -350,7 +350,7 @@ class Client(SessionsApi, RulesApi):
         session = self._sessions.current(uid or anon or "")
         message = self._pipeline.message("identify", uid, anon, t, None, context, session)
         message["traits"] = traits if traits is not None else {}
-        self._pipeline.emit(message)
+        self._pipeline.emit(message, host_context=context is not None)
         if traits and self._rules_on:
             self._rules.engine.identify(uid, anon, traits)
 
@@ -380,7 +380,7 @@ class Client(SessionsApi, RulesApi):
         message = self._pipeline.message("group", uid, anon, t, account, context, session)
         message["groupId"] = account
         message["traits"] = traits if traits is not None else {}
-        self._pipeline.emit(message)
+        self._pipeline.emit(message, host_context=context is not None)
         if traits and self._rules_on:
             self._rules.engine.group(account, traits)
 

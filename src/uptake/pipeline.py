@@ -172,7 +172,7 @@ class Pipeline:
             message = self.message("track", uid, anon, t, account, context, session_id)
             message["event"] = event
             message["properties"] = properties if properties is not None else {}
-            self.emit(message)
+            self.emit(message, host_context=context is not None)
         rules = self.rules
         if rules is not None:
             rules.after_track(uid, anon, account, event, properties, t, session_id, stamped)
@@ -231,14 +231,18 @@ class Pipeline:
             message["anonymousId"] = anon
         return message
 
-    def emit(self, message: dict[str, Any]) -> None:
-        """Encode, filter and queue one message. Never raises."""
+    def emit(self, message: dict[str, Any], *, host_context: bool = False) -> None:
+        """Encode, filter and queue one message. Never raises.
+
+        ``host_context`` says that the message's context holds values the host passed
+        (they are copied for ``before_send``; uptake's own are not).
+        """
         before_send = None if self._captures else self.before_send
         try:
             if before_send is None:
                 data = _ev.encode(message)
             else:
-                filtered = before_send(_ev.json_ready(message))
+                filtered = before_send(_ev.json_ready_message(message, host_context=host_context))
                 if filtered is None:
                     self.drop("before_send", log=False)
                     return
@@ -249,7 +253,7 @@ class Pipeline:
                     )
                     self.drop("before_send_error")
                     return
-                data = _ev.encode(filtered)
+                data = _ev.encode_message(filtered)
         except _ev.UnencodableEventError as exc:
             logger.warning("event dropped, it cannot be encoded as JSON: %s", exc)
             self.drop("unencodable")
