@@ -8,6 +8,7 @@ days in one time zone, as the SDK's own engagement snapshot is, so the two agree
 from __future__ import annotations
 
 import math
+import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from datetime import date, timedelta, tzinfo
@@ -196,6 +197,7 @@ def compute(
 
     user_days: dict[str, set[int]] = defaultdict(set)
     first_t: dict[str, float] = {}
+    first_acct: dict[str, float] = {}
     day_users: dict[int, set[str]] = defaultdict(set)
     day_events: dict[int, int] = defaultdict(int)
     feature_users: dict[str, dict[str, set[int]]] = defaultdict(lambda: defaultdict(set))
@@ -239,6 +241,8 @@ def compute(
         if feature is not None:
             feature_users[feature][user].add(day)
         if account is not None:
+            if account not in first_acct:
+                first_acct[account] = t
             acct_days[account].add(day)
             acct_members[account][user].add(day)
             if feature is not None:
@@ -260,7 +264,7 @@ def compute(
             l7=(0,) * 7,
             l28=(0,) * 28,
             lifecycle=(),
-            milestones=_milestones(milestones, first_t, set(), set(acct_users)),
+            milestones=_milestones(milestones, first_t, first_acct),
             features=(),
             accounts_engagement=(),
             nudges=_nudges(nudge_first, suppressed, goals, rows),
@@ -288,7 +292,7 @@ def compute(
         l7=_histogram(user_days, last, 7),
         l28=_histogram(user_days, last, 28),
         lifecycle=_lifecycle(user_days, first, last),
-        milestones=_milestones(milestones, first_t, set(user_days), set(acct_users)),
+        milestones=_milestones(milestones, first_t, first_acct),
         features=_features(feature_users, last, mau),
         accounts_engagement=_accounts(
             config, calendar, last, acct_days, acct_members, acct_features, acct_touch, seats
@@ -302,9 +306,15 @@ def _name(value: object) -> str | None:
     """A non-empty string from event data, writable (a lone surrogate becomes U+FFFD)."""
     if not isinstance(value, str) or not value:
         return None
-    if value.isascii():
-        return value
-    return value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    return writable(value)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def writable(value: str) -> str:
+    """A string that can be written out as UTF-8: each lone surrogate becomes one U+FFFD."""
+    return value if value.isascii() else _SURROGATE.sub("\ufffd", value)
 
 
 def _positive(value: object) -> float | None:
@@ -435,21 +445,22 @@ def _median(sorted_values: list[float]) -> float:
 def _milestones(
     milestones: Mapping[tuple[str, str], Mapping[str, tuple[float, float | None]]],
     first_t: Mapping[str, float],
-    users: set[str],
-    accounts: set[str],
+    first_acct: Mapping[str, float],
 ) -> tuple[MilestoneStat, ...]:
     """Per milestone: subjects reached, as a share of the subjects seen (active users, or
-    accounts, and whoever reached it without other activity), and time to reach it."""
+    active accounts, and whoever reached it without other activity), and time to reach it
+    (``time_to_reach_s``, else reached minus the subject's first activity)."""
     out = []
     for (name, scope), reached in milestones.items():
         took: list[float] = []
         for subject, (t, seconds) in reached.items():
-            if seconds is None and scope == "user" and subject in first_t:
-                seconds = max(t - first_t[subject], 0.0)
+            firsts = first_t if scope == "user" else first_acct
+            if seconds is None and subject in firsts:
+                seconds = max(t - firsts[subject], 0.0)
             if seconds is not None:
                 took.append(seconds / 86_400)
         took.sort()
-        total = len((users if scope == "user" else accounts) | reached.keys())
+        total = len((first_t if scope == "user" else first_acct).keys() | reached.keys())
         out.append(
             MilestoneStat(
                 name=name,

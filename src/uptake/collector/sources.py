@@ -21,7 +21,7 @@ from typing import Any
 
 from ..definitions import OWN_EVENTS
 from .ingest import event_time, read_time
-from .metrics import Record
+from .metrics import Record, writable
 
 __all__ = ["SKIP_REASONS", "Source", "from_events", "from_jsonl", "from_store"]
 
@@ -97,9 +97,7 @@ def _record(
 
 def _text(value: str) -> str:
     """A string that can be written out: a lone surrogate becomes U+FFFD."""
-    if value.isascii():
-        return value
-    return value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    return writable(value)
 
 
 #: Events outside [1990-01-01, now + 2 days] are skipped: a timestamp from a broken clock
