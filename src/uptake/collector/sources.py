@@ -143,11 +143,12 @@ def from_store(path: str | os.PathLike[str]) -> Source:
             query = (
                 f"SELECT {'event_time' if 'event_time' in columns else 'NULL'}, timestamp, "
                 "received_at, type, event, user_id, anonymous_id, group_id, "
-                f"CASE WHEN NOT ((type = 'track' AND event IN ({marks})) OR type = 'group') "
+                f"CASE WHEN NOT ((type = 'track' AND event IN ({marks})) "
+                "OR type IN ('group', 'identify')) "
                 "THEN NULL WHEN NOT json_valid(body) THEN 0 "
                 "WHEN type = 'track' AND json_type(body, '$.properties') = 'object' "
                 "THEN json_extract(body, '$.properties') "
-                "WHEN type = 'group' AND json_type(body, '$.traits') = 'object' "
+                "WHEN type IN ('group', 'identify') AND json_type(body, '$.traits') = 'object' "
                 "THEN json_extract(body, '$.traits') END FROM events"
             )
             for when, stamp, received, kind, event, user, anonymous, account, data in conn.execute(
@@ -223,7 +224,7 @@ def from_events(events: Iterable[object]) -> Source:
             data = None
             if kind == "track" and event in _WITH_DATA:
                 data = e.get("properties")
-            elif kind == "group":
+            elif kind in ("group", "identify"):
                 data = e.get("traits")
             # As the collector files it: a top-level groupId, else the context's.
             account = e.get("groupId")
