@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -16,7 +17,8 @@ import attrs
 import pytest
 
 from uptake.collector.metrics import Record, compute
-from uptake.collector.sources import from_events
+from uptake.collector.sources import from_events, from_store
+from uptake.collector.store import EventStore
 from uptake.rules.engagement import Engagement
 
 pytest.importorskip("duckdb")
@@ -212,3 +214,106 @@ class FoldingZone(dt.tzinfo):
 
     def dst(self, when: dt.datetime | None) -> dt.timedelta | None:
         return dt.timedelta(0)
+
+
+def odd_events() -> list[dict[str, Any]]:
+    """Rows the SQL reading of a store must leave to Python, or skip, as Python does."""
+    at = "2026-03-02T10:00:00Z"
+    odd: list[dict[str, Any]] = [
+        {
+            "type": "track",
+            "userId": "o1",
+            "event": "Feature Used",
+            "timestamp": at,
+            "properties": {"feature": "bad\ud800x"},
+        },
+        {
+            "type": "track",
+            "userId": "o1",
+            "event": "Feature Used",
+            "timestamp": at,
+            "properties": {"feature": "big", "n": 1e300},
+        },
+        {
+            "type": "track",
+            "userId": "o2",
+            "event": "Session Ended",
+            "timestamp": at,
+            "properties": {"duration_s": 1.5e3},
+        },
+        {
+            "type": "track",
+            "userId": "o2",
+            "event": "Milestone Reached",
+            "timestamp": at,
+            "properties": "not an object",
+        },
+        {"type": "track", "anonymousId": "anon", "event": "Viewed", "timestamp": at},
+        {"type": "track", "userId": "", "event": "Viewed", "timestamp": at},
+        {"type": "track", "userId": "o3", "event": "Viewed", "timestamp": "1971-01-01T00:00:00Z"},
+        {"type": "identify", "userId": "o3", "timestamp": at, "traits": {"plan": 2.5}},
+        {"type": "identify", "userId": "o4", "timestamp": at, "traits": {"plan": True}},
+        {
+            "type": "group",
+            "userId": "o4",
+            "groupId": "g",
+            "timestamp": at,
+            "traits": {"seats": 4.9, "plan": 7},
+        },
+        {
+            "type": "track",
+            "userId": "o4",
+            "event": "Nudge Fired",
+            "timestamp": at,
+            "properties": {"nudge": "n", "goal": "", "goal_within_s": 10},
+        },
+    ]
+    return odd
+
+
+@pytest.mark.parametrize("engine", ["duckdb", "chdb"])
+@pytest.mark.parametrize("tz", ZONES, ids=["UTC", "Los_Angeles"])
+def test_a_collector_store_read_through_sql_gives_the_same_figures(
+    engine: str, tz: dt.tzinfo, tmp_path: Path
+) -> None:
+    events = dataset(11, users=30, days=40) + odd_events()
+    for i, e in enumerate(events):
+        e["messageId"] = f"m{i}"
+    store = EventStore(tmp_path / "events.db")
+    store.add(events)
+    store.close()
+    want_source = from_store(tmp_path / "events.db")
+    options: dict[str, Any] = {"tz": tz, "inactive": ["Heartbeat"], "segment_by": "plan"}
+    want = compute(want_source, engine="python", **options)
+    source = from_store(tmp_path / "events.db")
+    got = compute(source, engine=engine, **options)
+    assert got == attrs.evolve(want, engine=engine)
+    assert (source.read, source.skipped_by) == (want_source.read, want_source.skipped_by)
+    assert source.skipped > 0
+
+
+def test_most_stored_rows_go_through_sql_and_the_odd_ones_through_python(
+    tmp_path: Path,
+) -> None:
+    from uptake.collector.engine.store import arrow_batches
+
+    events = dataset(3, users=10, days=20) + odd_events()
+    for i, e in enumerate(events):
+        e["messageId"] = f"m{i}"
+    store = EventStore(tmp_path / "events.db")
+    store.add(events)
+    store.close()
+    source = from_store(tmp_path / "events.db")
+    assert source.store is not None
+    odd: list[int] = []
+    batches = arrow_batches(source.store, source, "seats", "plan", odd)
+    assert batches is not None
+    fast = sum(b.num_rows for b in batches)
+    ids = ", ".join(map(str, odd))
+    slow = [r for _, r in source.numbered(f"rowid IN ({ids})")]
+    # The two lone surrogates, the number in exponent form, the plan of 2.5.
+    assert len(slow) == 4
+    assert fast + len(slow) + source.skipped == source.read
+    assert fast > 50
+    # A trait name a JSON path cannot hold as it is: every row through Python.
+    assert arrow_batches(source.store, source, "seats", 'pl"an', []) is None

@@ -39,8 +39,10 @@ from ..metrics import (
     session_week,
     zone_name,
 )
+from ..sources import Source
 from . import model
-from .backends import Backend, open_backend
+from .backends import Backend, load, open_backend
+from .store import arrow_batches, fast_path_available
 from .table import batches
 
 __all__ = ["compute_sql", "report_from"]
@@ -62,7 +64,8 @@ def compute_sql(
     zone_key, offset = _zone(tz)  # a bad zone fails before any record is read
     db = open_backend(backend)
     try:
-        db.load(batches(records, config.seats_trait, segment_by))
+        db.create()
+        _ingest(db, records, config.seats_trait, segment_by)
         return report_from(
             db,
             tz=tz,
@@ -75,6 +78,25 @@ def compute_sql(
         )
     finally:
         db.close()
+
+
+def _ingest(
+    db: Backend, records: Iterable[Record], seats_trait: str, segment_by: str | None
+) -> None:
+    """Load the records into ``raw``: a collector store through SQL where it can."""
+    store = getattr(records, "store", None)
+    if isinstance(records, Source) and store is not None and fast_path_available():
+        odd: list[int] = []
+        fast = arrow_batches(store, records, seats_trait, segment_by, odd)
+        if fast is not None:
+            for arrow in fast:
+                db.append(arrow)
+            for i in range(0, len(odd), 500):
+                ids = ", ".join(str(int(rowid)) for rowid in odd[i : i + 500])
+                rest = records.numbered(f"rowid IN ({ids})")
+                load(db, batches(rest, seats_trait, segment_by))
+            return
+    load(db, batches(enumerate(records), seats_trait, segment_by))
 
 
 def _zone(tz: tzinfo | None) -> tuple[str | None, float]:

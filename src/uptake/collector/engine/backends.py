@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 from .table import COLUMNS, REQUIRED
 
-__all__ = ["Backend", "ChdbBackend", "DuckDBBackend", "open_backend"]
+__all__ = ["Backend", "ChdbBackend", "DuckDBBackend", "load", "open_backend"]
 
 _ZONE = re.compile(r"[A-Za-z0-9_+\-/]+")
 
@@ -30,8 +30,11 @@ class Backend(Protocol):
 
     name: str
 
-    def load(self, batches: Iterable[list[list[Any]]]) -> None:
-        """Create the table ``raw`` of :data:`.table.COLUMNS` and fill it."""
+    def create(self) -> None:
+        """Create the (empty) table ``raw`` of :data:`.table.COLUMNS`."""
+
+    def append(self, arrow: Any) -> None:
+        """Append an Arrow table of :data:`.table.COLUMNS` to ``raw``."""
 
     def table(self, name: str, select: str) -> None:
         """Create (or replace) table ``name`` as the result of ``select``."""
@@ -62,23 +65,11 @@ class DuckDBBackend:
 
         self._con = duckdb.connect(config={"preserve_insertion_order": False})
 
-    def load(self, batches: Iterable[list[list[Any]]]) -> None:
-        import pyarrow as pa
-
+    def create(self) -> None:
         columns = ", ".join(f"{n} {_DUCK_TYPES[kind]}" for n, kind in COLUMNS)
         self._con.execute(f"CREATE OR REPLACE TABLE raw ({columns})")
-        schema = _arrow_schema()
-        for batch in batches:
-            arrow = pa.Table.from_arrays(
-                [pa.array(c, type=f.type) for c, f in zip(batch, schema, strict=True)],
-                schema=schema,
-            )
-            self._con.register("_batch", arrow)
-            self._con.execute("INSERT INTO raw SELECT * FROM _batch")
-            self._con.unregister("_batch")
 
-    def load_arrow(self, arrow: Any) -> None:
-        """Append an Arrow table of :data:`COLUMNS` to ``raw``."""
+    def append(self, arrow: Any) -> None:
         self._con.register("_batch", arrow)
         self._con.execute("INSERT INTO raw SELECT * FROM _batch")
         self._con.unregister("_batch")
@@ -118,23 +109,17 @@ class ChdbBackend:
         self._session = session.Session()
         self._session.query("SET join_use_nulls = 1")
 
-    def load(self, batches: Iterable[list[list[Any]]]) -> None:
-        import pyarrow as pa
-
+    def create(self) -> None:
         columns = ", ".join(
             f"{n} {_CH_TYPES[kind] if n in REQUIRED else f'Nullable({_CH_TYPES[kind]})'}"
             for n, kind in COLUMNS
         )
         self._session.query("DROP TABLE IF EXISTS raw")
         self._session.query(f"CREATE TABLE raw ({columns}) ENGINE = Memory")
-        schema = _arrow_schema()
-        for batch in batches:
-            _batch = pa.Table.from_arrays(
-                [pa.array(c, type=f.type) for c, f in zip(batch, schema, strict=True)],
-                schema=schema,
-            )
-            self._session.query("INSERT INTO raw SELECT * FROM Python(_batch)")
-            del _batch
+
+    def append(self, arrow: Any) -> None:
+        _batch = arrow  # chdb finds the table by its variable name
+        self._session.query("INSERT INTO raw SELECT * FROM Python(_batch)")
 
     def table(self, name: str, select: str) -> None:
         self._session.query(f"DROP TABLE IF EXISTS {name}")
@@ -163,6 +148,20 @@ class ChdbBackend:
 
     def close(self) -> None:
         self._session.close()
+
+
+def load(db: Backend, batches: Iterable[list[list[Any]]]) -> None:
+    """Append typed batches (column lists, :func:`.table.batches`) to ``raw``."""
+    import pyarrow as pa
+
+    schema = _arrow_schema()
+    for batch in batches:
+        db.append(
+            pa.Table.from_arrays(
+                [pa.array(c, type=f.type) for c, f in zip(batch, schema, strict=True)],
+                schema=schema,
+            )
+        )
 
 
 def _arrow_schema() -> Any:

@@ -119,11 +119,11 @@ def _typed(seq: int, record: Record, seats_trait: str, segment_by: str | None) -
 
 
 def batches(
-    records: Iterable[Record], seats_trait: str, segment_by: str | None
+    records: Iterable[tuple[int, Record]], seats_trait: str, segment_by: str | None
 ) -> Iterator[list[list[Any]]]:
-    """The records as typed rows, in column-major batches of at most :data:`BATCH`."""
+    """Numbered records as typed rows, in column-major batches of at most :data:`BATCH`."""
     rows: list[tuple[Any, ...]] = []
-    for seq, record in enumerate(records):
+    for seq, record in records:
         rows.append(_typed(seq, record, seats_trait, segment_by))
         if len(rows) == BATCH:
             yield [list(column) for column in zip(*rows, strict=True)]
