@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import os
 import re
+import sqlite3
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from ...definitions import PAGE_EVENT, SCREEN_EVENT
@@ -50,6 +52,9 @@ _READ = (
     f"{_text('event')}, {_text('user_id')}, {_text('anonymous_id')}, {_text('group_id')}, "
     f"{_text('body')} FROM events"
 )
+
+
+_STORED = {"event_time", "type", "event", "user_id", "anonymous_id", "group_id", "body"}
 
 
 def fast_path_available() -> bool:
@@ -196,12 +201,19 @@ def arrow_batches(
     seats, trait = trait_path(seats_trait), trait_path(segment_by)
     if seats is None or (segment_by is not None and trait is None):
         return None
+    uri = Path(path).resolve().as_uri() + "?mode=ro"
+    conn = sqlite3.connect(uri, uri=True)
+    try:
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(events)")}
+    finally:
+        conn.close()
+    if not columns >= _STORED:  # not a store, or one from before event_time: Python's
+        return None
     sql = _typed_sql(seats, trait, time.time())
     names = ", ".join(n for n, _ in COLUMNS)
     labels = {1: OUT_OF_RANGE, 2: NO_USER}
 
     def batches() -> Iterator[Any]:
-        uri = "file:" + os.path.abspath(os.fspath(path)) + "?mode=ro"
         con = duckdb.connect()
         try:
             with adbc.connect(uri) as conn, conn.cursor() as cur:
