@@ -14,8 +14,10 @@ same figures.
 from __future__ import annotations
 
 import os
+import queue
 import re
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -185,6 +187,31 @@ def _typed_sql(seats: str, trait: str | None, now: float) -> str:
     )
 
 
+def _read(uri: str, ready: queue.Queue[Any], stop: threading.Event) -> None:
+    """Put the store's rows on ``ready`` as Arrow batches, then None (or the error)."""
+    import adbc_driver_sqlite.dbapi as adbc
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=0.1)
+            except queue.Full:
+                continue
+            return True
+        return False
+
+    try:
+        with adbc.connect(uri) as conn, conn.cursor() as cur:
+            cur.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": "65536"})
+            cur.execute(_READ)
+            for batch in cur.fetch_record_batch():
+                if not put(batch):
+                    return
+        put(None)
+    except Exception as exc:  # handed to the consumer, which raises it
+        put(exc)
+
+
 def arrow_batches(
     path: str | os.PathLike[str],
     source: Source,
@@ -195,7 +222,6 @@ def arrow_batches(
     """The plain rows of a store as Arrow tables of :data:`.table.COLUMNS`, counting what
     they skip in ``source`` and noting the row ids of the others in ``odd``; None when
     the settings need the Python path for every row."""
-    import adbc_driver_sqlite.dbapi as adbc
     import duckdb
 
     seats, trait = trait_path(seats_trait), trait_path(segment_by)
@@ -214,31 +240,38 @@ def arrow_batches(
     labels = {1: OUT_OF_RANGE, 2: NO_USER}
 
     def batches() -> Iterator[Any]:
+        # SQLite reads the next batches in a thread while DuckDB types this one.
+        ready: queue.Queue[Any] = queue.Queue(maxsize=4)
+        stop = threading.Event()
+        reader = threading.Thread(
+            target=_read, args=(uri, ready, stop), name="uptake-store-reader", daemon=True
+        )
+        reader.start()
         con = duckdb.connect()
         try:
-            with adbc.connect(uri) as conn, conn.cursor() as cur:
-                cur.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": "65536"})
-                cur.execute(_READ)
-                first = True
-                for batch in cur.fetch_record_batch():
-                    if first:
-                        batch, first = batch.slice(1), False
-                    con.register("b", batch)
-                    con.execute(f"CREATE OR REPLACE TEMP TABLE typed AS {sql}")
-                    con.unregister("b")
-                    source.read += batch.num_rows
-                    for reason, n in con.execute(
-                        "SELECT reason, count(*) FROM typed WHERE plain AND reason > 0 "
-                        "GROUP BY reason"
-                    ).fetchall():
-                        source.skipped_by[labels[reason]] += n
-                    others = con.execute("SELECT seq FROM typed WHERE NOT plain").fetchall()
-                    odd.extend(seq for (seq,) in others)
-                    source.read -= len(others)  # counted when the Python path reads them
-                    yield con.sql(
-                        f"SELECT {names} FROM typed WHERE plain AND reason = 0"
-                    ).to_arrow_table()
+            first = True
+            while (batch := ready.get()) is not None:
+                if isinstance(batch, BaseException):
+                    raise batch
+                if first:
+                    batch, first = batch.slice(1), False
+                con.register("b", batch)
+                con.execute(f"CREATE OR REPLACE TEMP TABLE typed AS {sql}")
+                con.unregister("b")
+                source.read += batch.num_rows
+                for reason, n in con.execute(
+                    "SELECT reason, count(*) FROM typed WHERE plain AND reason > 0 GROUP BY reason"
+                ).fetchall():
+                    source.skipped_by[labels[reason]] += n
+                others = con.execute("SELECT seq FROM typed WHERE NOT plain").fetchall()
+                odd.extend(seq for (seq,) in others)
+                source.read -= len(others)  # counted when the Python path reads them
+                yield con.sql(
+                    f"SELECT {names} FROM typed WHERE plain AND reason = 0"
+                ).to_arrow_table()
         finally:
+            stop.set()
             con.close()
+            reader.join()
 
     return batches()
