@@ -16,17 +16,13 @@ from typing import Any
 from ..definitions import OWN_EVENTS, activity_name
 from ..rules.calendar import Calendar, week_of
 from ..rules.engagement import Engagement
-from .metrics import (
+from .figures import (
     _EPOCH,
     MONTH,
     NUDGE_KINDS,
     SESSION_ENDED,
     SESSION_STARTED,
     WINDOW,
-    DailyActive,
-    Record,
-    Report,
-    SegmentStat,
     account_stat,
     by_adoption,
     by_concern,
@@ -50,6 +46,7 @@ from .metrics import (
     trait_of,
     zone_name,
 )
+from .metrics import DailyActive, Record, Report, SegmentStat
 
 __all__ = ["compute_reference"]
 

@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from ..definitions import OWN_EVENTS
+from .figures import writable
 from .ingest import event_time, read_time
-from .metrics import Record, writable
+from .metrics import Record
 
 __all__ = ["SKIP_REASONS", "Source", "from_events", "from_jsonl", "from_store"]
 

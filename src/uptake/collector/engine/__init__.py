@@ -16,14 +16,10 @@ from typing import Any
 
 from ...definitions import OWN_EVENTS
 from ...rules.engagement import Engagement
-from ..metrics import (
+from ..figures import (
     _EPOCH,
     MONTH,
     WINDOW,
-    DailyActive,
-    Record,
-    Report,
-    SegmentStat,
     account_stat,
     by_adoption,
     by_concern,
@@ -39,6 +35,7 @@ from ..metrics import (
     session_week,
     zone_name,
 )
+from ..metrics import DailyActive, Record, Report, SegmentStat
 from ..sources import Source
 from . import model
 from .backends import Backend, load, open_backend

@@ -31,9 +31,8 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from ...definitions import activity_name
-from ..metrics import (
+from ..figures import (
     SESSION_ENDED,
-    Record,
     duration_of,
     name_of,
     positive,
@@ -41,6 +40,7 @@ from ..metrics import (
     took_of,
     trait_of,
 )
+from ..metrics import Record
 
 __all__ = ["BATCH", "COLUMNS", "batches"]
 
