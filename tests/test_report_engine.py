@@ -306,7 +306,7 @@ def test_most_stored_rows_go_through_sql_and_the_odd_ones_through_python(
     source = from_store(tmp_path / "events.db")
     assert source.store is not None
     odd: list[int] = []
-    batches = arrow_batches(source.store, source, "seats", "plan", odd)
+    batches = arrow_batches(source.store, source, "seats", "plan", odd, "0")
     assert batches is not None
     fast = sum(b.num_rows for b in batches)
     ids = ", ".join(map(str, odd))
@@ -316,4 +316,4 @@ def test_most_stored_rows_go_through_sql_and_the_odd_ones_through_python(
     assert fast + len(slow) + source.skipped == source.read
     assert fast > 50
     # A trait name a JSON path cannot hold as it is: every row through Python.
-    assert arrow_batches(source.store, source, "seats", 'pl"an', []) is None
+    assert arrow_batches(source.store, source, "seats", 'pl"an', [], "0") is None

@@ -15,6 +15,7 @@ from datetime import date, timezone, tzinfo
 from typing import Any
 
 from ...definitions import OWN_EVENTS
+from ...rules.calendar import Calendar
 from ...rules.engagement import Engagement
 from ..figures import (
     _EPOCH,
@@ -38,7 +39,7 @@ from ..figures import (
 from ..metrics import DailyActive, Record, Report, SegmentStat
 from ..sources import Source
 from . import model
-from .backends import Backend, load, open_backend
+from .backends import Backend, DuckDBBackend, load, open_backend
 from .store import arrow_batches, fast_path_available
 from .table import batches
 
@@ -62,7 +63,7 @@ def compute_sql(
     db = open_backend(backend)
     try:
         db.create()
-        _ingest(db, records, config.seats_trait, segment_by)
+        days_known = _ingest(db, records, config.seats_trait, segment_by, tz, (zone_key, offset))
         return report_from(
             db,
             tz=tz,
@@ -72,28 +73,39 @@ def compute_sql(
             skipped=skipped,
             segment_by=segment_by,
             zone=(zone_key, offset),
+            days_known=days_known,
         )
     finally:
         db.close()
 
 
 def _ingest(
-    db: Backend, records: Iterable[Record], seats_trait: str, segment_by: str | None
-) -> None:
-    """Load the records into ``raw``: a collector store through SQL where it can."""
+    db: Backend,
+    records: Iterable[Record],
+    seats_trait: str,
+    segment_by: str | None,
+    tz: tzinfo | None,
+    zone: tuple[str | None, float],
+) -> bool:
+    """Load the records into ``raw``: a collector store through SQL where it can.
+
+    Returns whether the days are known (filled at loading).
+    """
     store = getattr(records, "store", None)
     if isinstance(records, Source) and store is not None and fast_path_available():
         odd: list[int] = []
-        fast = arrow_batches(store, records, seats_trait, segment_by, odd)
+        fast = arrow_batches(store, records, seats_trait, segment_by, odd, DuckDBBackend.day(*zone))
         if fast is not None:
             for arrow in fast:
                 db.append(arrow)
+            calendar = Calendar(tz)
             for i in range(0, len(odd), 500):
                 ids = ", ".join(str(int(rowid)) for rowid in odd[i : i + 500])
                 rest = records.numbered(f"rowid IN ({ids})")
-                load(db, batches(rest, seats_trait, segment_by))
-            return
+                load(db, batches(rest, seats_trait, segment_by, calendar))
+            return True
     load(db, batches(enumerate(records), seats_trait, segment_by))
+    return False
 
 
 def _zone(tz: tzinfo | None) -> tuple[str | None, float]:
@@ -119,6 +131,7 @@ def report_from(
     skipped: int,
     segment_by: str | None,
     zone: tuple[str | None, float] | None = None,
+    days_known: bool = False,
 ) -> Report:
     """Compute the report over the table ``raw`` a backend holds."""
     config = engagement
@@ -131,6 +144,7 @@ def report_from(
         until=last_allowed,
         inactive=OWN_EVENTS | frozenset(inactive),
         touchpoints=config.touchpoints,
+        days_known=days_known,
     )
     ((events, accounts, any_day),) = db.rows(model.totals())
     ((users, first, last_active, active_accounts),) = db.rows(model.active_totals())

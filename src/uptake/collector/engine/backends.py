@@ -39,6 +39,9 @@ class Backend(Protocol):
     def table(self, name: str, select: str) -> None:
         """Create (or replace) table ``name`` as the result of ``select``."""
 
+    def view(self, name: str, select: str) -> None:
+        """Create (or replace) view ``name`` of ``select``."""
+
     def names(self, name: str, rows: list[tuple[str, str]]) -> None:
         """Create table ``name`` (role, name) holding ``rows``."""
 
@@ -52,6 +55,9 @@ class Backend(Protocol):
         """Free what the backend holds."""
 
 
+#: DuckDB's memory limit for the report (it spills to disk beyond it).
+MEMORY_LIMIT = "1GB"
+
 _DUCK_TYPES = {"int": "BIGINT", "float": "DOUBLE", "text": "VARCHAR"}
 
 
@@ -63,7 +69,10 @@ class DuckDBBackend:
     def __init__(self) -> None:
         import duckdb
 
-        self._con = duckdb.connect(config={"preserve_insertion_order": False})
+        # Bounded memory: past the limit DuckDB spills to a temporary directory.
+        self._con = duckdb.connect(
+            config={"preserve_insertion_order": False, "memory_limit": MEMORY_LIMIT}
+        )
 
     def create(self) -> None:
         columns = ", ".join(f"{n} {_DUCK_TYPES[kind]}" for n, kind in COLUMNS)
@@ -77,6 +86,10 @@ class DuckDBBackend:
     def table(self, name: str, select: str) -> None:
         self._con.execute(f"CREATE OR REPLACE TABLE {name} AS {select}")
 
+    def view(self, name: str, select: str) -> None:
+        self._con.execute(f"DROP TABLE IF EXISTS {name}")
+        self._con.execute(f"CREATE OR REPLACE VIEW {name} AS {select}")
+
     def names(self, name: str, rows: list[tuple[str, str]]) -> None:
         self._con.execute(f"CREATE OR REPLACE TABLE {name} (role VARCHAR, name VARCHAR)")
         if rows:
@@ -85,7 +98,8 @@ class DuckDBBackend:
     def rows(self, sql: str) -> list[tuple[Any, ...]]:
         return self._con.execute(sql).fetchall()
 
-    def day(self, zone: str | None, offset: float) -> str:
+    @staticmethod
+    def day(zone: str | None, offset: float) -> str:
         if zone is None:
             return f"CAST(floor((t + {offset!r}) / 86400) AS BIGINT)"
         local = f"epoch(timezone({zone_literal(zone)}, to_timestamp(floor(t))))"
@@ -125,6 +139,10 @@ class ChdbBackend:
         self._session.query(f"DROP TABLE IF EXISTS {name}")
         self._session.query(f"CREATE TABLE {name} ENGINE = Memory AS {select}")
 
+    def view(self, name: str, select: str) -> None:
+        self._session.query(f"DROP TABLE IF EXISTS {name}")
+        self._session.query(f"CREATE VIEW {name} AS {select}")
+
     def names(self, name: str, rows: list[tuple[str, str]]) -> None:
         import pyarrow as pa
 
@@ -140,7 +158,8 @@ class ChdbBackend:
         columns = [column.to_pylist() for column in result.columns]
         return list(zip(*columns, strict=True)) if columns else []
 
-    def day(self, zone: str | None, offset: float) -> str:
+    @staticmethod
+    def day(zone: str | None, offset: float) -> str:
         if zone is None:
             return f"toInt64(floor((t + {offset!r}) / 86400))"
         local = f"timeZoneOffset(toDateTime(toInt64(floor(t)), {zone_literal(zone)}))"

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from .backends import Backend
+from .table import COLUMNS
 
 __all__ = ["prepare"]
 
@@ -33,18 +34,24 @@ def prepare(
     until: int | None,
     inactive: Iterable[str],
     touchpoints: Iterable[str],
+    days_known: bool = False,
 ) -> None:
-    """Build the prepared tables from ``raw``."""
+    """Build the prepared tables from ``raw`` (whose ``day`` and ``week`` are filled when
+    ``days_known``; else they are computed here)."""
     params = [("inactive", n) for n in sorted(set(inactive))]
     params += [("touch", n) for n in sorted(set(touchpoints))]
     db.names("params", params)
     keep = "" if until is None else f" WHERE day <= {int(until)}"
-    db.table(
-        "ev",
-        f"SELECT *, {WEEK} AS week FROM (SELECT *, {db.day(zone, offset)} AS day FROM raw) d"
-        + keep,
-    )
-    db.table("act", f"SELECT * FROM ev WHERE {ACTIVE}")
+    if days_known:
+        db.view("ev", "SELECT * FROM raw" + keep)
+    else:
+        others = ", ".join(n for n, _ in COLUMNS if n not in ("day", "week"))
+        db.table(
+            "ev",
+            f"SELECT {others}, day, {WEEK} AS week FROM (SELECT {others}, "
+            f"{db.day(zone, offset)} AS day FROM raw) d{keep}",
+        )
+    db.view("act", f"SELECT * FROM ev WHERE {ACTIVE}")
     db.table("ud", "SELECT DISTINCT user, day, week FROM act")
     db.table(
         "uw",

@@ -88,7 +88,7 @@ _PATHS = (
 )
 
 
-def _typed_sql(seats: str, trait: str | None, now: float) -> str:
+def _typed_sql(seats: str, trait: str | None, now: float, day: str) -> str:
     """DuckDB: a batch ``b`` from :data:`_READ` as :data:`.table.COLUMNS`, plus ``reason``
     (0 kept, 1 out of range, 2 no user) and ``plain``."""
     paths = [*_PATHS, seats, trait or "$.none"]
@@ -166,6 +166,8 @@ def _typed_sql(seats: str, trait: str | None, now: float) -> str:
             f"THEN {number('duration')} END"
         ),
         "trait": trait_sql,
+        "day": day,
+        "week": f"CAST(floor(({day} + 3) / 7) AS BIGINT)",
     }
     assert list(columns) == [n for n, _ in COLUMNS]
     odd_trait = f"json_type({v['trait']}) = 'DOUBLE'" if trait is not None else "false"
@@ -218,10 +220,12 @@ def arrow_batches(
     seats_trait: str,
     segment_by: str | None,
     odd: list[int],
+    day: str,
 ) -> Iterator[Any] | None:
     """The plain rows of a store as Arrow tables of :data:`.table.COLUMNS`, counting what
-    they skip in ``source`` and noting the row ids of the others in ``odd``; None when
-    the settings need the Python path for every row."""
+    they skip in ``source`` and noting the row ids of the others in ``odd``; ``day`` is
+    DuckDB's SQL of an event's day. None when the settings need the Python path for every
+    row."""
     import duckdb
 
     seats, trait = trait_path(seats_trait), trait_path(segment_by)
@@ -235,7 +239,7 @@ def arrow_batches(
         conn.close()
     if not columns >= _STORED:  # not a store, or one from before event_time: Python's
         return None
-    sql = _typed_sql(seats, trait, time.time())
+    sql = _typed_sql(seats, trait, time.time(), day)
     names = ", ".join(n for n, _ in COLUMNS)
     labels = {1: OUT_OF_RANGE, 2: NO_USER}
 

@@ -22,6 +22,8 @@ nudge      a "Nudge ..." event: its ``nudge``; ``nudge_kind`` fired, held out, s
 seats      a group call: the account's seats trait
 duration   "Session Ended": its ``duration_s``
 trait      an identify or group call: the value of the segment trait
+day, week  calendar day number and ISO week in the report's zone, when known at loading
+           (else computed in SQL from ``t``)
 ========== ========================================================================
 """
 
@@ -31,6 +33,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from ...definitions import activity_name
+from ...rules.calendar import Calendar, week_of
 from ..figures import (
     SESSION_ENDED,
     duration_of,
@@ -63,6 +66,8 @@ COLUMNS = (
     ("seats", "float"),
     ("duration", "float"),
     ("trait", "text"),
+    ("day", "int"),
+    ("week", "int"),
 )
 #: The columns that are never NULL.
 REQUIRED = frozenset({"seq", "t", "user", "kind"})
@@ -70,9 +75,12 @@ REQUIRED = frozenset({"seq", "t", "user", "kind"})
 BATCH = 131_072
 
 
-def _typed(seq: int, record: Record, seats_trait: str, segment_by: str | None) -> tuple[Any, ...]:
+def _typed(
+    seq: int, record: Record, seats_trait: str, segment_by: str | None, calendar: Calendar | None
+) -> tuple[Any, ...]:
     """One record as a row of :data:`COLUMNS`."""
     t, user, account, kind, event, data = record
+    day = None if calendar is None else calendar.day_of(t)
     name = activity_name(kind, event)
     feature = milestone = scope = took = nudge = nudge_kind = goal = within = None
     seats = duration = trait = None
@@ -115,16 +123,22 @@ def _typed(seq: int, record: Record, seats_trait: str, segment_by: str | None) -
         seats,
         duration,
         trait,
+        day,
+        None if day is None else week_of(day),
     )
 
 
 def batches(
-    records: Iterable[tuple[int, Record]], seats_trait: str, segment_by: str | None
+    records: Iterable[tuple[int, Record]],
+    seats_trait: str,
+    segment_by: str | None,
+    calendar: Calendar | None = None,
 ) -> Iterator[list[list[Any]]]:
-    """Numbered records as typed rows, in column-major batches of at most :data:`BATCH`."""
+    """Numbered records as typed rows, in column-major batches of at most :data:`BATCH`
+    (with their days in ``calendar``'s zone, if given)."""
     rows: list[tuple[Any, ...]] = []
     for seq, record in records:
-        rows.append(_typed(seq, record, seats_trait, segment_by))
+        rows.append(_typed(seq, record, seats_trait, segment_by, calendar))
         if len(rows) == BATCH:
             yield [list(column) for column in zip(*rows, strict=True)]
             rows = []
