@@ -204,7 +204,7 @@ def _read(uri: str, ready: queue.Queue[Any], stop: threading.Event) -> None:
 
     try:
         with adbc.connect(uri) as conn, conn.cursor() as cur:
-            cur.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": "65536"})
+            cur.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": "262144"})
             cur.execute(_READ)
             for batch in cur.fetch_record_batch():
                 if not put(batch):
@@ -245,13 +245,13 @@ def arrow_batches(
 
     def batches() -> Iterator[Any]:
         # SQLite reads the next batches in a thread while DuckDB types this one.
-        ready: queue.Queue[Any] = queue.Queue(maxsize=4)
+        ready: queue.Queue[Any] = queue.Queue(maxsize=2)
         stop = threading.Event()
         reader = threading.Thread(
             target=_read, args=(uri, ready, stop), name="uptake-store-reader", daemon=True
         )
         reader.start()
-        con = duckdb.connect()
+        con = duckdb.connect(config={"threads": 1})  # the engine and the reader have the rest
         try:
             first = True
             while (batch := ready.get()) is not None:
