@@ -213,7 +213,7 @@ class Report:
     #: headline metrics per value of it, the most users first.
     segment_by: str | None = None
     segments: tuple[SegmentStat, ...] = ()
-    #: What computed the figures: "duckdb", "chdb", "clickhouse" or "python".
+    #: What computed the figures: "duckdb", "chdb" or "python".
     engine: str = "python"
 
 

@@ -204,7 +204,7 @@ def _read(uri: str, ready: queue.Queue[Any], stop: threading.Event) -> None:
 
     try:
         with adbc.connect(uri) as conn, conn.cursor() as cur:
-            cur.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": "262144"})
+            cur.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": "131072"})
             cur.execute(_READ)
             for batch in cur.fetch_record_batch():
                 if not put(batch):
@@ -251,7 +251,8 @@ def arrow_batches(
             target=_read, args=(uri, ready, stop), name="uptake-store-reader", daemon=True
         )
         reader.start()
-        con = duckdb.connect(config={"threads": 1})  # the engine and the reader have the rest
+        # One thread: the engine and the reader have the rest.
+        con = duckdb.connect(config={"threads": 1, "memory_limit": "256MB"})
         try:
             first = True
             while (batch := ready.get()) is not None:
