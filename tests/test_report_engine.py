@@ -317,3 +317,25 @@ def test_most_stored_rows_go_through_sql_and_the_odd_ones_through_python(
     assert fast > 50
     # A trait name a JSON path cannot hold as it is: every row through Python.
     assert arrow_batches(source.store, source, "seats", 'pl"an', [], "0") is None
+
+
+@pytest.mark.parametrize("engine", ["duckdb", "chdb", "python"])
+def test_the_report_command_runs_on_the_engine_asked_for(
+    engine: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from uptake.cli import main
+
+    events = dataset(5, users=8, days=15)
+    for i, e in enumerate(events):
+        e["messageId"] = f"m{i}"
+    store = EventStore(tmp_path / "events.db")
+    store.add(events)
+    store.close()
+    out = tmp_path / "r.html"
+    argv = ["report", str(tmp_path / "events.db"), "--out", str(out), "--engine", engine]
+    assert main([*argv, "--timezone", "America/Los_Angeles"]) == 0
+    printed = capsys.readouterr().out
+    assert out.is_file() and "users" in printed
+    with pytest.raises(SystemExit) as exit_:
+        main([*argv[:-1], "sqlite"])  # not an engine
+    assert exit_.value.code == 2

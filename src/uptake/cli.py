@@ -238,6 +238,11 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument(
         "--touchpoint", action="append", default=[], help="a customer-success touchpoint event"
     )
+    report.add_argument(
+        "--engine",
+        choices=["duckdb", "chdb", "python"],
+        help="what computes the figures (default: DuckDB, in process)",
+    )
     demo = commands.add_parser(
         "demo", help="simulate a product end to end: SDK, collector, engagement report"
     )
@@ -332,7 +337,14 @@ def _report(args: argparse.Namespace) -> int:
     started = time.monotonic()
     try:
         source = from_store(args.source) if is_sqlite else from_jsonl(args.source)
-        report = compute(source, tz=tz, inactive=args.inactive, engagement=engagement, until=until)
+        report = compute(
+            source,
+            tz=tz,
+            inactive=args.inactive,
+            engagement=engagement,
+            until=until,
+            engine=args.engine,
+        )
     except sqlite3.DatabaseError as exc:
         print(f"uptake: {args.source} is not a collector's event store: {exc}", file=sys.stderr)
         return 2
