@@ -8,6 +8,7 @@ the calendar day of an event time in a time zone, and how a table is created.
 from __future__ import annotations
 
 import re
+import tempfile
 from collections.abc import Iterable
 from typing import Any, Protocol
 
@@ -69,9 +70,15 @@ class DuckDBBackend:
     def __init__(self) -> None:
         import duckdb
 
-        # Bounded memory: past the limit DuckDB spills to a temporary directory.
+        # Bounded memory: past the limit DuckDB spills to a temporary directory of its own
+        # (not ".tmp" in the working directory, its default).
+        self._spill = tempfile.TemporaryDirectory(prefix="uptake-report-")
         self._con = duckdb.connect(
-            config={"preserve_insertion_order": False, "memory_limit": MEMORY_LIMIT}
+            config={
+                "preserve_insertion_order": False,
+                "memory_limit": MEMORY_LIMIT,
+                "temp_directory": self._spill.name,
+            }
         )
 
     def create(self) -> None:
@@ -107,6 +114,7 @@ class DuckDBBackend:
 
     def close(self) -> None:
         self._con.close()
+        self._spill.cleanup()
 
 
 _CH_TYPES = {"int": "Int64", "float": "Float64", "text": "String"}
