@@ -1,143 +1,210 @@
-"""How long ``uptake report`` takes on a large collector store.
+"""How long ``uptake report`` takes on large collector stores, on DuckDB and on chdb.
 
-    python bench/report_speed.py [--events 1000000] [--db /tmp/uptake-report-bench.db]
+    python bench/report_speed.py [--events 1000000,10000000] [--dir /tmp]
 
-Fills a collector store (``uptake.collector.EventStore``, the file ``uptake serve`` writes)
-with synthetic product events: 5,000 users in 400 accounts over 90 days, with feature use,
-milestones and nudge decisions and outcomes, in the wire format the SDK sends. The file is
-kept and reused by later runs with the same ``--events``.
+For each size it fills a collector store (``uptake.collector.EventStore``, the file
+``uptake serve`` writes) with synthetic product events, in the wire format the SDK sends:
+one user per 200 events, an account per 12 users, 90 days, with feature use, milestones,
+nudge decisions and outcomes, sessions and page views. The events are generated in
+DuckDB SQL (no Python loop per event) and written to SQLite as Arrow batches, in time
+order; a JSONL export of the same events is written beside it. Files are kept and reused
+by later runs of the same size.
 
-Then it times, in this order and in one process:
+Then, each in a fresh process (so peak RSS is the run's own):
 
-1. the floor: reading every stored row and parsing its JSON body (what any report must at
-   least do with this store), the reference the other figures are a ratio of;
-2. the metrics (``compute(from_store(...))``);
-3. the HTML page (``render_html``).
+1. ``compute(from_store(...))`` on DuckDB (the default) and on chdb;
+2. for comparison, what reading the raw JSONL costs: DuckDB's ``read_json`` and chdb's
+   ``JSONEachRow``, each parsing every line and counting distinct users per day.
 
-Target: the whole report for 1,000,000 events in under 30 s on the 2-core machine.
-Needs the collector extra: ``pip install -e '.[collector]'``.
+Target: 10M events in under 60 s with peak RSS under 1.5 GB on the 2-core machine.
+Needs the collector and clickhouse extras and chdb: ``pip install -e '.[test]'``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import random
-import sqlite3
+import resource
+import subprocess
+import sys
 import time
-from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
-from typing import Any
+from pathlib import Path
 
-from uptake.collector import EventStore
-from uptake.collector.metrics import compute
-from uptake.collector.report import render_html
-from uptake.collector.sources import from_store
-
-FEATURES = ["dashboards", "reports", "alerts", "exports", "integrations", "sharing", "api"]
-START = datetime(2026, 6, 1, tzinfo=timezone.utc)
+START = 1_780_272_000  # 2026-06-01T00:00:00Z
+CHUNK = 1_000_000
+FEATURES = "['dashboards', 'reports', 'alerts', 'exports', 'integrations', 'sharing', 'api']"
 
 
-def synthetic(n: int, seed: int = 1) -> Iterator[dict[str, Any]]:
-    rng = random.Random(seed)
-    for i in range(n):
-        u = rng.randrange(5_000)
-        t = START + timedelta(
-            days=rng.randrange(90) * (u % 7 + 3) / 9, seconds=rng.randrange(86_400)
-        )
-        e: dict[str, Any] = {
-            "type": "track",
-            "messageId": f"m-{i}",
-            "timestamp": t.isoformat().replace("+00:00", "Z"),
-            "userId": f"user-{u}",
-            "context": {
-                "library": {"name": "uptake", "version": "0"},
-                "groupId": f"acct-{u % 400}",
-                "sessionId": f"s-{u}-{i // 50}",
-            },
-        }
-        roll = rng.random()
-        if roll < 0.35:
-            e["event"] = "Feature Used"
-            e["properties"] = {"feature": rng.choice(FEATURES)}
-        elif roll < 0.37:
-            e["event"] = "Milestone Reached"
-            e["properties"] = {
-                "milestone": rng.choice(["activated", "habit", "depth"]),
-                "scope": "user",
-                "time_to_reach_s": rng.randrange(10 * 86_400),
-            }
-        elif roll < 0.40:
-            e["event"] = rng.choice(["Nudge Fired", "Nudge Held Out", "Nudge Shown"])
-            e["properties"] = {
-                "nudge": "try_reports",
-                "goal": "Report Created",
-                "goal_within_s": 7 * 86_400,
-            }
-        elif roll < 0.45:
-            e["event"] = "Report Created"
-            e["properties"] = {"rows": rng.randrange(100)}
-        else:
-            e["event"] = rng.choice(["Dashboard Viewed", "Page Viewed", "Search"])
-            e["properties"] = {"path": f"/p/{rng.randrange(50)}"}
-        yield e
+def _events_sql(first: int, n: int, users: int, accounts: int) -> str:
+    """DuckDB SQL of events first .. first + n - 1 as stored rows, in time order."""
+    return f"""
+WITH b AS (SELECT i, hash(i) AS h, (hash(i) >> 40) % {users} AS u
+           FROM range({first}, {first + n}) r(i)),
+c AS (SELECT i, h, u, h % 1000 AS roll, (h >> 10) % 1000 AS ms,
+             CAST((h >> 20) % 7 AS BIGINT) AS k,
+             {START} + ((h >> 30) % 90) * (u % 7 + 3) // 9 * 86400 + (h >> 50) % 86400 AS s
+      FROM b),
+e AS (SELECT *, s + ms / 1000.0 AS t,
+        CASE WHEN roll < 350 THEN 'Feature Used' WHEN roll < 370 THEN 'Milestone Reached'
+             WHEN roll < 380 THEN 'Nudge Fired' WHEN roll < 390 THEN 'Nudge Held Out'
+             WHEN roll < 400 THEN 'Nudge Shown' WHEN roll < 450 THEN 'Report Created'
+             WHEN roll < 700 THEN 'Dashboard Viewed' WHEN roll < 850 THEN 'Search'
+             WHEN roll < 900 THEN 'Session Started' WHEN roll < 950 THEN 'Session Ended'
+             ELSE 'Page' END AS ev,
+        strftime(to_timestamp(s), '%Y-%m-%dT%H:%M:%S') || '.'
+          || lpad(CAST(ms AS VARCHAR), 3, '0') || 'Z' AS ts,
+        'user-' || u AS uid, 'acct-' || (u % {accounts}) AS acct
+      FROM c)
+SELECT 'm-' || lpad(CAST(i AS VARCHAR), 10, '0') AS message_id, t + 0.5 AS received_at,
+  ts AS timestamp, CASE WHEN ev = 'Page' THEN 'page' ELSE 'track' END AS type,
+  CASE WHEN ev = 'Page' THEN NULL ELSE ev END AS event, uid AS user_id,
+  CAST(NULL AS VARCHAR) AS anonymous_id, acct AS group_id,
+  '{{"type":"' || CASE WHEN ev = 'Page' THEN 'page' ELSE 'track' END || '","event":"' || ev
+  || '","messageId":"m-' || i || '","timestamp":"' || ts || '","userId":"' || uid
+  || '","context":{{"library":{{"name":"uptake","version":"0"}},"groupId":"' || acct
+  || '"}},"properties":' || CASE
+    WHEN ev = 'Feature Used' THEN '{{"feature":"' || ({FEATURES})[k + 1] || '"}}'
+    WHEN ev = 'Milestone Reached' THEN '{{"milestone":"'
+      || (['activated', 'habit', 'depth'])[k % 3 + 1] || '","scope":"user","time_to_reach_s":'
+      || (h >> 5) % 864000 || '}}'
+    WHEN ev LIKE 'Nudge %' THEN
+      '{{"nudge":"try_reports","goal":"Report Created","goal_within_s":604800}}'
+    WHEN ev = 'Session Ended' THEN '{{"duration_s":' || (h >> 7) % 3600 || '}}'
+    ELSE '{{"path":"/p/' || k || '"}}' END || '}}' AS body,
+  t AS event_time
+FROM e ORDER BY t
+"""
 
 
-def fill(path: str, n: int) -> None:
-    store = EventStore(path)
-    if len(store) == n:
+def fill(path: Path, jsonl: Path, n: int) -> None:
+    """Write n synthetic events to a collector store and a JSONL export (kept)."""
+    import adbc_driver_sqlite.dbapi as adbc
+    import duckdb
+
+    from uptake.collector import EventStore
+
+    if path.exists() and jsonl.exists():
+        store = EventStore(path)
+        stored = len(store)
         store.close()
-        return
-    store.close()
-    os.remove(path)
-    store = EventStore(path)
+        if stored == n:
+            return
+    for old in (path, jsonl):
+        old.unlink(missing_ok=True)
+    EventStore(path).close()  # the collector's own schema
     started = time.perf_counter()
-    batch: list[dict[str, Any]] = []
-    for e in synthetic(n):
-        batch.append(e)
-        if len(batch) == 20_000:
-            store.add(batch)
-            batch.clear()
-    if batch:
-        store.add(batch)
-    print(f"filled {path} with {len(store):,} events in {time.perf_counter() - started:.1f}s")
-    store.close()
+    users = max(n // 200, 100)
+    con = duckdb.connect()
+    con.execute("SET enable_progress_bar = false")
+    with adbc.connect(path.resolve().as_uri()) as conn, conn.cursor() as cur:
+        for first in range(0, n, CHUNK):
+            size = min(CHUNK, n - first)
+            rows = con.sql(_events_sql(first, size, users, max(users // 12, 10)))
+            cur.adbc_ingest("events", rows.to_arrow_table(), mode="append")
+        conn.commit()
+    # The export: each stored body, one per line, as a warehouse dump would be.
+    with adbc.connect(path.resolve().as_uri() + "?mode=ro") as conn, conn.cursor() as cur:
+        cur.execute("SELECT body FROM events")
+        con.register("bodies", cur.fetch_record_batch())
+        con.execute(
+            f"COPY bodies TO '{jsonl}' (FORMAT csv, HEADER false, QUOTE '', ESCAPE '', "
+            "DELIMITER '\\t')"
+        )
+    took = time.perf_counter() - started
+    print(f"generated {n:,} events in {took:.1f}s ({path.stat().st_size / 1e9:.2f} GB store)")
+
+
+def run_report(store: str, engine: str) -> dict[str, object]:
+    """Compute the report once (in this process) and measure it."""
+    from uptake.collector.metrics import compute
+    from uptake.collector.sources import from_store
+
+    started = time.perf_counter()
+    source = from_store(store)
+    report = compute(source, engine=engine)
+    return {
+        "seconds": time.perf_counter() - started,
+        "events": report.events,
+        "users": report.users,
+        "skipped": source.skipped,
+    }
+
+
+def run_jsonl(jsonl: str, engine: str) -> dict[str, object]:
+    """Parse every line of the export and count distinct users per day."""
+    started = time.perf_counter()
+    if engine == "duckdb":
+        import duckdb
+
+        con = duckdb.connect()
+        con.execute("SET enable_progress_bar = false")
+        rows = con.execute(
+            "SELECT count(*), count(DISTINCT (userId, CAST(timestamp AS DATE))) FROM "
+            f"read_json('{jsonl}', format = 'newline_delimited')"
+        ).fetchall()
+    else:
+        import chdb
+
+        result = chdb.query(
+            "SELECT count(), uniqExact(userId, toDate(timestamp)) "
+            f"FROM file('{jsonl}', JSONEachRow)",
+            "CSV",
+        )
+        rows = [tuple(str(result).strip().split(","))]
+    return {"seconds": time.perf_counter() - started, "events": int(rows[0][0])}
+
+
+def _peak_rss_mb() -> float:
+    """This process's peak resident set (VmHWM: unlike ru_maxrss, not inherited at fork)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def child(kind: str, target: str, engine: str) -> None:
+    result = run_report(target, engine) if kind == "report" else run_jsonl(target, engine)
+    result["peak_rss_mb"] = _peak_rss_mb()
+    print(json.dumps(result))
+
+
+def measure(kind: str, target: Path, engine: str) -> dict[str, object]:
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", kind, str(target), engine],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    result: dict[str, object] = json.loads(out.strip().splitlines()[-1])
+    return result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--events", type=int, default=1_000_000)
-    parser.add_argument("--db", default="/tmp/uptake-report-bench.db")
+    parser.add_argument("--events", default="1000000,10000000")
+    parser.add_argument("--dir", default="/tmp")
+    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    fill(args.db, args.events)
-
-    started = time.perf_counter()
-    conn = sqlite3.connect(args.db)
-    rows = sum(1 for (body,) in conn.execute("SELECT body FROM events") if json.loads(body))
-    conn.close()
-    floor = time.perf_counter() - started
-
-    started = time.perf_counter()
-    source = from_store(args.db)
-    report = compute(source)
-    metrics = time.perf_counter() - started
-
-    started = time.perf_counter()
-    page = render_html(report)
-    html = time.perf_counter() - started
-    total = metrics + html
-    print(
-        f"events: {rows:,} ({source.skipped} skipped), {report.users:,} users, "
-        f"{report.accounts:,} accounts"
-    )
-    print(f"read + parse every row (floor): {floor:6.1f}s  1.00x")
-    print(f"metrics:                        {metrics:6.1f}s  {metrics / floor:.2f}x")
-    print(f"html ({len(page) / 1e6:.1f} MB):                 {html:6.1f}s  {html / floor:.2f}x")
-    print(
-        f"report total:                   {total:6.1f}s  {total / floor:.2f}x  "
-        f"(target < 30 s: {'met' if total < 30 else 'MISSED'})"
-    )
+    if args.child:
+        child(*args.child)
+        return
+    for n in (int(x) for x in args.events.split(",")):
+        store = Path(args.dir) / f"uptake-report-bench-{n}.db"
+        jsonl = store.with_suffix(".jsonl")
+        fill(store, jsonl, n)
+        for kind, target in (("report", store), ("jsonl", jsonl)):
+            for engine in ("duckdb", "chdb"):
+                r = measure(kind, target, engine)
+                seconds, rss = float(r["seconds"]), float(r["peak_rss_mb"])  # type: ignore[arg-type]
+                verdict = ""
+                if kind == "report" and n >= 10_000_000:
+                    ok = seconds < 60 and rss < 1536
+                    verdict = f"  (target 60 s / 1.5 GB: {'met' if ok else 'MISSED'})"
+                label = "uptake report" if kind == "report" else "raw JSONL scan"
+                print(
+                    f"{n:>11,} events  {label:<15} {engine:<7} {seconds:6.1f}s  "
+                    f"peak RSS {rss:6.0f} MB{verdict}"
+                )
 
 
 if __name__ == "__main__":

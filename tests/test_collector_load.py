@@ -188,6 +188,12 @@ def test_sigterm_stops_the_collector_cleanly(tmp_path: Path, workers: str) -> No
         batch = {"batch": [{"type": "track", "event": "E", "userId": "u", "messageId": "1"}]}
         assert httpx.post(f"{served.url}/v1/batch", json=batch, headers=AUTH).status_code == 200
         process = served.process
+        # Every worker must have started before the stop, or a slow one (a loaded machine)
+        # is ended while booting and never logs its shutdown.
+        deadline = time.monotonic() + 30
+        while served.log_text().count("Application startup complete") < int(workers):
+            assert time.monotonic() < deadline, served.log_text()
+            time.sleep(0.05)
     # uvicorn shuts down gracefully, then (one worker) ends by the signal it was sent.
     assert process.wait(30) in (0, -signal.SIGTERM)
     log = served.log_text()

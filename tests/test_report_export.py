@@ -23,18 +23,47 @@ from uptake.collector.export import (
     to_json,
     write_csv,
 )
-from uptake.collector.figures import lift_interval
 from uptake.collector.metrics import Report, compute
 from uptake.collector.report import summary
 from uptake.collector.settings import ReportSettings
 from uptake.collector.sources import from_events
+from uptake.collector.wording import lift_interval
 
 
 def full_report() -> Report:
     settings = ReportSettings(inactive=["Heartbeat"], touchpoints=["Goal"])
-    source = from_events(dataset())
+    events = dataset()
+    # Sessions with lengths and a trait to segment by, so that every table has rows.
+    for n, user in enumerate(["u1", "u2", "u3", "u4"]):
+        at = f"2026-03-{10 + n:02d}T10:00:00Z"
+        events.append(
+            {
+                "type": "identify",
+                "userId": user,
+                "timestamp": at,
+                "traits": {"plan": "pro" if n % 2 else "free"},
+            }
+        )
+        events.append(
+            {"type": "track", "userId": user, "event": "Session Started", "timestamp": at}
+        )
+        ended = {"duration_s": 600 + 60 * n}
+        events.append(
+            {
+                "type": "track",
+                "userId": user,
+                "event": "Session Ended",
+                "timestamp": at,
+                "properties": ended,
+            }
+        )
+    source = from_events(events)
     report = compute(
-        source, inactive=settings.inactive, engagement=settings.engagement(), until=END
+        source,
+        inactive=settings.inactive,
+        engagement=settings.engagement(),
+        until=END,
+        segment_by="plan",
     )
     return attrs.evolve(
         report, skipped=source.skipped, skipped_by=tuple(source.skipped_by.most_common())

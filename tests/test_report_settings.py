@@ -12,11 +12,11 @@ import attrs
 import pytest
 
 from uptake.cli import main
-from uptake.collector.figures import lift_interval, lift_text
 from uptake.collector.metrics import NudgeStat, compute
 from uptake.collector.report import render_html, summary
 from uptake.collector.settings import ReportSettings, SettingsError, beside, dumps, load, loads
 from uptake.collector.sources import from_events
+from uptake.collector.wording import lift_interval, lift_text
 from uptake.demo import _Progress, run_demo
 
 

@@ -267,6 +267,11 @@ def _parser() -> argparse.ArgumentParser:
         default=[],
         help="a customer-success touchpoint event (repeatable; replaces the settings' list)",
     )
+    report.add_argument(
+        "--engine",
+        choices=["duckdb", "chdb", "python"],
+        help="what computes the figures (default: DuckDB, in process)",
+    )
     demo = commands.add_parser(
         "demo", help="simulate a product end to end: SDK, collector, engagement report"
     )
@@ -360,6 +365,7 @@ def _report(args: argparse.Namespace) -> int:
             inactive=settings.inactive,
             engagement=settings.engagement(),
             until=until,
+            engine=args.engine,
         )
     except sqlite3.DatabaseError as exc:
         print(f"uptake: {args.source} is not a collector's event store: {exc}", file=sys.stderr)

@@ -31,6 +31,7 @@ __all__ = [
     "compose_score",
     "parse_time",
     "parse_track",
+    "writable",
 ]
 
 #: The event a reached milestone is recorded as.
@@ -170,3 +171,15 @@ def parse_track(raw: object) -> TrackEvent | None:
         props if isinstance(props, Mapping) else None,
         when,
     )
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def writable(value: str) -> str:
+    """A string that can be written out as UTF-8: each lone surrogate becomes one U+FFFD.
+
+    Event data may carry lone surrogates (JSON allows the escape); the collector stores
+    names this way and the report prints them this way, so a name reads the same in both.
+    """
+    return value if value.isascii() else _SURROGATE.sub("\ufffd", value)

@@ -12,8 +12,8 @@ from collections.abc import Iterable
 from datetime import date, timedelta
 from typing import Any
 
-from .figures import lift_interval, p_text, plural
 from .metrics import Report
+from .wording import lift_interval, p_text, plural
 
 __all__ = ["QUICK_RATIO_CAP", "Chart", "charts"]
 

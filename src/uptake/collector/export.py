@@ -22,9 +22,9 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import attrs
 
-from .figures import LIFT_CONFIDENCE, lift_interval
 from .metrics import NudgeStat, Report
 from .settings import ReportSettings
+from .wording import LIFT_CONFIDENCE, lift_interval
 
 __all__ = ["SCHEMA", "SCHEMA_VERSION", "from_data", "to_data", "to_json", "write_csv"]
 

@@ -28,10 +28,11 @@ from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from typing import Any
 
+from ..definitions import writable
 from .charts import charts
-from .figures import lift_interval, lift_text, num, p_text, pct, plural, printable, skipped_text
 from .metrics import AccountStat, MilestoneStat, NudgeStat, Report
 from .settings import ReportSettings
+from .wording import lift_interval, lift_text, num, p_text, pct, plural, printable, skipped_text
 
 __all__ = ["render_html", "summary"]
 
@@ -404,9 +405,7 @@ def render_html(
         charts=len(drawn),
     )
     # A lone surrogate (events may carry them) could not be written as UTF-8.
-    return (
-        page if page.isascii() else page.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
-    )
+    return writable(page)
 
 
 _PAGE = """<!DOCTYPE html>

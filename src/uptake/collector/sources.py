@@ -15,11 +15,11 @@ import os
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..definitions import OWN_EVENTS
+from ..definitions import OWN_EVENTS, writable
 from .ingest import event_time, read_time
 from .metrics import Record
 
@@ -47,6 +47,19 @@ class Source:
         self._records = records
         self.skipped_by: Counter[str] = Counter()
         self.read = 0
+        #: The collector store read, if any (the report engine reads it through SQL).
+        self.store: Path | None = None
+        self._where: Callable[[str], Iterator[tuple[int, Record]]] | None = None
+
+    def numbered(self, where: str) -> Iterator[tuple[int, Record]]:
+        """The store's records that meet an SQL condition, with their row ids.
+
+        Raises:
+            ValueError: the source is not a collector store.
+        """
+        if self._where is None:
+            raise ValueError("not a collector store")
+        return self._where(where)
 
     @property
     def skipped(self) -> int:
@@ -97,9 +110,7 @@ def _record(
 
 def _text(value: str) -> str:
     """A string that can be written out: a lone surrogate becomes U+FFFD."""
-    if value.isascii():
-        return value
-    return value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    return writable(value)
 
 
 #: Events outside [1990-01-01, now + 2 days] are skipped: a timestamp from a broken clock
@@ -138,23 +149,34 @@ def from_store(path: str | os.PathLike[str]) -> Source:
     marks = ",".join("?" * len(_WITH_DATA))
     source = Source(iter(()))
 
-    def rows() -> Iterator[Record]:
+    def rows(where: str = "1") -> Iterator[tuple[int, Record]]:
         conn = sqlite3.connect(f"{location.as_uri()}?mode=ro", uri=True)
         try:
             columns = {row[1] for row in conn.execute("PRAGMA table_info(events)")}
             query = (
-                f"SELECT {'event_time' if 'event_time' in columns else 'NULL'}, timestamp, "
+                "SELECT rowid, "
+                f"{'event_time' if 'event_time' in columns else 'NULL'}, timestamp, "
                 "received_at, type, event, user_id, anonymous_id, group_id, "
-                f"CASE WHEN NOT ((type = 'track' AND event IN ({marks})) OR type = 'group') "
+                f"CASE WHEN NOT ((type = 'track' AND event IN ({marks})) "
+                "OR type IN ('group', 'identify')) "
                 "THEN NULL WHEN NOT json_valid(body) THEN 0 "
                 "WHEN type = 'track' AND json_type(body, '$.properties') = 'object' "
                 "THEN json_extract(body, '$.properties') "
-                "WHEN type = 'group' AND json_type(body, '$.traits') = 'object' "
-                "THEN json_extract(body, '$.traits') END FROM events"
+                "WHEN type IN ('group', 'identify') AND json_type(body, '$.traits') = 'object' "
+                f"THEN json_extract(body, '$.traits') END FROM events WHERE {where}"
             )
-            for when, stamp, received, kind, event, user, anonymous, account, data in conn.execute(
-                query, _WITH_DATA
-            ):
+            for (
+                rowid,
+                when,
+                stamp,
+                received,
+                kind,
+                event,
+                user,
+                anonymous,
+                account,
+                data,
+            ) in conn.execute(query, _WITH_DATA):
                 parsed = None
                 if data is not None:
                     parsed = _strict_json(data)
@@ -169,11 +191,13 @@ def from_store(path: str | os.PathLike[str]) -> Source:
                         t = _finite(received)
                 record = _record(source, t, kind, event, user, anonymous, account, parsed)
                 if record is not None:
-                    yield record
+                    yield rowid, record
         finally:
             conn.close()
 
-    source._records = rows()
+    source._records = (record for _, record in rows())
+    source.store = location
+    source._where = rows
     return source
 
 
@@ -225,7 +249,7 @@ def from_events(events: Iterable[object]) -> Source:
             data = None
             if kind == "track" and event in _WITH_DATA:
                 data = e.get("properties")
-            elif kind == "group":
+            elif kind in ("group", "identify"):
                 data = e.get("traits")
             # As the collector files it: a top-level groupId, else the context's.
             account = e.get("groupId")

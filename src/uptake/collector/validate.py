@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
 
-from ..definitions import parse_time
+from ..definitions import parse_time, writable
 
 __all__ = [
     "EVENT_TYPES",
@@ -363,6 +363,4 @@ def _finish(
 
 def _text(value: str | None) -> str | None:
     """A string SQLite can store (a lone surrogate becomes U+FFFD)."""
-    if value is None or value.isascii():
-        return value
-    return value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    return None if value is None else writable(value)
