@@ -19,19 +19,20 @@ import argparse
 import importlib
 import json
 import os
-import socket
 import sqlite3
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from datetime import date
 from typing import IO, TYPE_CHECKING, Any
 
+from ._cli_common import UsageError, folder_of, needs_extra
+from ._cli_report import day as _day
+from ._cli_report import report as _report
+from ._cli_serve import serve_command as _serve
 from ._version import __version__
 
 if TYPE_CHECKING:
     from .client import Client
-    from .collector.settings import ReportSettings
 
 __all__ = ["main"]
 
@@ -52,10 +53,6 @@ In-app engagement tracking: the uptake command.
 
 serve, report and demo need the collector extra: pip install 'uptake[collector]'.
 """
-
-
-class _UsageError(Exception):
-    """A mistake of the user's: one line on stderr, exit status 2."""
 
 
 def _load_client(spec: str) -> Client:
@@ -293,7 +290,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         status = commands[args.command](args)
         sys.stdout.flush()  # a closed pipe shows here, not at exit
         return status
-    except _UsageError as exc:
+    except UsageError as exc:
         print(f"uptake: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # uptake report ... | head: the reader has all it wanted
@@ -312,173 +309,13 @@ def _quiet_stdout() -> None:
         pass
 
 
-def _needs_extra(command: str, *modules: str) -> None:
-    for module in modules:
-        try:
-            importlib.import_module(module)
-        except ImportError:
-            raise _UsageError(
-                f"{command} needs the collector extra: pip install 'uptake[collector]'"
-            ) from None
-
-
-def _folder_of(path: str, what: str) -> None:
-    """Refuse a path whose folder does not exist (before any work is done)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise _UsageError(f"cannot write {what} {path}: no folder {folder}")
-
-
-def _day(text: str | None) -> date | None:
-    if text is None:
-        return None
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        raise SystemExit(f"uptake: not a date (YYYY-MM-DD): {text!r}") from None
-
-
-def _report(args: argparse.Namespace) -> int:
-    _needs_extra("report", "plotly")
-    import attrs
-
-    from .collector.export import to_json, write_csv
-    from .collector.metrics import compute
-    from .collector.report import render_html, summary
-    from .collector.sources import from_jsonl, from_store
-
-    until = _day(args.until)
-    if not os.path.isfile(args.source):
-        print(f"uptake: no such file: {args.source}", file=sys.stderr)
-        return 2
-    settings = _report_settings(args)
-    _folder_of(args.out, "the report to")
-    if args.json not in (None, "-"):
-        _folder_of(args.json, "the JSON report to")
-    is_sqlite = _is_event_source(args.source)
-    started = time.monotonic()
-    try:
-        source = from_store(args.source) if is_sqlite else from_jsonl(args.source)
-        report = compute(
-            source,
-            tz=settings.tzinfo(),
-            inactive=settings.inactive,
-            engagement=settings.engagement(),
-            until=until,
-            engine=args.engine,
-        )
-    except sqlite3.DatabaseError as exc:
-        print(f"uptake: {args.source} is not a collector's event store: {exc}", file=sys.stderr)
-        return 2
-    report = attrs.evolve(
-        report, skipped=source.skipped, skipped_by=tuple(source.skipped_by.most_common())
-    )
-    page = render_html(
-        report,
-        title=f"uptake engagement report: {os.path.basename(args.source)}",
-        settings=settings,
-    )
-    try:
-        with open(args.out, "w", encoding="utf-8") as out:
-            out.write(page)
-    except OSError as exc:
-        raise _UsageError(f"cannot write the report to {args.out}: {exc.strerror}") from None
-    wrote = [args.out]
-    if args.json is not None:
-        wrote += _write_json(args.json, to_json(report, settings))
-    if args.csv is not None:
-        try:
-            write_csv(report, args.csv, settings)
-        except OSError as exc:
-            raise _UsageError(f"cannot write CSV files to {args.csv}: {exc.strerror}") from None
-        wrote.append(os.path.join(args.csv, "*.csv"))
-    text = sys.stderr if args.json == "-" else sys.stdout
-    for line in summary(report, settings):
-        print(line, file=text)
-    print(f"wrote {', '.join(wrote)} in {time.monotonic() - started:.1f}s", file=text)
-    return 0
-
-
-def _write_json(path: str, document: str) -> list[str]:
-    """Write the JSON report to ``path`` ("-": standard output); return what was written."""
-    if path == "-":
-        sys.stdout.write(document + "\n")
-        return []
-    try:
-        with open(path, "w", encoding="utf-8") as out:
-            out.write(document + "\n")
-    except OSError as exc:
-        raise _UsageError(f"cannot write the JSON report to {path}: {exc.strerror}") from None
-    return [path]
-
-
-def _report_settings(args: argparse.Namespace) -> ReportSettings:
-    """The settings file (``--settings``, else the one beside the source), then the flags.
-
-    Raises:
-        _UsageError: the settings cannot be read or used, or a flag is invalid.
-    """
-    import attrs
-
-    from .collector.settings import ReportSettings, SettingsError, beside, load
-
-    try:
-        if args.settings is not None:
-            settings = load(args.settings)
-        elif beside(args.source).is_file():
-            settings = load(beside(args.source))
-        else:
-            settings = ReportSettings()
-        flags: dict[str, object] = {}
-        if args.timezone:
-            flags["timezone"] = args.timezone
-        if args.inactive:
-            flags["inactive"] = args.inactive
-        if args.core_feature:
-            flags["core_features"] = args.core_feature
-        if args.touchpoint:
-            flags["touchpoints"] = args.touchpoint
-        if flags:
-            flags["path"] = f"{settings.path or 'defaults'} with command-line flags"
-            settings = attrs.evolve(settings, **flags)  # type: ignore[arg-type]
-    except SettingsError as exc:
-        raise _UsageError(str(exc)) from None
-    return settings
-
-
-def _is_event_source(path: str) -> bool:
-    """True for a SQLite file, False for what looks like a JSONL export.
-
-    Raises:
-        _UsageError: neither (its first line is not a JSON object).
-    """
-    with open(path, "rb") as handle:
-        if handle.read(16) == b"SQLite format 3\x00":
-            return True
-        handle.seek(0)
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                first = json.loads(line)
-            except (ValueError, RecursionError):
-                first = None
-            if not isinstance(first, dict):
-                raise _UsageError(
-                    f"{path} is neither a collector's event store (SQLite) nor a JSONL "
-                    f"export of events: line {number} is not a JSON object"
-                )
-            break
-    return False
-
-
 def _demo(args: argparse.Namespace) -> int:
-    _needs_extra("demo", "plotly", "uvicorn")
+    needs_extra("demo", "plotly", "uvicorn")
     from .demo import run_demo
 
-    _folder_of(args.out, "the report to")
+    folder_of(args.out, "the report to")
     if args.db is not None:
-        _folder_of(args.db, "the events to")
+        folder_of(args.db, "the events to")
 
     try:
         result = run_demo(
@@ -496,103 +333,6 @@ def _demo(args: argparse.Namespace) -> int:
     print(f"done in {result.seconds:.1f}s")
     lost = result.tracked - result.stored
     return 0 if lost == 0 else 1
-
-
-def _write_keys(args: argparse.Namespace) -> list[str]:
-    """The keys from the command line (--write-key, --write-key-file), else from the
-    environment ($UPTAKE_WRITE_KEY_FILE, $UPTAKE_WRITE_KEY)."""
-    keys = list(args.write_key)
-    if args.write_key_file:
-        keys += _keys_in(args.write_key_file)
-    if not keys:
-        path = os.environ.get("UPTAKE_WRITE_KEY_FILE")
-        if path:
-            keys += _keys_in(path)
-        keys += [k.strip() for k in os.environ.get("UPTAKE_WRITE_KEY", "").split(",")]
-        keys = [k for k in keys if k]
-    if not keys:
-        raise _UsageError(
-            "no write key: set UPTAKE_WRITE_KEY, or give --write-key-file (or --write-key)"
-        )
-    if not all(k.strip() for k in keys):
-        raise _UsageError("a write key cannot be empty")
-    return keys
-
-
-def _keys_in(path: str) -> list[str]:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            lines = [line.strip() for line in handle]
-    except OSError as exc:
-        raise _UsageError(f"cannot read write keys from {path}: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise _UsageError(f"cannot read write keys from {path}: not UTF-8 text") from None
-    keys = [line for line in lines if line and not line.startswith("#")]
-    if not keys:
-        raise _UsageError(f"no write key in {path}")
-    return keys
-
-
-def _listen(host: str, port: int) -> socket.socket:
-    """A socket bound to host:port, checked before anything else is created."""
-    if not 0 <= port <= 65535:
-        raise _UsageError(f"no such port: {port}")
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        reason = exc.strerror or str(exc)
-        raise _UsageError(f"cannot listen on {host}:{port}: {reason}") from None
-    sock.set_inheritable(True)
-    return sock
-
-
-def _serve(args: argparse.Namespace) -> int:
-    _needs_extra("serve", "uvicorn")
-    from .collector.server import serve
-    from .collector.store import EventStore
-
-    keys = _write_keys(args)
-    if args.write_key:
-        print(
-            "uptake: note: --write-key is visible to every user of this machine (ps); "
-            "prefer UPTAKE_WRITE_KEY or --write-key-file",
-            file=sys.stderr,
-        )
-    if args.workers < 1:
-        raise _UsageError("--workers must be at least 1")
-    if args.header_timeout <= 0 or args.body_timeout <= 0:
-        raise _UsageError("timeouts must be positive")
-    _folder_of(args.db, "the events to")
-    sock = _listen(args.host, args.port)
-    try:
-        EventStore(args.db).close()  # created (or checked) once, before any worker starts
-    except (sqlite3.Error, OSError) as exc:
-        sock.close()
-        raise _UsageError(f"cannot use {args.db} as the event store: {exc}") from None
-    host, port = sock.getsockname()[:2]
-    shown = f"[{host}]" if ":" in host else host
-    workers = f"{args.workers} workers" if args.workers > 1 else "1 worker"
-    print(
-        f"uptake collector on http://{shown}:{port} (POST /v1/batch and Segment's other "
-        f"/v1 endpoints), storing into {args.db}, {workers}",
-        flush=True,
-    )
-    try:
-        return serve(
-            sock,
-            args.db,
-            keys,
-            workers=args.workers,
-            header_timeout=args.header_timeout,
-            log_level=args.log_level,
-            options={"body_timeout": args.body_timeout},
-        )
-    finally:
-        sock.close()
 
 
 if __name__ == "__main__":
