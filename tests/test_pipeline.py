@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -170,3 +171,13 @@ def test_before_send_may_change_the_library_without_touching_other_events() -> N
     assert LIBRARY["name"] == "uptake"
     assert {e["context"]["library"]["name"] for e in transport.events} == {"renamed"}
     assert transport.events[-1]["context"]["tags"] == ["a"]
+
+
+def test_a_burst_into_the_outbox_yields_to_its_writer(tmp_path: Path) -> None:
+    buffer = uptake.SqliteBuffer(tmp_path / "outbox.db")
+    client = uptake.Client(transport=MockTransport(), buffer=buffer, max_queue_size=2_000)
+    for i in range(30_000):
+        client.track(f"u{i % 50}", "Burst", {"i": i})
+    assert client.flush(30.0)
+    client.shutdown()
+    assert client.stats.dropped == 0 and client.stats.delivered == 30_050

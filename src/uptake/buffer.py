@@ -140,6 +140,10 @@ class MemoryBuffer:
     def __len__(self) -> int:
         return len(self._items) + self._taken - self._settled
 
+    def backlog(self) -> int:
+        """Events waiting in memory to be taken (cheap: tracking calls ask it in bursts)."""
+        return len(self._items)
+
     def put(self, message: bytes) -> bool:
         """Append one encoded event, unless that would pass the bounds."""
         size = len(message)

@@ -225,8 +225,7 @@ class Client(SessionsApi, RulesApi):
             max_batch_bytes=delivery.max_batch_bytes,
         )
         self._pipeline.worker = self._worker
-        if not self._buffer.durable:
-            self._pipeline.high_water = delivery.max_queue_size // 2
+        self._pipeline.high_water = delivery.max_queue_size // 2
 
     endpoint = _setting("_delivery", "endpoint", "The collector base URL (read-only).")
     send = _setting("_delivery", "send", "False when events are evaluated but not sent.")

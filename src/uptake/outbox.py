@@ -257,6 +257,10 @@ class SqliteBuffer:
             return not self._pending
         return row is None
 
+    def backlog(self) -> int:
+        """Events accepted but not yet committed (cheap: tracking calls ask it in bursts)."""
+        return len(self._pending)
+
     def __len__(self) -> int:
         """Events waiting: those not yet committed, plus every row in the file.
 

@@ -43,6 +43,8 @@ Capture = list[dict[str, Any]]
 #: at the clock to see whether one is due.
 _SWEEP_EVERY_S = 60.0
 _SWEEP_CHECK_EVERY = 256
+#: Longest wait, in milliseconds, of one tracking call for a backlog past three quarters.
+_MAX_WAIT_MS = 5
 
 
 class Waker(Protocol):
@@ -95,9 +97,11 @@ class Pipeline:
         self.worker: Waker | None = None
         self.rules: RulesStage | None = None
         self.closed = False
-        #: Queued events past which a tracking call yields the GIL to the delivery thread
-        #: once every ``flush_at`` events (0: never; durable buffers are not polled).
+        #: Events waiting in memory (the buffer's ``backlog()``, when it has one) past which
+        #: a tracking call yields the GIL to the delivery thread once every ``flush_at``
+        #: events (0: never).
         self.high_water = 0
+        self.backlog: Callable[[], int] | None = getattr(buffer, "backlog", None)
         self._captures: list[Capture] = []
         self._countdown = _SWEEP_CHECK_EVERY
         self._next_sweep = time.monotonic() + _SWEEP_EVERY_S
@@ -296,12 +300,18 @@ class Pipeline:
         if not accepted % self.flush_at:  # another flush_at events: a full batch may wait
             worker.wake()
             high = self.high_water
-            if high and len(buffer) >= high:
-                # A burst is outrunning the delivery thread, which needs the GIL to drain
-                # the queue: yield it rather than drop events at the bound. Past three
-                # quarters, wait a millisecond so the thread surely runs (once per
-                # flush_at events, and only while the queue is that full).
-                time.sleep(0.001 if len(buffer) >= high + high // 2 else 0)
+            backlog = self.backlog
+            if high and backlog is not None and backlog() >= high:
+                # A burst is outrunning the thread that drains the buffer (the delivery
+                # thread, or the outbox's writer), which needs the GIL: yield it rather
+                # than drop events at the bound. Past three quarters, wait for it, a
+                # millisecond at a time and at most _MAX_WAIT_MS (once per flush_at
+                # events, and only while the backlog is that large).
+                time.sleep(0)
+                waited = 0
+                while backlog() >= high + high // 2 and waited < _MAX_WAIT_MS:
+                    time.sleep(0.001)
+                    waited += 1
         worker.ensure_started()
 
     def drop(self, reason: str, *, log: bool = True) -> None:
