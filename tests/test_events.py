@@ -299,7 +299,8 @@ def test_early_years_are_zero_padded() -> None:
 def test_encode_message_gives_what_encode_gives() -> None:
     import json
 
-    from uptake.events import LIBRARY, encode, encode_message
+    from uptake._before_send import encode_message
+    from uptake.events import LIBRARY, encode
 
     base = {
         "type": "track",

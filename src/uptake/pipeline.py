@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
+from . import _before_send as _bs
 from . import events as _ev
 from .buffer import Buffer
 from .sessions import Sessionizer, SessionSpan
@@ -246,7 +247,7 @@ class Pipeline:
             if before_send is None:
                 data = _ev.encode(message)
             else:
-                filtered = before_send(_ev.json_ready_message(message, host_context=host_context))
+                filtered = before_send(_bs.json_ready_message(message, host_context=host_context))
                 if filtered is None:
                     self.drop("before_send", log=False)
                     return
@@ -257,7 +258,7 @@ class Pipeline:
                     )
                     self.drop("before_send_error")
                     return
-                data = _ev.encode_message(filtered)
+                data = _bs.encode_message(filtered)
         except _ev.UnencodableEventError as exc:
             logger.warning("event dropped, it cannot be encoded as JSON: %s", exc)
             self.drop("unencodable")
