@@ -283,55 +283,74 @@ def _lifecycle(report: Report) -> Chart:
     )
 
 
-def _milestones(report: Report) -> Chart:
-    ms = report.milestones
+def _share_bars(
+    key: str,
+    names: list[str],
+    shares: list[float],
+    texts: list[str],
+    *,
+    color: str,
+    trace: str,
+    title: str,
+    axis: str,
+    row: int,
+    category: bool = False,
+) -> Chart:
+    """Horizontal bars of shares (0-100%), one a row, labelled with what they count."""
+    yaxis: dict[str, object] = {"autorange": "reversed", "automargin": True}
+    if category:
+        yaxis["type"] = "category"
     return (
-        "milestones",
+        key,
         [
             {
                 "type": "bar",
                 "orientation": "h",
-                "y": [label(f"{m.name} ({m.scope})") for m in ms],
-                "x": [round(m.share, 4) for m in ms],
-                "text": [
-                    plural(m.reached, "account" if m.scope == "account" else "user") for m in ms
-                ],
+                "y": names,
+                "x": [round(share, 4) for share in shares],
+                "text": texts,
                 "textposition": "auto",
-                "marker": {"color": COLORS["green"]},
-                "name": "reached",
+                "marker": {"color": COLORS[color]},
+                "name": trace,
             }
         ],
         _layout(
-            "Activation: share of users (accounts, for account milestones) reaching each",
-            height=max(220, 80 + 40 * len(ms)),
-            xaxis={"tickformat": ".0%", "range": [0, 1], "title": {"text": "share reached"}},
-            yaxis={"autorange": "reversed", "automargin": True},
+            title,
+            height=max(220, 80 + row * len(names)),
+            xaxis={"tickformat": ".0%", "range": [0, 1], "title": {"text": axis}},
+            yaxis=yaxis,
         ),
+    )
+
+
+def _milestones(report: Report) -> Chart:
+    ms = report.milestones
+    return _share_bars(
+        "milestones",
+        [label(f"{m.name} ({m.scope})") for m in ms],
+        [m.share for m in ms],
+        [plural(m.reached, "account" if m.scope == "account" else "user") for m in ms],
+        color="green",
+        trace="reached",
+        title="Activation: share of users (accounts, for account milestones) reaching each",
+        axis="share reached",
+        row=40,
     )
 
 
 def _features(report: Report) -> Chart:
     fs = report.features
-    return (
+    return _share_bars(
         "features",
-        [
-            {
-                "type": "bar",
-                "orientation": "h",
-                "y": [label(f.name) for f in fs],
-                "x": [round(f.adoption, 4) for f in fs],
-                "text": [f"{plural(f.users_30, 'user')}, {f.frequency:.1f} days each" for f in fs],
-                "textposition": "auto",
-                "marker": {"color": COLORS["violet"]},
-                "name": "adoption",
-            }
-        ],
-        _layout(
-            "Feature adoption: share of MAU using each feature (last 30 days)",
-            height=max(220, 80 + 32 * len(fs)),
-            xaxis={"tickformat": ".0%", "range": [0, 1], "title": {"text": "share of MAU"}},
-            yaxis={"autorange": "reversed", "automargin": True, "type": "category"},
-        ),
+        [label(f.name) for f in fs],
+        [f.adoption for f in fs],
+        [f"{plural(f.users_30, 'user')}, {f.frequency:.1f} days each" for f in fs],
+        color="violet",
+        trace="adoption",
+        title="Feature adoption: share of MAU using each feature (last 30 days)",
+        axis="share of MAU",
+        row=32,
+        category=True,
     )
 
 

@@ -19,6 +19,7 @@ from .metrics import (
     LifecycleWeek,
     MilestoneStat,
     NudgeStat,
+    Report,
     RetentionCohort,
     SegmentStat,
     SessionWeek,
@@ -29,6 +30,28 @@ MONTH = 30  # MAU: trailing 30 days
 WINDOW = 28  # engagement: the last 28 days
 #: The events a session view reads.
 SESSION_STARTED, SESSION_ENDED = "Session Started", "Session Ended"
+
+
+def inactive_report(last_day: date | None, **base: object) -> Report:
+    """The report of events with no activity in them: every activity figure empty.
+
+    ``base`` holds the fields both engines compute whatever the activity (counts read,
+    milestones, nudges, sessions, settings).
+    """
+    return Report(
+        users=0,
+        first_day=None,
+        last_day=last_day,
+        daily=(),
+        stickiness=None,
+        interactions_per_user=None,
+        l7=(0,) * 7,
+        l28=(0,) * 28,
+        lifecycle=(),
+        features=(),
+        accounts_engagement=(),
+        **base,  # type: ignore[arg-type]
+    )
 
 
 def zone_name(tz: tzinfo | None) -> str:

@@ -31,6 +31,7 @@ from .figures import (
     day_date,
     duration_of,
     feature_stat,
+    inactive_report,
     last_complete_week,
     lifecycle_week,
     median,
@@ -151,20 +152,7 @@ def compute_reference(
         "engine": "python",
     }
     if not user_days:
-        return Report(
-            users=0,
-            first_day=None,
-            last_day=None if any_day is None else day_date(any_day),
-            daily=(),
-            stickiness=None,
-            interactions_per_user=None,
-            l7=(0,) * 7,
-            l28=(0,) * 28,
-            lifecycle=(),
-            features=(),
-            accounts_engagement=(),
-            **base,
-        )
+        return inactive_report(None if any_day is None else day_date(any_day), **base)
     first = min(min(days) for days in user_days.values())
     # "Today" is the last day with activity: a stray session end after midnight or one
     # clock-skewed identify must not move every window onto an empty day.

@@ -28,6 +28,7 @@ from ..figures import (
     by_size,
     day_date,
     feature_stat,
+    inactive_report,
     last_complete_week,
     lifecycle_week,
     milestone_stat,
@@ -164,21 +165,8 @@ def report_from(
     users = int(users or 0)
     base["milestones"] = _milestones(db, users, int(active_accounts or 0))
     if not users:
-        return Report(
-            users=0,
-            first_day=None,
-            # (ClickHouse gives 0, not NULL, as the max of nothing)
-            last_day=day_date(int(any_day)) if events else None,
-            daily=(),
-            stickiness=None,
-            interactions_per_user=None,
-            l7=(0,) * 7,
-            l28=(0,) * 28,
-            lifecycle=(),
-            features=(),
-            accounts_engagement=(),
-            **base,
-        )
+        # (ClickHouse gives 0, not NULL, as the max of nothing)
+        return inactive_report(day_date(int(any_day)) if events else None, **base)
     first = int(first)
     last = last_allowed if last_allowed is not None else int(last_active)
     series = _headline(db, first, last, segmented=False)
