@@ -65,7 +65,7 @@ def register(client: Managed, *, sends: bool) -> None:
         _signals.install_sigterm_flush(live)
 
 
-def unregister(client: Managed) -> None:
+def unregister(client: object) -> None:
     """Forget a client that was shut down."""
     _clients.discard(client)
     _sending.discard(client)

@@ -161,3 +161,53 @@ def _dead_on_this_host(owner: str, host: str) -> bool:
     except PermissionError:
         return False
     return False
+
+
+def insert(conn: sqlite3.Connection, group: Sequence[bytes]) -> None:
+    """Insert rows and update the totals, a few hundred rows per statement."""
+    for start in range(0, len(group), _INSERT_ROWS):
+        chunk = group[start : start + _INSERT_ROWS]
+        params = [value for m in chunk for value in (m, len(m))]
+        conn.execute(_insert_sql(len(chunk)), params)
+    conn.execute(_ADD_TOTALS, (len(group), sum(len(m) for m in group)))
+
+
+def claim(
+    conn: sqlite3.Connection, now: float, max_bytes: int, owner: str, until: float
+) -> tuple[list[int], list[bytes]] | None:
+    """Lease the oldest free rows within ``max_bytes`` to ``owner``; their ids and bodies.
+
+    Call inside a write transaction. None when no row is free.
+    """
+    ids_json, sizes_json, joined = conn.execute(
+        _CLAIM, {"now": now, "rows": _CLAIM_ROWS, "max_bytes": max_bytes}
+    ).fetchone()
+    ids = _load_ids(ids_json)
+    if not ids:
+        return None
+    conn.execute(
+        "UPDATE outbox SET lease_owner = ?, lease_until = ? "
+        f"WHERE id IN ({_IDS}) AND lease_until < ?",
+        (owner, until, ids_json, now),
+    )
+    return ids, _split(bytes.fromhex(joined), _load_ids(sizes_json))
+
+
+def settle(conn: sqlite3.Connection, done: str, kept: str | None, owner: str) -> None:
+    """Delete the delivered rows ``done`` and free the rows ``kept`` (JSON id lists).
+
+    Only rows still leased to ``owner`` are touched; call inside a write transaction.
+    """
+    if kept is not None:
+        conn.execute(
+            f"UPDATE outbox SET lease_owner = NULL, lease_until = 0 "
+            f"WHERE id IN ({_IDS}) AND lease_owner = ?",
+            (kept, owner),
+        )
+    count, size = conn.execute(
+        f"SELECT COUNT(*), COALESCE(SUM(size), 0) FROM outbox "
+        f"WHERE id IN ({_IDS}) AND lease_owner = ?",
+        (done, owner),
+    ).fetchone()
+    conn.execute(f"DELETE FROM outbox WHERE id IN ({_IDS}) AND lease_owner = ?", (done, owner))
+    conn.execute(_ADD_TOTALS, (-count, -size))

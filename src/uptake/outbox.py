@@ -27,22 +27,17 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from ._outbox_sql import (
-    _ADD_TOTALS,
-    _CLAIM,
-    _CLAIM_ROWS,
     _EVERYTHING,
     _GROUP_SIZE,
-    _IDS,
-    _INSERT_ROWS,
     _RECLAIM_EVERY_S,
     _RETRY_WRITES_S,
     _SCHEMA,
     _abandoned,
-    _insert_sql,
     _json_ids,
-    _load_ids,
-    _split,
+    claim,
+    insert,
     reclaim_from_dead_owners,
+    settle,
     trim,
 )
 from ._sqlite import open_database
@@ -152,7 +147,7 @@ class SqliteBuffer:
         if self.commit_interval == 0 and not self._degraded:
             try:
                 with self._lock, self._transaction() as conn:
-                    self._insert(conn, (message,))
+                    insert(conn, (message,))
                     dropped = self._trim(conn)
             except sqlite3.Error as exc:
                 self._write_failed(exc)
@@ -430,7 +425,7 @@ class SqliteBuffer:
                 group = list(self._pending)
             try:
                 with self._lock, self._transaction() as conn:
-                    self._insert(conn, group)
+                    insert(conn, group)
                     dropped = self._trim(conn)
             except sqlite3.Error as exc:
                 self._write_failed(exc)
@@ -456,22 +451,7 @@ class SqliteBuffer:
         while self._unsettled:
             done, kept = self._unsettled[0]
             with self._transaction() as conn:
-                if kept is not None:
-                    conn.execute(
-                        "UPDATE outbox SET lease_owner = NULL, lease_until = 0 "
-                        f"WHERE id IN ({_IDS}) AND lease_owner = ?",
-                        (kept, self._owner),
-                    )
-                count, size = conn.execute(
-                    "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM outbox "
-                    f"WHERE id IN ({_IDS}) AND lease_owner = ?",
-                    (done, self._owner),
-                ).fetchone()
-                conn.execute(
-                    f"DELETE FROM outbox WHERE id IN ({_IDS}) AND lease_owner = ?",
-                    (done, self._owner),
-                )
-                conn.execute(_ADD_TOTALS, (-count, -size))
+                settle(conn, done, kept, self._owner)
             del self._unsettled[0]
 
     def _write_failed(self, exc: sqlite3.Error) -> None:
@@ -500,33 +480,16 @@ class SqliteBuffer:
             self._sending_from_memory += len(out)
         return Batch(out, 1 << 62, 1 << 62)
 
-    def _insert(self, conn: sqlite3.Connection, group: Sequence[bytes]) -> None:
-        """Insert rows and update the totals, a few hundred rows per statement."""
-        for start in range(0, len(group), _INSERT_ROWS):
-            chunk = group[start : start + _INSERT_ROWS]
-            params = [value for m in chunk for value in (m, len(m))]
-            conn.execute(_insert_sql(len(chunk)), params)
-        conn.execute(_ADD_TOTALS, (len(group), sum(len(m) for m in group)))
-
     def _claim(self, max_bytes: int) -> Batch | None:
         now = time.time()
         if now >= self._next_reclaim:
             self._next_reclaim = now + _RECLAIM_EVERY_S
             reclaim_from_dead_owners(self._connection(), now, self._owner, self.path)
         with self._transaction() as conn:
-            ids_json, sizes_json, joined = conn.execute(
-                _CLAIM, {"now": now, "rows": _CLAIM_ROWS, "max_bytes": max_bytes}
-            ).fetchone()
-            ids: list[int] = _load_ids(ids_json)
-            if ids:
-                conn.execute(
-                    "UPDATE outbox SET lease_owner = ?, lease_until = ? "
-                    f"WHERE id IN ({_IDS}) AND lease_until < ?",
-                    (self._owner, now + (self.lease or 360.0), ids_json, now),
-                )
-        if not ids:
+            claimed = claim(conn, now, max_bytes, self._owner, now + (self.lease or 360.0))
+        if claimed is None:
             return None
-        messages = _split(bytes.fromhex(joined), _load_ids(sizes_json))
+        ids, messages = claimed
         return Batch(messages, min(ids), max(ids), ids)
 
     def _trim(self, conn: sqlite3.Connection) -> tuple[int, int] | None:
