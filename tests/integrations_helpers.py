@@ -51,6 +51,8 @@ class GatedStore(MemoryStore):
     then ``release()`` it.
     """
 
+    in_process = False  # it waits, as a Redis or SQLite store does
+
     def __init__(self) -> None:
         super().__init__()
         self.gate = threading.Event()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import warnings
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -383,6 +384,49 @@ def test_a_slow_store_never_blocks_the_event_loop(
     assert slow in (200, 204)
     assert len(features(events)) == (1 if path.startswith("/reports") else 0)
     assert middleware.dropped == {}
+
+
+class _ThreadStore(uptake.MemoryStore):
+    """A MemoryStore that notes the thread of each update (and may say it waits)."""
+
+    def __init__(self, in_process: bool) -> None:
+        super().__init__()
+        self.in_process = in_process  # type: ignore[misc]
+        self.threads: set[int] = set()
+
+    def update(self, key: str, change: Any, *args: Any) -> Any:
+        self.threads.add(threading.get_ident())
+        return super().update(key, change, *args)
+
+
+@pytest.mark.parametrize(
+    ("in_process", "with_callback", "hops"),
+    [(True, False, False), (False, False, True), (True, True, True)],
+)
+def test_recording_hops_off_the_loop_only_when_it_could_wait(
+    in_process: bool, with_callback: bool, hops: bool
+) -> None:
+    store = _ThreadStore(in_process)
+    client = make_client(store=store, milestones=[uptake.Milestone("m", features=1)])
+    if with_callback:  # host code may block: never on the loop
+        client.on_milestone()(lambda reached: None)
+    middleware = uptake_asgi.UptakeMiddleware(
+        _ok, client, user_id=lambda scope: "u1", features={"/reports/*": "reports"}
+    )
+    loop_threads: set[int] = set()
+
+    async def run() -> int:
+        loop_threads.add(threading.get_ident())
+        transport = httpx.ASGITransport(app=middleware)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+            return (await http.get("/reports/1")).status_code
+
+    with capture_events() as events:
+        assert asyncio.run(run()) == 200
+    assert len(features(events)) == 1
+    assert store.threads and (
+        store.threads.isdisjoint(loop_threads) if hops else store.threads == loop_threads
+    )
 
 
 def test_the_nudges_header_is_read_off_the_loop_before_the_response_starts() -> None:

@@ -320,3 +320,14 @@ class RulesApi:
             self._rules.engine.outcome(uid, anon, name, kind, t, seconds)
         except Exception:
             logger.exception("could not record that nudge %r was %s", name, kind)
+
+    def _never_waits(self) -> bool:
+        """True when recording an event cannot wait on I/O or run host code: an in-process
+        store, no ``before_send``, no callbacks, no callable audience. Async web
+        integrations then record on the event loop rather than hop to a worker thread."""
+        pipeline = self._pipeline
+        return (
+            getattr(self._rules.engine.store, "in_process", False) is True
+            and pipeline.before_send is None
+            and not self._rules.runs_host_code()
+        )

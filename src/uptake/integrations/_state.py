@@ -30,6 +30,7 @@ __all__ = [
     "current_state",
     "logger",
     "off_loop",
+    "off_loop_for",
     "reset",
 ]
 
@@ -101,7 +102,7 @@ class RequestState:
         """
         if self._nudges is not None:
             return self._nudges
-        return await off_loop(lambda: self.nudges)
+        return await off_loop_for(self.client, lambda: self.nudges)
 
     @property
     def nudges_loaded(self) -> bool:
@@ -182,6 +183,18 @@ def reset(token: contextvars.Token[RequestState | None]) -> None:
         _current.reset(token)
     except ValueError:  # set in another context (a framework moved the request)
         _current.set(None)
+
+
+async def off_loop_for(client: Client | None, func: Callable[[], T]) -> T:
+    """Run ``func`` (which records or reads through ``client``) on the event loop when it
+    cannot wait (a MemoryStore and no host code to run), else :func:`off_loop`.
+
+    A thread hop per request costs an async app more than the recording itself; it is
+    paid only where the store does I/O or the host's code may block.
+    """
+    if client is not None and client._never_waits():
+        return func()
+    return await off_loop(func)
 
 
 async def off_loop(func: Callable[[], T]) -> T:

@@ -29,7 +29,7 @@ from ._core import (
     RequestState,
     _current,
     cookie_value,
-    off_loop,
+    off_loop_for,
     reset,
 )
 from ._endpoint import Reply, incomplete_body
@@ -183,9 +183,9 @@ class UptakeMiddleware:
 
         async def record(error: bool) -> None:
             # Recording runs the client's rules, which may write the store: off the loop,
-            # unless nothing would be recorded.
+            # unless nothing would be recorded or nothing can wait (a MemoryStore).
             if integration.records(state, path, _route(scope)[0]):
-                await off_loop(lambda: finish(error))
+                await off_loop_for(state.client, lambda: finish(error))
 
         try:
             await self.app(scope, receive, send_with_headers)
@@ -246,7 +246,8 @@ class UptakeMiddleware:
         integration = self.integration
         content_type = headers.get("content-type")
         fetch_site = headers.get("sec-fetch-site")
-        reply = await off_loop(  # reads or writes the rule store
+        reply = await off_loop_for(  # reads or writes the rule store
+            state.client,
             lambda: integration.endpoint_reply(
                 state,
                 method=method,
@@ -254,7 +255,7 @@ class UptakeMiddleware:
                 content_type=content_type,
                 body=body,
                 fetch_site=fetch_site,
-            )
+            ),
         )
         await _reply(send, reply)
 

@@ -95,6 +95,12 @@ class RulesFacade:
         self.check_nudge(name, ConfigurationError)
         return _registrar(self._nudge_hooks, name, "on_nudge")
 
+    def runs_host_code(self) -> bool:
+        """True when deciding may call the host: callbacks, or a callable ``audience``."""
+        return bool(self._hooks or self._nudge_hooks) or any(
+            callable(nudge.audience) for nudge in self.nudges
+        )
+
     def check_nudge(self, name: str | None, error: type[Exception]) -> None:
         """Raise ``error`` when ``name`` is not one of the client's nudges."""
         known = self.engine.nudges.by_name

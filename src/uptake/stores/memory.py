@@ -27,6 +27,10 @@ class MemoryStore:
             seen is forgotten, and counted in :attr:`evicted`.
     """
 
+    #: Never waits on I/O (a lock held for microseconds at most): async web integrations
+    #: record on the event loop with it, instead of in a worker thread.
+    in_process = True
+
     def __init__(self, max_users: int = 100_000) -> None:
         if not isinstance(max_users, int) or isinstance(max_users, bool) or max_users < 1:
             raise ConfigurationError(f"max_users must be a positive int, not {max_users!r}")

@@ -1,0 +1,126 @@
+"""What uptake's web integration costs a FastAPI and a Flask app, as req/s ratios in one run.
+
+    python bench/web_overhead.py [--seconds 8] [--rounds 2] [--connections 50]
+
+Needs ``wrk`` (Debian: ``apt-get install wrk``) and the fastapi, flask, uvicorn and
+gunicorn packages (the ``test`` extra has them). For each framework it serves the same
+one-route app (bench/web_apps.py) bare, with the middleware and a MemoryStore, and with
+a SqliteStore, interleaved over ``--rounds`` rounds, and loads each with wrk (one user in
+1,000 per request, named in a header). The events go to a loopback collector in this
+process. Prints requests per second (median of the rounds) and each set-up's ratio to
+the bare app measured in the same run. Target (issue on production hosts): with a
+MemoryStore and sending, at least 0.85 of the bare app's req/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from uptake.testing import LoopbackCollector
+
+HERE = Path(__file__).resolve().parent
+LUA = """
+math.randomseed(os.time())
+request = function()
+  return wrk.format("GET", "/dashboard", {["X-User"] = "user-" .. math.random(1, 1000)})
+end
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def command(framework: str, port: int) -> list[str]:
+    if framework == "fastapi":
+        return [
+            sys.executable, "-m", "uvicorn", "--factory", "web_apps:fastapi_app",
+            "--app-dir", str(HERE), "--port", str(port), "--no-access-log",
+            "--log-level", "warning",
+        ]  # fmt: skip
+    return [
+        sys.executable, "-m", "gunicorn", "--chdir", str(HERE), "-b", f"127.0.0.1:{port}",
+        "-k", "gthread", "--threads", "8", "-w", "1", "--log-level", "warning",
+        "web_apps:flask_app()",
+    ]  # fmt: skip
+
+
+def measure(framework: str, mode: str, endpoint: str, args: argparse.Namespace) -> float:
+    port = free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {
+            **os.environ,
+            "UPTAKE_BENCH_MODE": mode,
+            "UPTAKE_ENDPOINT": endpoint,
+            "UPTAKE_BENCH_DB": os.path.join(tmp, "state.db"),
+        }
+        server = subprocess.Popen(command(framework, port), env=env)
+        try:
+            url = f"http://127.0.0.1:{port}/dashboard"
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    httpx.get(url, timeout=1)
+                    break
+                except httpx.HTTPError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.1)
+            script = Path(tmp) / "users.lua"
+            script.write_text(LUA)
+            run = [
+                "wrk", "-t2", f"-c{args.connections}", f"-d{args.seconds}s",
+                "-s", str(script), f"http://127.0.0.1:{port}",
+            ]  # fmt: skip
+            subprocess.run([*run[:3], "-d2s", *run[4:]], capture_output=True, check=True)
+            out = subprocess.run(run, capture_output=True, text=True, check=True).stdout
+        finally:
+            server.terminate()
+            server.wait(30)
+    found = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if found is None or "Non-2xx" in out or "Socket errors" in out:
+        raise RuntimeError(f"wrk reported errors:\n{out}")
+    return float(found.group(1))
+
+
+def main() -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--seconds", type=int, default=8)
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--connections", type=int, default=50)
+    p.add_argument("--frameworks", default="fastapi,flask")
+    args = p.parse_args()
+    modes = ("bare", "memory", "sqlite")
+    with LoopbackCollector() as collector:
+        results: dict[tuple[str, str], list[float]] = {}
+        for _ in range(args.rounds):
+            for framework in args.frameworks.split(","):
+                for mode in modes:
+                    rps = measure(framework, mode, collector.url, args)
+                    results.setdefault((framework, mode), []).append(rps)
+                    collector.reset()  # keep the collector's memory flat
+    print(f"load average {os.getloadavg()[0]:.1f}; wrk {args.connections} connections, "
+          f"{args.seconds} s x {args.rounds} rounds (median req/s)")  # fmt: skip
+    for framework in args.frameworks.split(","):
+        bare = statistics.median(results[(framework, "bare")])
+        for mode in modes:
+            rps = statistics.median(results[(framework, mode)])
+            print(f"  {framework:8s} {mode:7s} {rps:9,.0f} req/s  {rps / bare:5.2f}x bare")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
