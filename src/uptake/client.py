@@ -15,11 +15,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
-import attrs
-
 from . import _config, _lifecycle
 from . import events as _ev
 from ._config import MAX_BATCH_BYTES, BeforeSend, check_timeout
+from ._identity_api import IdentityApi
 from ._lifecycle import ClientState
 from ._rules_api import RulesApi, _when
 from ._sessions_api import SessionsApi
@@ -46,7 +45,7 @@ def _setting(group: str, name: str, doc: str) -> Any:
     return property(lambda self: getattr(getattr(self, group), name), doc=doc)
 
 
-class Client(SessionsApi, RulesApi):
+class Client(IdentityApi, SessionsApi, RulesApi):
     """Records events and delivers them in batches to a Segment-compatible collector.
 
     Every tracking method is thread-safe, returns in microseconds and never waits on the
@@ -326,33 +325,6 @@ class Client(SessionsApi, RulesApi):
             context=context,
         )
 
-    def identify(
-        self,
-        user_id: str | int | None,
-        traits: Mapping[str, Any] | None = None,
-        *,
-        anonymous_id: str | None = None,
-        timestamp: datetime | None = None,
-        context: Mapping[str, Any] | None = None,
-    ) -> None:
-        """Record who a user is (``plan``, ``email``, ...). Thread-safe; never blocks.
-
-        Identify does not count as activity: it starts no session.
-
-        Raises:
-            InvalidEventError: no user id, or traits that are not a mapping.
-        """
-        uid, anon = _ev.check_identity(user_id, anonymous_id)
-        traits = _ev.check_mapping(traits, "traits")
-        context = _ev.check_mapping(context, "context")
-        t = _when(timestamp, "timestamp")
-        session = self._sessions.current(uid or anon or "")
-        message = self._pipeline.message("identify", uid, anon, t, None, context, session)
-        message["traits"] = traits if traits is not None else {}
-        self._pipeline.emit(message, host_context=context is not None)
-        if traits and self._rules_on:
-            self._rules.engine.identify(uid, anon, traits)
-
     def group(
         self,
         user_id: str | int | None,
@@ -393,6 +365,7 @@ class Client(SessionsApi, RulesApi):
             were given up, or the timeout passed first. Thread-safe.
         """
         check_timeout(timeout)
+        self._rules.catch_up()  # events the rules could not apply while the store was down
         if self._state is ClientState.CLOSED or not self._delivery.send:
             return self._nothing_lost() and not len(self._buffer)
         self._pipeline.sweep()
@@ -446,9 +419,7 @@ class Client(SessionsApi, RulesApi):
     @property
     def stats(self) -> Stats:
         """A snapshot of the delivery counters (see :class:`~uptake.Stats`). Thread-safe."""
-        stats = self._reporter.counters.snapshot(self._buffer)
-        skipped = self._rules.engine.failures
-        return attrs.evolve(stats, rules_skipped=skipped) if skipped else stats
+        return self._rules.stats(self._reporter.counters.snapshot(self._buffer))
 
     # ------------------------------------------------------------------ internals
 
