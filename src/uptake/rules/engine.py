@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import tzinfo
 from typing import Any
 
@@ -31,7 +31,15 @@ from .engagement import (
 from .identity import Identity, Merged, Merger, merged_into
 from .milestones import FEATURE_EVENT, Milestone, MilestoneRules
 from .nudges import Action, Context, Decision, Nudge, NudgeExplanation, NudgeRules, Question
-from .plumbing import ACCOUNT_LAST_RESOLUTION_S, AccountMemo, Event, Keys, Reached
+from .plumbing import (
+    ACCOUNT_LAST_RESOLUTION_S,
+    AccountMemo,
+    Effects,
+    Event,
+    Keys,
+    Reached,
+    deferred,
+)
 from .state import SubjectState
 
 __all__ = ["Effects", "Reached", "RulesEngine", "subject_keys"]
@@ -40,26 +48,6 @@ logger = logging.getLogger("uptake")
 
 #: Traits kept per user for nudge audiences: scalar values, this many at most.
 _MAX_TRAITS = 64
-
-
-class Effects:
-    """What applying one event (or one look at a user) decided.
-
-    ``uid`` is the user a merged visitor's event was applied to; ``deferred`` is set
-    when the store could not be reached: (the store's way to tell whether the write
-    landed after all, or None; what that write decided).
-    """
-
-    __slots__ = ("deferred", "nudges", "reached", "uid")
-
-    def __init__(self) -> None:
-        self.reached: list[Reached] = []
-        self.nudges: list[Action] = []
-        self.uid: str | None = None
-        self.deferred: tuple[Callable[[], bool] | None, Effects] | None = None
-
-    def __bool__(self) -> bool:
-        return bool(self.reached or self.nudges or self.deferred)
 
 
 _NOTHING = Effects()
@@ -235,19 +223,10 @@ class RulesEngine:
         except Exception as exc:  # never let the rules break the host's call
             if decide and isinstance(exc, (StoreUnavailable, TimeoutError)):
                 self.failed("evaluating milestones and nudges", exc)
-                return self._deferred(exc, ev)
+                return deferred(exc, ev)
             self.skipped += 1
             self.failed("evaluating milestones and nudges", exc)
         return effects
-
-    @staticmethod
-    def _deferred(exc: Exception, ev: Event) -> Effects:
-        """The effects of an event the store could not take: to be applied again later."""
-        made = Effects()
-        made.reached, made.nudges = ev.reached, ev.actions
-        deferred = Effects()
-        deferred.deferred = (getattr(exc, "landed", None), made)
-        return deferred
 
     def _classify(self, event: str) -> tuple[bool, bool, bool, bool, bool]:
         """What the rules do with an event of this name (a feature aside), kept per name:
