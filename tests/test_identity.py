@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 import uptake
+from uptake.integrations.wsgi import UptakeMiddleware
 from uptake.rules.calendar import days_in
 from uptake.rules.identity import ALIAS, Merger
 from uptake.rules.milestones import MilestoneRules
@@ -16,6 +17,7 @@ from uptake.rules.state import SubjectState, feature_days, feature_first_use, pa
 from uptake.testing import LoopbackCollector, capture_events
 
 from .conftest import WRITE_KEY, MakeStore
+from .integrations_helpers import call_wsgi
 
 T0 = dt.datetime(2026, 6, 1, 9, 0, tzinfo=dt.timezone.utc)
 H = dt.timedelta(hours=1)
@@ -234,3 +236,29 @@ def test_the_merge_rules_field_by_field() -> None:
     assert records["\x00last"] == 100.0
     assert records["\x00traits"] == {"plan": "pro", "lang": "fr"}
     assert "\x00cfg" not in records and user.due == 0.0
+
+
+def test_the_web_middleware_merges_the_visitor_at_sign_in() -> None:
+    def page(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    client = uptake.Client(
+        send=False, milestones=[uptake.Milestone("explorer", all_of=["Feature Used"])]
+    )
+    fired: list[str | None] = []
+    client.on_milestone()(lambda r: fired.append(r.user_id))
+    app = UptakeMiddleware(
+        page,
+        client,
+        user_id=lambda environ: environ.get("HTTP_X_USER"),
+        features={"/reports/*": "reports"},
+    )
+    first = call_wsgi(app, "/reports/1")  # a visitor: reaches "explorer"
+    anon = (first.header("Set-Cookie") or "").split(";")[0].split("=")[1]
+    call_wsgi(app, "/reports/2", headers={"Cookie": f"uptake_anon={anon}", "X-User": "u1"})
+    call_wsgi(app, "/reports/3", headers={"X-User": "u1"})
+    assert fired == [anon]  # once, as the visitor; never again for the user
+    state = client.state("u1")
+    assert state is not None and state["reached"].keys() == {"explorer"}
+    client.shutdown()
