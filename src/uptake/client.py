@@ -365,7 +365,8 @@ class Client(IdentityApi, SessionsApi, RulesApi):
             were given up, or the timeout passed first. Thread-safe.
         """
         check_timeout(timeout)
-        self._rules.catch_up()  # events the rules could not apply while the store was down
+        # Events the rules could not apply while their store was down, within the timeout.
+        self._rules.catch_up(until=time.monotonic() + timeout)
         if self._state is ClientState.CLOSED or not self._delivery.send:
             return self._nothing_lost() and not len(self._buffer)
         self._pipeline.sweep()

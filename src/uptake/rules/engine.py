@@ -196,6 +196,7 @@ class RulesEngine:
                         keys = (keys[0], self._keys.user(merged.uid, None))
                         self.store.update_many(keys[1:], self._apply, ev)
                 except Exception as exc:  # the account's step stands: report what it reached
+                    self.skipped += 1  # (applying it again would count the account twice)
                     self.failed("evaluating the user's rules", exc)
                     ev.reached, ev.actions, ev.question = ev.account_reached_now, [], None
             elif account_key is None:  # the common case: the user alone, one key

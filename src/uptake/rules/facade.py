@@ -170,15 +170,16 @@ class RulesFacade:
             self._milestone_reached(milestone, at, first, uid, anon, None, entry.session_id)
         return True
 
-    def catch_up(self, most: int | None = None) -> None:
+    def catch_up(self, most: int | None = None, *, until: float | None = None) -> None:
         """Apply waiting events, oldest first, until the store fails again (``most`` at
-        most). One thread at a time; the others leave theirs to it. Never raises."""
+        most, and none started after the ``time.monotonic()`` deadline ``until``). One
+        thread at a time; the others leave theirs to it. Never raises."""
         backlog = self.backlog
         if not backlog.start():
             return
         done = 0
         try:
-            while most is None or done < most:
+            while (most is None or done < most) and (until is None or time.monotonic() < until):
                 entry = backlog.head()  # (stops the draining when nothing is left)
                 if entry is None:
                     return
