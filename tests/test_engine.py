@@ -139,8 +139,11 @@ def test_rate_limit_and_holdout_are_effects_too() -> None:
 
 def test_a_failing_store_is_counted_and_never_raises() -> None:
     rules = engine(Broken(), milestones=[uptake.Milestone("activated", all_of=["Go"])])
-    assert not rules.update("u", None, None, "Go", None, T0)
+    effects = rules.update("u", None, None, "Go", None, T0)
+    assert effects.deferred is not None and not effects.reached  # to be applied later
     assert rules.failures == 1
+    assert not rules.update("u", None, None, "Go", None, T0, decide=False)  # history: skipped
+    assert (rules.failures, rules.skipped) == (2, 1)
 
 
 def test_host_audiences_are_asked_between_store_updates() -> None:

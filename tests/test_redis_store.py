@@ -210,6 +210,34 @@ def test_a_redis_cluster_keeps_milestones_and_nudges_exact(cluster: RedisCluster
     assert client.engagement(account_id="acct-0", at=T0).active_users_28 == 12
 
 
+def test_a_redis_cluster_merges_a_visitor_in_two_steps(cluster: RedisCluster) -> None:
+    store = uptake.RedisStore(cluster.url, prefix=prefix(), timeout=2.0, cluster=True)
+    client = uptake.Client(
+        send=False,
+        store=store,
+        milestones=[
+            uptake.Milestone("visited", any_of=["Landing"]),
+            uptake.Milestone("go", counts={"Go": 4}),
+        ],
+    )
+    seen: list[tuple[str, str]] = []
+    client.on_milestone()(lambda r: seen.append((r.milestone, r.user_id or "")))
+    for v in range(10):  # visitors and users spread over the three nodes' slots
+        client.track(None, "Landing", anonymous_id=f"v{v}", timestamp=T0)
+        client.track(None, "Go", anonymous_id=f"v{v}", timestamp=T0, account_id="acme")
+        client.track(f"u{v}", "Go", timestamp=T0)
+        client.alias(f"v{v}", f"u{v}", timestamp=T0)
+        client.alias(f"v{v}", f"u{v}", timestamp=T0)  # a second time: nothing
+        client.track(f"u{v}", "Landing", timestamp=T0)
+        client.track(None, "Go", anonymous_id=f"v{v}", timestamp=T0, account_id="acme")
+        client.track(f"u{v}", "Go", timestamp=T0)
+    expected = [("visited", f"v{v}") for v in range(10)] + [("go", f"u{v}") for v in range(10)]
+    assert sorted(seen) == sorted(expected)
+    assert client.stats.rules_skipped == 0
+    state = client.state("u3")
+    assert state is not None and len(state["events"]["Go"]) == 4
+
+
 def test_a_deleted_subject_written_again_is_not_mistaken_for_the_cached_one(
     redis_server: RedisServer,
 ) -> None:

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import time
 
-import attrs
-
 from . import _lifecycle
 from ._config import Delivery, check_timeout
 from ._lifecycle import ClientState
@@ -47,6 +45,8 @@ class DeliveryApi:
             were given up, or the timeout passed first. Thread-safe.
         """
         check_timeout(timeout)
+        # Events the rules could not apply while their store was down, within the timeout.
+        self._rules.catch_up(until=time.monotonic() + timeout)
         if self._state is ClientState.CLOSED or not self._delivery.send:
             return self._nothing_lost() and not len(self._buffer)
         self._pipeline.sweep()
@@ -100,9 +100,7 @@ class DeliveryApi:
     @property
     def stats(self) -> Stats:
         """A snapshot of the delivery counters (see :class:`~uptake.Stats`). Thread-safe."""
-        stats = self._reporter.counters.snapshot(self._buffer)
-        skipped = self._rules.engine.failures
-        return attrs.evolve(stats, rules_skipped=skipped) if skipped else stats
+        return self._rules.stats(self._reporter.counters.snapshot(self._buffer))
 
     def _buffer_dropped(self, reason: str, count: int, oldest: int) -> None:
         """A buffer dropped events it had accepted (a full outbox discards its oldest)."""

@@ -20,6 +20,7 @@ from . import _config, _lifecycle
 from . import events as _ev
 from ._config import MAX_BATCH_BYTES, BeforeSend
 from ._delivery_api import DeliveryApi
+from ._identity_api import IdentityApi
 from ._lifecycle import ClientState
 from ._rules_api import RulesApi, _when
 from ._sessions_api import SessionsApi
@@ -46,7 +47,7 @@ def _setting(group: str, name: str, doc: str) -> Any:
     return property(lambda self: getattr(getattr(self, group), name), doc=doc)
 
 
-class Client(DeliveryApi, SessionsApi, RulesApi):
+class Client(DeliveryApi, IdentityApi, SessionsApi, RulesApi):
     """Records events and delivers them in batches to a Segment-compatible collector.
 
     Every tracking method is thread-safe, returns in microseconds and never waits on the
@@ -325,33 +326,6 @@ class Client(DeliveryApi, SessionsApi, RulesApi):
             timestamp=timestamp,
             context=context,
         )
-
-    def identify(
-        self,
-        user_id: str | int | None,
-        traits: Mapping[str, Any] | None = None,
-        *,
-        anonymous_id: str | None = None,
-        timestamp: datetime | None = None,
-        context: Mapping[str, Any] | None = None,
-    ) -> None:
-        """Record who a user is (``plan``, ``email``, ...). Thread-safe; never blocks.
-
-        Identify does not count as activity: it starts no session.
-
-        Raises:
-            InvalidEventError: no user id, or traits that are not a mapping.
-        """
-        uid, anon = _ev.check_identity(user_id, anonymous_id)
-        traits = _ev.check_mapping(traits, "traits")
-        context = _ev.check_mapping(context, "context")
-        t = _when(timestamp, "timestamp")
-        session = self._sessions.current(uid or anon or "")
-        message = self._pipeline.message("identify", uid, anon, t, None, context, session)
-        message["traits"] = traits if traits is not None else {}
-        self._pipeline.emit(message, host_context=context is not None)
-        if traits and self._rules_on:
-            self._rules.engine.identify(uid, anon, traits)
 
     def group(
         self,

@@ -16,6 +16,8 @@ and logs it, but never raises it into the host application.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 __all__ = [
     "ConfigurationError",
     "DeliveryError",
@@ -70,4 +72,8 @@ class DeliveryError(UptakeError):
 
 
 class StoreUnavailable(UptakeError, ConnectionError):
-    """A rule store could not be reached in time; the event was left out of the rules."""
+    """A rule store could not be reached in time; the event waits to be applied later."""
+
+    #: Set by a store that cannot tell whether the failed write landed (its reply was lost
+    #: to the timeout): asks the store, once it answers again; True if the write landed.
+    landed: Callable[[], bool] | None = None

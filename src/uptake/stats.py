@@ -45,8 +45,15 @@ class Stats:
         in_flight: Events being sent now.
         dropped_by_reason: ``dropped`` broken down by reason.
         failed_by_reason: ``failed`` broken down by reason.
-        rules_skipped: Events left out of the rules (milestones, engagement, nudges)
-            because the store failed or was unreachable; they were still sent.
+        rules_skipped: Events the rules (milestones, engagement, nudges) could not
+            apply when they were tracked, because the store failed or was unreachable;
+            they were still sent. Each is counted once: it is replayed later, left out
+            for good (``rules_overflowed``, or an error that is not an outage), or is
+            still waiting.
+        rules_replayed: Of ``rules_skipped``, events applied later, in order, once the
+            store answered again (each exactly once).
+        rules_overflowed: Of ``rules_skipped``, events left out of the rules for good
+            because 10,000 were already waiting for the store.
     """
 
     tracked: int = 0
@@ -60,6 +67,8 @@ class Stats:
     dropped_by_reason: Mapping[str, int] = attrs.field(factory=dict)
     failed_by_reason: Mapping[str, int] = attrs.field(factory=dict)
     rules_skipped: int = 0
+    rules_replayed: int = 0
+    rules_overflowed: int = 0
 
 
 class Counters:

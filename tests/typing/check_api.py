@@ -34,6 +34,8 @@ client.track("u1", "Report Created", {"rows": 10}, account_id="acme", timestamp=
 client.track(None, "Viewed", anonymous_id="anon-1")
 client.feature_used(7, "reports")
 client.identify("u1", {"plan": "pro"})
+client.identify("u1", anonymous_id="anon-1")
+client.alias("anon-1", "u1", timestamp=dt.datetime.now())
 client.group("u1", "acme", {"seats": 40})
 session_id: str = client.session_start("u1")
 client.session_end("u1")
@@ -43,6 +45,7 @@ delivered: bool = client.flush(timeout=5.0)
 closed: bool = client.shutdown(timeout=5.0)
 stats: uptake.Stats = client.stats
 total: int = stats.delivered + stats.dropped + stats.failed + stats.queued
+waiting: int = stats.rules_skipped - stats.rules_replayed - stats.rules_overflowed
 with capture_events(client) as events:
     first: dict[str, object] = events[0]
 with LoopbackCollector(write_key="wk") as collector:

@@ -28,9 +28,18 @@ from .engagement import (
     EngagementRules,
     EngagementSnapshot,
 )
+from .identity import Identity, Merged, Merger, merged_into
 from .milestones import FEATURE_EVENT, Milestone, MilestoneRules
 from .nudges import Action, Context, Decision, Nudge, NudgeExplanation, NudgeRules, Question
-from .plumbing import ACCOUNT_LAST_RESOLUTION_S, AccountMemo, Event, Keys, Reached
+from .plumbing import (
+    ACCOUNT_LAST_RESOLUTION_S,
+    AccountMemo,
+    Effects,
+    Event,
+    Keys,
+    Reached,
+    deferred,
+)
 from .state import SubjectState
 
 __all__ = ["Effects", "Reached", "RulesEngine", "subject_keys"]
@@ -39,19 +48,6 @@ logger = logging.getLogger("uptake")
 
 #: Traits kept per user for nudge audiences: scalar values, this many at most.
 _MAX_TRAITS = 64
-
-
-class Effects:
-    """What applying one event (or one look at a user) decided."""
-
-    __slots__ = ("nudges", "reached")
-
-    def __init__(self) -> None:
-        self.reached: list[Reached] = []
-        self.nudges: list[Action] = []
-
-    def __bool__(self) -> bool:
-        return bool(self.reached or self.nudges)
 
 
 _NOTHING = Effects()
@@ -115,7 +111,12 @@ class RulesEngine:
         # but ``last`` (by under a minute) skip the account's update. Off when nudges read
         # what accounts reached (they must see it at once).
         self._accounts = None if self._account_nudges else AccountMemo()
+        self.identity = Identity(
+            store, Merger(self.user, self.nudges), atomic_many=self._atomic_many
+        )
         self.failures = 0
+        #: Events left out of the rules for good (an error that is not an outage).
+        self.skipped = 0
         self._failure_logged = -1e9
 
     # ------------------------------------------------------------------ events
@@ -136,8 +137,10 @@ class RulesEngine:
         With ``decide=False`` (history being replayed) nudges only count the event: none
         fires. A host ``audience`` callable is asked between store updates, never inside.
 
-        Never raises: a failure (a store that stays busy, a broken disk) is counted, logged
-        at most every 10 seconds, and leaves this event out of the rules.
+        Never raises: a failure is logged at most every 10 seconds. When the store could
+        not be reached (``StoreUnavailable``, ``TimeoutError``) and ``decide`` is on, the
+        returned effects are ``deferred`` (the caller keeps the event and applies it again
+        later); any other failure leaves this event out of the rules (``skipped``).
         """
         effects = _NOTHING
         try:
@@ -186,12 +189,20 @@ class RulesEngine:
                 self.store.update_many(keys[:1], self._apply, ev)
                 ev.with_account, ev.user = False, True
                 try:
-                    self.store.update_many(keys[1:], self._apply, ev)
+                    try:
+                        self.store.update_many(keys[1:], self._apply, ev)
+                    except Merged as merged:  # the visitor is a user now: apply it there
+                        ev.uid = merged.uid
+                        keys = (keys[0], self._keys.user(merged.uid, None))
+                        self.store.update_many(keys[1:], self._apply, ev)
                 except Exception as exc:  # the account's step stands: report what it reached
+                    self.skipped += 1  # (applying it again would count the account twice)
                     self.failed("evaluating the user's rules", exc)
                     ev.reached, ev.actions, ev.question = ev.account_reached_now, [], None
             elif account_key is None:  # the common case: the user alone, one key
-                self.store.update(keys[0], self._apply_user, ev)
+                self.store.update(
+                    keys[0], self._apply_user if uid is not None else self._apply_visitor, ev
+                )
             else:
                 self.store.update_many(keys, self._apply, ev)
             memo = self._accounts
@@ -205,7 +216,16 @@ class RulesEngine:
                 effects = Effects()
                 effects.reached = ev.reached
                 effects.nudges = actions
+                effects.uid = ev.uid if ev.uid != uid else None
+        except Merged as merged:  # a visitor merged into a user: the event is the user's
+            effects = self.update(merged.uid, anon, account, event, properties, t, decide=decide)
+            if effects:
+                effects.uid = merged.uid
         except Exception as exc:  # never let the rules break the host's call
+            if decide and isinstance(exc, (StoreUnavailable, TimeoutError)):
+                self.failed("evaluating milestones and nudges", exc)
+                return deferred(exc, ev)
+            self.skipped += 1
             self.failed("evaluating milestones and nudges", exc)
         return effects
 
@@ -237,7 +257,11 @@ class RulesEngine:
         actions = list(actions)
         for _ in range(len(self.nudges.nudges)):  # each round answers one more nudge
             question.ask()
-            more, next_question = self.store.update(key, self.nudges.resume, question)
+            try:
+                more, next_question = self.store.update(key, self.nudges.resume, question)
+            except (StoreUnavailable, TimeoutError) as exc:  # the event itself is stored
+                self.failed("deciding nudges after their audience", exc)
+                break
             actions += more
             if next_question is None:
                 break
@@ -250,6 +274,10 @@ class RulesEngine:
         it decided. Runs inside the store's update (so it may run again if the store
         retries): everything it reports is recomputed from the states it is given.
         """
+        if ev.uid is None and ev.user:
+            target = merged_into(states[-1])
+            if target is not None:  # before any change: the store writes nothing
+                raise Merged(target)
         if ev.with_account:
             state = states[0]
             event, day = ev.event, ev.day
@@ -264,6 +292,13 @@ class RulesEngine:
             if not ev.user:
                 return
         self._apply_user(states[-1], ev)
+
+    def _apply_visitor(self, state: SubjectState, ev: Event) -> None:
+        """Apply one event to a visitor's state, unless it was merged into a user."""
+        target = merged_into(state)
+        if target is not None:
+            raise Merged(target)
+        self._apply_user(state, ev)
 
     def _apply_user(self, state: SubjectState, ev: Event) -> None:
         """Apply one event to the user's state (directly the store's change when the
@@ -324,6 +359,8 @@ class RulesEngine:
         # A read first: most requests find nothing due, and a visitor never seen must not
         # get a state (nor push a real user out of a bounded MemoryStore).
         seen = self.store.get(key)
+        if uid is None and seen is not None and merged_into(seen) is not None:
+            return self.look(merged_into(seen), None, account, t)
         if seen is None or not self.nudges.due_at(seen, t, account_reached):
             return [], [] if seen is None else self.nudges.pending(seen, context)
         decision: Decision
@@ -348,6 +385,8 @@ class RulesEngine:
     ) -> bool:
         """Record a nudge outcome for a user; True if it was pending."""
         key = self._keys.user(uid, anon)
+        if uid is None:  # a merged visitor's outcomes are their user's
+            key = self.identity.resolve(key, self.store.get(key))[0]
         result: bool = self.store.update(key, self.nudges.outcome, name, kind, t, snooze)
         return result
 
@@ -356,30 +395,12 @@ class RulesEngine:
     ) -> list[NudgeExplanation]:
         """Where each nudge stands for a user at ``t``: what the decision for an event at
         ``t`` does, run on a copy of their state (the store is not changed)."""
-        state = self.store.get(self._keys.user(uid, anon))
+        key = self._keys.user(uid, anon)
+        state = self.identity.resolve(key, self.store.get(key))[1]
         context = Context(
             uid or anon or "", account, self._account_reached(account), self._engagement_of
         )
         return self.nudges.explain(state or SubjectState(), t, context)
-
-    def apply_traits(self, raw: object) -> bool:
-        """Apply a past identify or group event (wire format); False if it is neither."""
-        if not isinstance(raw, Mapping) or raw.get("type") not in ("identify", "group"):
-            return False
-        traits = raw.get("traits")
-        uid, anon = raw.get("userId"), raw.get("anonymousId")
-        uid = uid if isinstance(uid, str) and uid else None
-        anon = anon if isinstance(anon, str) and anon else None
-        if not isinstance(traits, Mapping) or not traits or (uid is None and anon is None):
-            return False
-        if raw["type"] == "identify":
-            self.identify(uid, anon, traits)
-            return True
-        account = raw.get("groupId")
-        if not isinstance(account, str) or not account:
-            return False
-        self.group(account, traits)
-        return True
 
     def identify(self, uid: str | None, anon: str | None, traits: Mapping[str, Any]) -> None:
         """Keep the traits nudge audiences match (scalars only, a bounded number)."""
@@ -416,8 +437,8 @@ class RulesEngine:
             self._failure_logged = now
             if isinstance(exc, (StoreUnavailable, TimeoutError)):  # operational, not a bug
                 logger.warning(
-                    "rule store unavailable while %s (%d events left out of the rules so "
-                    "far; they are still sent): %s",
+                    "rule store unavailable while %s (%d failures so far; the events are "
+                    "still sent, and applied to the rules once it answers again): %s",
                     doing,
                     self.failures,
                     exc,
@@ -436,7 +457,7 @@ class RulesEngine:
     ) -> tuple[str, SubjectState] | None:
         """The stored state of a user (as user or anonymous id) or an account, with its key."""
         for key in subject_keys(user_id, account_id):
-            state = self.store.get(key)
+            key, state = self.identity.resolve(key, self.store.get(key))
             if state is not None:
                 return key, state
         return None

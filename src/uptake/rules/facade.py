@@ -18,11 +18,13 @@ from typing import Any, Protocol
 import attrs
 
 from ..definitions import MILESTONE_EVENT, parse_track
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, StoreUnavailable
+from ..stats import Stats
+from .backlog import Backlog, Pending
 from .engine import Effects, RulesEngine
 from .milestones import Milestone, MilestoneReached
 from .nudges import Action, Nudge, NudgeFired
-from .simulation import Simulation, simulate
+from .simulation import Simulation, apply_past, simulate
 
 __all__ = ["MilestoneHook", "NudgeHook", "ReplayResult", "RulesFacade"]
 
@@ -33,6 +35,9 @@ NudgeHook = Callable[[NudgeFired], object]
 
 #: Events stamped further ahead than this are kept out of the rules (a wrong clock).
 _MAX_FUTURE_S = 24 * 3600.0
+#: Waiting events a tracking call applies at most, once the store answers again (the
+#: rest follow at the next calls, or all at ``flush()``).
+_CATCH_UP_PER_CALL = 256
 
 
 @attrs.frozen
@@ -79,6 +84,8 @@ class RulesFacade:
         self.milestone_names = frozenset(m.name for m in milestones)
         self._hooks: dict[str | None, list[MilestoneHook]] = {}
         self._nudge_hooks: dict[str | None, list[NudgeHook]] = {}
+        self.backlog = Backlog()
+        self._waiting = self.backlog.entries
 
     # ------------------------------------------------------------------ registration
 
@@ -124,9 +131,110 @@ class RulesFacade:
         if stamped and t > time.time() + _MAX_FUTURE_S:
             # Sent, but kept out of the rules: one bad clock must not age a user's real days.
             return
+        if self._waiting:  # the store failed earlier: this event waits behind those
+            self.backlog.keep(
+                Pending("track", uid, anon, account, event, properties, t, session_id)
+            )
+            self.catch_up(_CATCH_UP_PER_CALL)
+            return
         effects = self.engine.update(uid, anon, account, event, properties, t)
         if effects:
-            self.effects(effects, uid, anon, account, t, session_id)
+            if effects.deferred is not None:  # the store could not be reached: keep it
+                entry = Pending("track", uid, anon, account, event, properties, t, session_id)
+                entry.landed, entry.saved = effects.deferred
+                self.backlog.keep(entry)
+                return
+            self.effects(effects, effects.uid or uid, anon, account, t, session_id)
+
+    def merge(self, uid: str, anon: str, t: float, session_id: str | None) -> None:
+        """Merge a visitor's rule state into a user's; report what the union reached.
+
+        Never raises: when the store cannot be reached the merge waits in the backlog
+        with the events (in order), and other failures are logged.
+        """
+        entry = Pending("merge", uid, anon, None, "", None, t, session_id)
+        if self._waiting:
+            self.backlog.keep(entry)
+            self.catch_up(_CATCH_UP_PER_CALL)
+        elif not self._merge(entry):
+            self.backlog.keep(entry)
+
+    def _merge(self, entry: Pending) -> bool:
+        """Merge now; False when the store could not be reached (to be tried again)."""
+        uid, anon = entry.uid, entry.anon
+        assert uid is not None and anon is not None
+        try:
+            reached = self.engine.identity.merge(uid, anon, entry.t)
+        except (StoreUnavailable, TimeoutError) as exc:
+            self.engine.failed("merging a visitor into a user", exc)
+            return False
+        except Exception as exc:
+            self.engine.skipped += 1
+            self.engine.failed("merging a visitor into a user", exc)
+            return True
+        for milestone, at, first in reached:
+            self._milestone_reached(milestone, at, first, uid, anon, None, entry.session_id)
+        return True
+
+    def catch_up(self, most: int | None = None, *, until: float | None = None) -> None:
+        """Apply waiting events, oldest first, until the store fails again (``most`` at
+        most, and none started after the ``time.monotonic()`` deadline ``until``). One
+        thread at a time; the others leave theirs to it. Never raises."""
+        backlog = self.backlog
+        if not backlog.start():
+            return
+        done = 0
+        try:
+            while (most is None or done < most) and (until is None or time.monotonic() < until):
+                entry = backlog.head()  # (stops the draining when nothing is left)
+                if entry is None:
+                    return
+                if not self._apply_waiting(entry):
+                    break
+                backlog.done(entry)
+                done += 1
+        except BaseException:
+            backlog.stop()
+            raise
+        backlog.stop()
+
+    def _apply_waiting(self, entry: Pending) -> bool:
+        """Apply one waiting event and report what it decided; False if the store failed."""
+        if entry.kind == "merge":
+            return self._merge(entry)
+        effects: Effects | None = None
+        if entry.landed is not None:  # did the write that failed land after all?
+            try:
+                landed = entry.landed()
+            except (StoreUnavailable, TimeoutError):
+                return False
+            except Exception as exc:
+                self.engine.failed("checking a write the store did not confirm", exc)
+                landed = False
+            if landed:
+                effects = entry.saved
+        uid, anon, account, t = entry.uid, entry.anon, entry.account, entry.t
+        if effects is None:
+            effects = self.engine.update(uid, anon, account, entry.event, entry.properties, t)
+            if effects.deferred is not None:
+                entry.landed, entry.saved = effects.deferred
+                return False
+        if effects:
+            self.effects(effects, effects.uid or uid, anon, account, t, entry.session_id)
+        return True
+
+    def stats(self, stats: Stats) -> Stats:
+        """``stats`` with the rules' counts: events skipped, replayed, left out."""
+        backlog = self.backlog
+        skipped = self.engine.skipped + backlog.deferred
+        if not skipped:
+            return stats
+        return attrs.evolve(
+            stats,
+            rules_skipped=skipped,
+            rules_replayed=backlog.replayed,
+            rules_overflowed=backlog.overflowed,
+        )
 
     def effects(
         self,
@@ -209,7 +317,7 @@ class RulesFacade:
             read += 1
             parsed = parse_track(raw)
             if parsed is None:
-                if engine.enabled and engine.apply_traits(raw):
+                if engine.enabled and apply_past(engine, raw):
                     applied += 1  # an identify or group: traits for audiences, seats
                 else:
                     skipped += 1

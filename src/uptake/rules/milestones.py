@@ -238,6 +238,27 @@ class MilestoneRules:
         """Whether a milestone's criteria name this event (its times are kept)."""
         return event in self._keep
 
+    @property
+    def keep(self) -> dict[str, int]:
+        """Event -> how many of its earliest times are kept (for merging states)."""
+        return self._keep
+
+    @property
+    def days_kept(self) -> int:
+        """How many days back from the latest active day are kept (0: no limit)."""
+        return self._kept
+
+    @property
+    def feature_width(self) -> int:
+        """Days covered by each feature's day mask (0: none kept)."""
+        return self._feature_days
+
+    def reevaluate(self, state: SubjectState, t: float) -> list[tuple[Milestone, float, float]]:
+        """Reach every milestone a changed state (a merge) now meets, at event time ``t``."""
+        if not self.milestones or self._all_reached(state):
+            return []
+        return self._evaluate(state, list(self.milestones), t)
+
     def day_of(self, t: float) -> int:
         """The calendar day number of event time ``t`` in the configured time zone."""
         return self.calendar.day_of(t)

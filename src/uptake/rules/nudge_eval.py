@@ -105,6 +105,11 @@ class NudgeRules(Decider):
     def __bool__(self) -> bool:
         return bool(self.nudges)
 
+    @property
+    def recent_kept(self) -> dict[str, int]:
+        """Event -> how many of its latest times windowed counts keep (for merging)."""
+        return self._recent
+
     def watch_account_milestones(self, names: Iterable[str]) -> None:
         """Declare which milestones are account-scoped (Reached triggers on them fire for
         every member who is seen after the account reached them)."""

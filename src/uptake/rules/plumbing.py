@@ -4,15 +4,28 @@
 :class:`Keys` keeps the store keys of recent subjects instead of rebuilding them, and
 :class:`AccountMemo` remembers what this process last wrote to each account, so that an
 event changing nothing there but the account's latest time skips the account's update.
+:class:`Effects` is what an event decided; :class:`Deferred`, that the store could not
+take it (the caller keeps it to apply later).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from .milestones import Milestone
 from .nudge_decide import Question
 from .nudge_spec import Action
 
-__all__ = ["ACCOUNT_LAST_RESOLUTION_S", "AccountMemo", "Event", "Keys", "Reached"]
+__all__ = [
+    "ACCOUNT_LAST_RESOLUTION_S",
+    "AccountMemo",
+    "Deferred",
+    "Effects",
+    "Event",
+    "Keys",
+    "Reached",
+    "deferred",
+]
 
 #: What one event reached: (milestone, reached at, first seen), in event time.
 Reached = tuple[Milestone, float, float]
@@ -69,6 +82,44 @@ class Event:
         self.reached: list[Reached] = []
         self.actions: list[Action] = []
         self.question: Question | None = None
+
+
+class Effects:
+    """What applying one event (or one look at a user) decided.
+
+    ``uid`` is the user a merged visitor's event was applied to; ``deferred`` is set
+    when the store could not be reached: (the store's way to tell whether the write
+    landed after all, or None; what that write decided).
+    """
+
+    __slots__ = ("deferred", "nudges", "reached", "uid")
+
+    def __init__(self) -> None:
+        self.reached: list[Reached] = []
+        self.nudges: list[Action] = []
+        self.uid: str | None = None
+        self.deferred: tuple[Callable[[], bool] | None, Effects] | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.reached or self.nudges)
+
+
+class Deferred(Effects):
+    """The effects of an event the store could not take (always true: to be kept)."""
+
+    __slots__ = ()
+
+    def __bool__(self) -> bool:
+        return True
+
+
+def deferred(exc: Exception, ev: Event) -> Effects:
+    """The effects of an event the store could not take: to be applied again later."""
+    made = Effects()
+    made.reached, made.nudges = ev.reached, ev.actions
+    deferred = Deferred()
+    deferred.deferred = (getattr(exc, "landed", None), made)
+    return deferred
 
 
 class Keys:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timezone, tzinfo
@@ -10,13 +11,14 @@ from typing import Any
 
 import attrs
 
+from ..definitions import parse_time
 from ..stores.memory import MemoryStore
 from .engagement import Engagement
 from .engine import RulesEngine
 from .milestones import Milestone
 from .nudges import Nudge
 
-__all__ = ["NudgeSimulation", "Simulation", "simulate"]
+__all__ = ["NudgeSimulation", "Simulation", "apply_past", "simulate"]
 
 Parsed = tuple[str | None, str | None, str | None, str, Mapping[str, Any] | None, float]
 
@@ -109,7 +111,7 @@ def simulate(
     for raw in events:
         parsed = parse(raw)
         if parsed is None:
-            if engine.apply_traits(raw):  # identify and group traits, for audiences
+            if apply_past(engine, raw):  # identify and group traits, for audiences
                 applied += 1
             else:
                 skipped += 1
@@ -147,3 +149,35 @@ def simulate(
     return Simulation(
         events=applied, skipped=skipped, users=len(users), nudges=MappingProxyType(report)
     )
+
+
+def apply_past(engine: RulesEngine, raw: object) -> bool:
+    """Apply a past identify, group or alias event (wire format); False if it is none."""
+    if not isinstance(raw, Mapping) or raw.get("type") not in ("identify", "group", "alias"):
+        return False
+    traits = raw.get("traits")
+    uid, anon = raw.get("userId"), raw.get("anonymousId")
+    uid = uid if isinstance(uid, str) and uid else None
+    anon = anon if isinstance(anon, str) and anon else None
+    if raw["type"] == "alias":
+        anon = raw.get("previousId")
+        anon = anon if isinstance(anon, str) and anon else None
+    if uid is not None and anon is not None and raw["type"] != "group":
+        try:  # history: what the union reaches is recorded, not reported
+            engine.identity.merge(uid, anon, parse_time(raw.get("timestamp")) or time.time())
+        except Exception as exc:
+            engine.failed("merging a visitor into a user", exc)
+        if raw["type"] == "alias" or not traits:
+            return True
+    elif raw["type"] == "alias":
+        return False
+    if not isinstance(traits, Mapping) or not traits or (uid is None and anon is None):
+        return False
+    if raw["type"] == "identify":
+        engine.identify(uid, anon, traits)
+        return True
+    account = raw.get("groupId")
+    if not isinstance(account, str) or not account:
+        return False
+    engine.group(account, traits)
+    return True

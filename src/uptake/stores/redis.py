@@ -17,6 +17,7 @@ fails fast without touching the network, then tries again; redis-py reconnects b
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import secrets
@@ -214,7 +215,12 @@ class RedisStore:
                 values = [
                     f"{token}|{_dumps(state)}" for token, state in zip(fresh, states, strict=True)
                 ]
-                reply = self._call(self._eval, names, [self._ttl_ms, *tokens, *values])
+                try:
+                    reply = self._call(self._eval, names, [self._ttl_ms, *tokens, *values])
+                except StoreUnavailable as exc:
+                    if isinstance(exc.__cause__, self._outage_errors):  # sent, maybe applied
+                        exc.landed = functools.partial(self._landed, names, fresh)
+                    raise
                 if reply[0] == 1:
                     self._remember(names, list(zip(fresh, states, strict=True)))
                     return result
@@ -264,6 +270,19 @@ class RedisStore:
             for node in self._client.get_nodes():
                 if node.redis_connection is not None:
                     node.redis_connection.connection_pool.reset()
+
+    def _landed(self, names: list[str], tokens: list[str]) -> bool:
+        """Whether a write whose reply was lost did land: the keys hold its tokens.
+
+        A later write by another process replaces the token, so it is then taken as lost.
+
+        Raises:
+            StoreUnavailable: Redis still fails.
+        """
+        self._check_available()
+        raws = self._call(lambda: self._client.mget(names))
+        held = [_parse(raw)[0] if raw is not None else "" for raw in raws]
+        return any(h == token for h, token in zip(held, tokens, strict=True))
 
     def memory_usage(self, key: str) -> int | None:
         """Bytes Redis uses for one subject's key (``MEMORY USAGE``), or None if absent."""

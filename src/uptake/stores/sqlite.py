@@ -92,7 +92,14 @@ class SqliteStore:
             raise TimeoutError(f"the store {self.path!r} stayed busy for {self.timeout}s")
         try:
             conn = self._connection()
-            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:  # another process held the lock too long
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                raise TimeoutError(
+                    f"the store {self.path!r} stayed locked for {self.timeout}s"
+                ) from exc
             try:
                 states = []
                 for key in keys:
