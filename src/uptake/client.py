@@ -81,6 +81,8 @@ class Client(SessionsApi, RulesApi):
         allow_http: Permit a plain ``http://`` endpoint on a non-loopback host.
         session_timeout: Seconds without events after which a user's session ends.
         max_session_duration: Seconds after which a session ends regardless.
+        session_events: ``False`` sends no "Session Started" / "Session Ended" events;
+            every event still carries its ``context.sessionId``.
         max_batch_bytes: Largest request body, in bytes (at most 500,000).
         milestones: :class:`~uptake.Milestone` objects evaluated at each event.
         store: Where rule state lives (default :class:`~uptake.MemoryStore`;
@@ -125,6 +127,7 @@ class Client(SessionsApi, RulesApi):
         allow_http: bool = False,
         session_timeout: float = 30 * 60.0,
         max_session_duration: float = 24 * 3600.0,
+        session_events: bool = True,
         max_batch_bytes: int = MAX_BATCH_BYTES,
         milestones: Sequence[Milestone] = (),
         store: Store | None = None,
@@ -157,7 +160,7 @@ class Client(SessionsApi, RulesApi):
             need_endpoint=transport is None,
         )
         _config.hooks(on_error=on_error, before_send=before_send)
-        session_settings = _config.sessions(session_timeout, max_session_duration)
+        session_settings = _config.sessions(session_timeout, max_session_duration, session_events)
         self._rule_settings = _config.rules(
             milestones=milestones,
             nudges=nudges,
@@ -185,6 +188,7 @@ class Client(SessionsApi, RulesApi):
             idle_timeout=session_settings.idle_timeout,
             max_duration=session_settings.max_duration,
             max_users=100_000,
+            emit=session_settings.events,
         )
         self._before_send = before_send
         self._state = ClientState.OPEN

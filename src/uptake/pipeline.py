@@ -200,7 +200,9 @@ class Pipeline:
             self.emit_session("Session Ended", span, span.last)
 
     def emit_session(self, name: str, span: SessionSpan, t: float) -> None:
-        """Emit a "Session Started" or "Session Ended" event for a session."""
+        """Emit a "Session Started" or "Session Ended" event (unless the client sends none)."""
+        if not self.sessions.emit:
+            return
         message = self.message(
             "track", span.user_id, span.anonymous_id, t, span.account_id, None, span.session_id
         )
