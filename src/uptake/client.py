@@ -17,9 +17,10 @@ from typing import Any
 
 import attrs
 
-from . import _config, _lifecycle
+from . import _config, _context_api, _lifecycle
 from . import events as _ev
 from ._config import MAX_BATCH_BYTES, BeforeSend, check_timeout
+from ._context_api import ContextApi
 from ._lifecycle import ClientState
 from ._rules_api import RulesApi, _when
 from ._sessions_api import SessionsApi
@@ -46,7 +47,7 @@ def _setting(group: str, name: str, doc: str) -> Any:
     return property(lambda self: getattr(getattr(self, group), name), doc=doc)
 
 
-class Client(SessionsApi, RulesApi):
+class Client(ContextApi, SessionsApi, RulesApi):
     """Records events and delivers them in batches to a Segment-compatible collector.
 
     Every tracking method is thread-safe, returns in microseconds and never waits on the
@@ -191,6 +192,7 @@ class Client(SessionsApi, RulesApi):
             emit=session_settings.events,
         )
         self._before_send = before_send
+        self._context_var = _context_api.new_var()
         self._state = ClientState.OPEN
         self._shutdown_result = False
         self._build(engine)
@@ -259,7 +261,7 @@ class Client(SessionsApi, RulesApi):
     def track(
         self,
         user_id: str | int | None,
-        event: str,
+        event: str | None = None,
         properties: Mapping[str, Any] | None = None,
         *,
         account_id: str | None = None,
@@ -268,6 +270,9 @@ class Client(SessionsApi, RulesApi):
         context: Mapping[str, Any] | None = None,
     ) -> None:
         """Record that a user did something. Thread-safe; never waits on the network.
+
+        Inside ``with client.context(...)`` the ids may be left out (``track("Report
+        Exported")``, or ``None``): the context gives them, and its properties.
 
         Args:
             user_id: Your id for the user (or ``None`` with ``anonymous_id``).
@@ -285,6 +290,11 @@ class Client(SessionsApi, RulesApi):
         """
         uid: str | None
         anon: str | None
+        scope = self._context_var.get()
+        if scope is not None or event is None:
+            user_id, event, properties, account_id, anonymous_id, context = _context_api.fill(
+                scope, user_id, event, properties, account_id, anonymous_id, context
+            )
         if type(user_id) is str and user_id and anonymous_id is None:
             uid, anon = user_id, None
         else:
@@ -305,7 +315,7 @@ class Client(SessionsApi, RulesApi):
     def feature_used(
         self,
         user_id: str | int | None,
-        feature: str,
+        feature: str | None = None,
         properties: Mapping[str, Any] | None = None,
         *,
         account_id: str | None = None,
@@ -315,8 +325,11 @@ class Client(SessionsApi, RulesApi):
     ) -> None:
         """Record use of a product feature: a ``"Feature Used"`` event with ``{"feature": ...}``.
 
-        Same arguments and guarantees as :meth:`track`; ``feature`` is the feature's name.
+        Same arguments and guarantees as :meth:`track`; ``feature`` is the feature's name
+        (``feature_used("reports")`` inside a ``client.context()`` block).
         """
+        if feature is None:
+            user_id, feature = None, _ev.check_name(user_id, "feature")
         _ev.check_name(feature, "feature")
         props = dict(_ev.check_mapping(properties, "properties") or {})
         props["feature"] = feature

@@ -40,6 +40,7 @@ from ._state import (
     current_state,
     logger,
     off_loop,
+    publish,
     reset,
 )
 
@@ -62,6 +63,7 @@ __all__ = [
     "current_state",
     "logger",
     "off_loop",
+    "publish",
     "reset",
 ]
 
