@@ -15,12 +15,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
-import attrs
-
 from . import _config, _context_api, _lifecycle
 from . import events as _ev
-from ._config import MAX_BATCH_BYTES, BeforeSend, check_timeout
+from ._config import MAX_BATCH_BYTES, BeforeSend
 from ._context_api import ContextApi
+from ._delivery_api import DeliveryApi
 from ._lifecycle import ClientState
 from ._rules_api import RulesApi, _when
 from ._sessions_api import SessionsApi
@@ -33,7 +32,7 @@ from .rules.facade import RulesFacade
 from .rules.milestones import Milestone
 from .rules.nudges import Nudge
 from .sessions import Sessionizer
-from .stats import Reporter, Stats
+from .stats import Reporter
 from .stores import Store
 from .stores.memory import MemoryStore
 from .transport import Transport
@@ -47,7 +46,7 @@ def _setting(group: str, name: str, doc: str) -> Any:
     return property(lambda self: getattr(getattr(self, group), name), doc=doc)
 
 
-class Client(ContextApi, SessionsApi, RulesApi):
+class Client(ContextApi, DeliveryApi, SessionsApi, RulesApi):
     """Records events and delivers them in batches to a Segment-compatible collector.
 
     Every tracking method is thread-safe, returns in microseconds and never waits on the
@@ -399,73 +398,6 @@ class Client(ContextApi, SessionsApi, RulesApi):
         self._pipeline.emit(message, host_context=context is not None)
         if traits and self._rules_on:
             self._rules.engine.group(account, traits)
-
-    # ------------------------------------------------------------------ delivery
-
-    def flush(self, timeout: float = 5.0) -> bool:
-        """Send what is queued now and wait for it, at most ``timeout`` seconds.
-
-        Returns:
-            True when every event queued before the call was delivered; False when some
-            were given up, or the timeout passed first. Thread-safe.
-        """
-        check_timeout(timeout)
-        if self._state is ClientState.CLOSED or not self._delivery.send:
-            return self._nothing_lost() and not len(self._buffer)
-        self._pipeline.sweep()
-        return self._flush(timeout)
-
-    def _flush(self, timeout: float) -> bool:
-        clean = self._nothing_lost()
-        delivered = self._worker.flush(timeout)
-        self._nothing_lost()  # losses seen while waiting are this call's answer, not the next's
-        return delivered and clean
-
-    def _nothing_lost(self) -> bool:
-        """True if no event was lost since the previous call (flush() asks this)."""
-        counters = self._reporter.counters
-        with counters.lock:
-            losses = counters.losses()
-            clean = losses == self._flush_checkpoint
-            self._flush_checkpoint = losses
-        return clean
-
-    def shutdown(self, timeout: float = 5.0) -> bool:
-        """Deliver what is queued (for at most ``timeout`` seconds) and stop the worker.
-
-        Events still queued at the deadline are dropped, counted and reported (a durable
-        buffer keeps them on disk instead). Later tracking calls drop their events (counted
-        as ``"closed"``). Safe to call twice: the second call returns the first's result.
-
-        Returns:
-            True when everything tracked since the last flush() was delivered.
-        """
-        check_timeout(timeout)
-        deadline = time.monotonic() + timeout
-        with self._reporter.counters.lock:
-            if self._state is ClientState.CLOSED:
-                return self._shutdown_result
-            self._state = ClientState.CLOSED
-            self._pipeline.closed = True
-        _lifecycle.unregister(self)
-        # Open sessions are not ended: a process exit is not the user leaving.
-        self._sessions.clear()
-        # Leave a fifth of the time (at most a second) to stop the thread cleanly, and make
-        # retries give up by then rather than sleep past it.
-        grace = min(1.0, timeout / 5)
-        self._worker.abort_after(deadline - grace / 2)
-        delivered = self._flush(timeout - grace) if self._delivery.send else self._nothing_lost()
-        stopped = self._worker.stop(deadline)
-        self._reporter.report_drops(rate_limited=True)
-        self._shutdown_result = delivered and stopped
-        return self._shutdown_result
-
-    @property
-    def stats(self) -> Stats:
-        """A snapshot of the delivery counters (see :class:`~uptake.Stats`). Thread-safe."""
-        stats = self._reporter.counters.snapshot(self._buffer)
-        skipped = self._rules.engine.failures
-        return attrs.evolve(stats, rules_skipped=skipped) if skipped else stats
 
     # ------------------------------------------------------------------ internals
 

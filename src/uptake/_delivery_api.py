@@ -1,0 +1,105 @@
+"""The delivery part of the public Client API: flush, shutdown and the counters.
+
+:class:`DeliveryApi` is a base of :class:`~uptake.Client`: it waits on the delivery
+thread (:class:`~uptake.worker.Worker`) with deadlines, and reads the counters the
+:class:`~uptake.stats.Reporter` keeps.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import cast
+
+import attrs
+
+from . import _lifecycle
+from ._config import Delivery, check_timeout
+from ._lifecycle import ClientState
+from .buffer import Buffer
+from .pipeline import Pipeline
+from .rules.facade import RulesFacade
+from .sessions import Sessionizer
+from .stats import Reporter, Stats
+from .worker import Worker
+
+__all__ = ["DeliveryApi"]
+
+
+class DeliveryApi:
+    """Flush, shutdown and stats of the client (a base class of :class:`~uptake.Client`)."""
+
+    _buffer: Buffer
+    _delivery: Delivery
+    _flush_checkpoint: int
+    _pipeline: Pipeline
+    _reporter: Reporter
+    _rules: RulesFacade
+    _sessions: Sessionizer
+    _shutdown_result: bool
+    _state: ClientState
+    _worker: Worker
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Send what is queued now and wait for it, at most ``timeout`` seconds.
+
+        Returns:
+            True when every event queued before the call was delivered; False when some
+            were given up, or the timeout passed first. Thread-safe.
+        """
+        check_timeout(timeout)
+        if self._state is ClientState.CLOSED or not self._delivery.send:
+            return self._nothing_lost() and not len(self._buffer)
+        self._pipeline.sweep()
+        return self._flush(timeout)
+
+    def _flush(self, timeout: float) -> bool:
+        clean = self._nothing_lost()
+        delivered = self._worker.flush(timeout)
+        self._nothing_lost()  # losses seen while waiting are this call's answer, not the next's
+        return delivered and clean
+
+    def _nothing_lost(self) -> bool:
+        """True if no event was lost since the previous call (flush() asks this)."""
+        counters = self._reporter.counters
+        with counters.lock:
+            losses = counters.losses()
+            clean = losses == self._flush_checkpoint
+            self._flush_checkpoint = losses
+        return clean
+
+    def shutdown(self, timeout: float = 5.0) -> bool:
+        """Deliver what is queued (for at most ``timeout`` seconds) and stop the worker.
+
+        Events still queued at the deadline are dropped, counted and reported (a durable
+        buffer keeps them on disk instead). Later tracking calls drop their events (counted
+        as ``"closed"``). Safe to call twice: the second call returns the first's result.
+
+        Returns:
+            True when everything tracked since the last flush() was delivered.
+        """
+        check_timeout(timeout)
+        deadline = time.monotonic() + timeout
+        with self._reporter.counters.lock:
+            if self._state is ClientState.CLOSED:
+                return self._shutdown_result
+            self._state = ClientState.CLOSED
+            self._pipeline.closed = True
+        _lifecycle.unregister(cast("_lifecycle.Managed", self))  # a Client
+        # Open sessions are not ended: a process exit is not the user leaving.
+        self._sessions.clear()
+        # Leave a fifth of the time (at most a second) to stop the thread cleanly, and make
+        # retries give up by then rather than sleep past it.
+        grace = min(1.0, timeout / 5)
+        self._worker.abort_after(deadline - grace / 2)
+        delivered = self._flush(timeout - grace) if self._delivery.send else self._nothing_lost()
+        stopped = self._worker.stop(deadline)
+        self._reporter.report_drops(rate_limited=True)
+        self._shutdown_result = delivered and stopped
+        return self._shutdown_result
+
+    @property
+    def stats(self) -> Stats:
+        """A snapshot of the delivery counters (see :class:`~uptake.Stats`). Thread-safe."""
+        stats = self._reporter.counters.snapshot(self._buffer)
+        skipped = self._rules.engine.failures
+        return attrs.evolve(stats, rules_skipped=skipped) if skipped else stats
