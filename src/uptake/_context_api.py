@@ -213,18 +213,18 @@ def fill(
     event's.
 
     Raises:
-        InvalidEventError: no ids in the call and no context to give them.
+        InvalidEventError: no event name, or only an event name outside any context.
     """
     if event is None:
+        if scope is None:
+            raise InvalidEventError(
+                "event name must be a string, not NoneType (track(event) with the ids left "
+                "out works inside `with client.context(user_id=...)` only)"
+            )
         if not isinstance(user_id, str):
             _ev.check_name(user_id)
         event, user_id = str(user_id), None
-    if scope is None:
-        if anonymous_id is None and user_id is None:
-            raise InvalidEventError(
-                "give a user_id or an anonymous_id, or track inside "
-                "`with client.context(user_id=...)`: both are missing"
-            )
+    if scope is None:  # the ids are checked by the caller, as without a context
         return user_id, event, properties, account_id, anonymous_id, context
     if user_id is None and anonymous_id is None:
         user_id, anonymous_id = scope.user_id, scope.anonymous_id
