@@ -1,8 +1,8 @@
 """Celery: the context travels in a task's message header to a real worker.
 
-The broker is kombu's filesystem transport: every message is written as JSON to a file
-and read back by the worker (a thread of this process, with a context of its own), so
-the header is serialised as with any broker, and nothing touches the network.
+The broker is a redis-server on 127.0.0.1 (the suite's own): every message, headers
+included, is serialised to JSON, stored in Redis and read back by the worker (a thread of
+this process, with a context of its own), as with any production broker.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import queue
+import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,6 +22,8 @@ from celery.worker import state
 import uptake
 from uptake.integrations.celery import HEADER, CeleryContext, install
 from uptake.testing import capture_events
+
+from .redis_server import RedisServer
 
 
 @pytest.fixture
@@ -38,17 +40,13 @@ def handlers(client: uptake.Client) -> Iterator[CeleryContext]:
     handlers.uninstall()
 
 
-def make_app(tmp_path: Path) -> Celery:
-    folder = tmp_path / "broker"
-    folder.mkdir()
+def make_app(redis_server: RedisServer) -> Celery:
     app = Celery("uptake_test", set_as_current=False)
     app.conf.update(
-        broker_url="filesystem://",
-        broker_transport_options={
-            "data_folder_in": str(folder),
-            "data_folder_out": str(folder),
-            "polling_interval": 0.01,
-        },
+        broker_url=redis_server.url,
+        # keys of its own: other tests share this redis-server
+        broker_transport_options={"global_keyprefix": f"test-{uuid.uuid4().hex}:"},
+        task_default_queue=f"uptake-{uuid.uuid4().hex}",
         task_serializer="json",
         accept_content=["json"],
         result_backend=None,
@@ -82,9 +80,9 @@ def worker(app: Celery) -> Iterator[None]:
 
 
 def test_a_task_runs_in_the_context_it_was_sent_from(
-    tmp_path: Path, client: uptake.Client, handlers: CeleryContext
+    redis_server: RedisServer, client: uptake.Client, handlers: CeleryContext
 ) -> None:
-    app = make_app(tmp_path)
+    app = make_app(redis_server)
     seen: queue.Queue[Any] = queue.Queue()
 
     @app.task(name="export")
