@@ -179,10 +179,12 @@ class ContextApi:
         session_id: str | None,
     ) -> ContextScope:
         """The context of one web request or task, its ids already clean (integrations)."""
-        outer = self._context_var.get() or _ROOT
-        return ContextScope(
-            self._context_var, outer.inner(user_id, anonymous_id, account_id, None, session_id)
-        )
+        outer = self._context_var.get()
+        if outer is None:  # the usual case: a request at the top of its thread or task
+            context = Context(user_id, anonymous_id, account_id, _EMPTY, session_id)
+        else:
+            context = outer.inner(user_id, anonymous_id, account_id, None, session_id)
+        return ContextScope(self._context_var, context)
 
     def current_context(self) -> Context | None:
         """Return the :class:`Context` in effect here, or None outside any block."""

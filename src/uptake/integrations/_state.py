@@ -178,12 +178,9 @@ def activate(state: RequestState) -> Iterator[RequestState]:
         reset(token)
 
 
-@attrs.frozen
-class Published:
-    """What :func:`reset` needs to undo one :func:`publish`."""
-
-    token: contextvars.Token[RequestState | None]
-    scope: ContextScope | None
+#: What :func:`reset` needs to undo one :func:`publish`: the request state's token, and
+#: the client context opened for the request (if any).
+Published = tuple["contextvars.Token[RequestState | None]", "ContextScope | None"]
 
 
 def publish(state: RequestState) -> Published:
@@ -206,15 +203,16 @@ def publish(state: RequestState) -> Published:
         except Exception:  # never break a request
             logger.exception("opening the request's uptake context failed")
             scope = None
-    return Published(token, scope)
+    return token, scope
 
 
 def reset(published: Published) -> None:
     """Undo one :func:`publish`; never raises (a token from another context is ignored)."""
-    if published.scope is not None:
-        published.scope.__exit__(None, None, None)
+    token, scope = published
+    if scope is not None:
+        scope.__exit__(None, None, None)
     try:
-        _current.reset(published.token)
+        _current.reset(token)
     except ValueError:  # set in another context (a framework moved the request)
         _current.set(None)
 
