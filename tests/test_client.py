@@ -175,6 +175,29 @@ def test_oversized_event_is_dropped_alone(
     assert any(e.count == 1 and "larger than" in e.reason for e in errors)
 
 
+def test_oversized_event_is_refused_at_the_call_site(
+    caplog: pytest.LogCaptureFixture, make_client: MakeClient
+) -> None:
+    errors: list[uptake.DeliveryError] = []
+    client = make_client(on_error=errors.append)
+    with caplog.at_level(logging.WARNING, logger="uptake"):
+        client.track("u1", "Huge Export", {"blob": "x" * 40_000})
+        client.track("u1", "Huge Export", {"blob": "y" * 40_000})  # same name: not logged again
+        client.identify("u1", {"bio": "z" * 40_000})
+    here = threading.get_ident()
+    lines = [r for r in caplog.records if "over the 32768-byte limit" in r.getMessage()]
+    assert [r.thread for r in lines] == [here, here]  # logged by the tracking call itself
+    assert "'Huge Export' dropped" in lines[0].getMessage()
+    assert "'identify' dropped" in lines[1].getMessage()
+    assert all("xxxx" not in r.getMessage() for r in caplog.records)  # never the content
+    assert client.stats.dropped_by_reason == {"too_large": 3}
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="uptake"):
+        client.shutdown(timeout=5)
+    assert not caplog.records  # the delivery side does not log them a second time
+    assert sum(e.count for e in errors if "larger than" in e.reason) == 3  # on_error hears
+
+
 def test_batches_stay_under_500kb(collector: LoopbackCollector, make_client: MakeClient) -> None:
     client = make_client(flush_interval=60, flush_at=100_000)
     collector.hang()

@@ -160,6 +160,17 @@ def boom(request: HttpRequest) -> HttpResponse:
     raise ZeroDivisionError
 
 
+def deep(request: HttpRequest) -> HttpResponse:
+    current_client().track("Report Exported")  # no ids: the request's context gives them
+    return HttpResponse("ok")
+
+
+async def adeep(request: HttpRequest) -> HttpResponse:
+    await asyncio.sleep(0)
+    current_client().track("Report Exported")
+    return HttpResponse("ok")
+
+
 urlpatterns = [
     path("reports/<int:n>/", report, name="report"),
     path("dashboard/", dashboard, name="dashboard"),
@@ -171,6 +182,8 @@ urlpatterns = [
     path("dashboard/boom/", boom),
     path("async/", async_view),
     path("health", dashboard),
+    path("deep/", deep),
+    path("async/deep/", adeep),
 ]
 
 
@@ -499,3 +512,19 @@ def test_a_cross_site_post_is_refused(client: uptake.Client) -> None:
         ]
     assert codes == [403, 204]
     assert [e["event"] for e in events] == ["Nudge Shown"]
+
+
+def test_code_deep_inside_a_request_tracks_without_ids(client: uptake.Client) -> None:
+    headers = {"X-User": "u1", "X-Uptake-Session": "s-42"}
+    with capture_events() as events:
+        assert Client().get("/deep/", headers=headers).status_code == 200
+        response = asyncio.run(
+            AsyncClient().get("/async/deep/", headers={**headers, "X-User": "u2"})
+        )
+        assert response.status_code == 200
+    exported = [e for e in events if e["event"] == "Report Exported"]
+    assert [(e["userId"], e["context"]["sessionId"]) for e in exported] == [
+        ("u1", "s-42"),
+        ("u2", "s-42"),
+    ]
+    assert client.current_context() is None

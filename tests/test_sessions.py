@@ -200,3 +200,23 @@ def test_expire_stops_at_the_first_live_session() -> None:
     ended = s.expire(T0 + 30 * MIN + 100)  # only the first ~10,000 users are idle
     assert 9_000 < len(ended) < 11_000
     assert len(s) == 50_000 - len(ended)
+
+
+def test_session_events_off_keeps_session_ids_and_sends_no_session_events() -> None:
+    client = uptake.Client(send=False, session_events=False)
+    with capture_events(client) as captured:
+        client.track("u1", "A", timestamp=at(0), account_id="acme")
+        client.track("u1", "B", timestamp=at(10))
+        client.track("u1", "C", timestamp=at(55))  # a new session, silently
+        with client.session("u2") as explicit:
+            client.track("u2", "D")
+        client.track("u3", "E", timestamp=at(0))
+        client.flush()  # sweeps idle sessions: u3's ends without an event
+    assert [e["event"] for e in captured] == ["A", "B", "C", "D", "E"]
+    ids = [e["context"]["sessionId"] for e in captured]
+    assert ids[0] == ids[1] != ids[2] and ids[3] == explicit and len(set(ids)) == 4
+
+
+def test_session_events_must_be_a_bool() -> None:
+    with pytest.raises(uptake.ConfigurationError, match="session_events"):
+        uptake.Client(send=False, session_events="no")  # type: ignore[arg-type]

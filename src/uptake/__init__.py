@@ -3,6 +3,7 @@
 Start with :class:`uptake.Client`.
 """
 
+from ._context_api import Context
 from ._version import __version__
 from .buffer import Buffer, MemoryBuffer
 from .client import Client
@@ -40,6 +41,7 @@ __all__ = [
     "Buffer",
     "Client",
     "ConfigurationError",
+    "Context",
     "Declining",
     "DeliveryError",
     "Engagement",

@@ -87,6 +87,7 @@ class Sessions:
 
     idle_timeout: float
     max_duration: float
+    events: bool = True
 
 
 @attrs.frozen
@@ -185,11 +186,15 @@ def delivery(
     )
 
 
-def sessions(idle_timeout: float, max_duration: float) -> Sessions:
+def sessions(idle_timeout: float, max_duration: float, events: bool = True) -> Sessions:
     """Check the session arguments."""
     _check_seconds("session_timeout", idle_timeout)
     _check_seconds("max_session_duration", max_duration)
-    return Sessions(idle_timeout=float(idle_timeout), max_duration=float(max_duration))
+    if not isinstance(events, bool):
+        raise ConfigurationError(f"session_events must be True or False, not {events!r}")
+    return Sessions(
+        idle_timeout=float(idle_timeout), max_duration=float(max_duration), events=events
+    )
 
 
 def hooks(**named: object) -> None:

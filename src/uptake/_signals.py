@@ -23,6 +23,12 @@ The flush runs on a helper thread while the handler waits for it (at most the lo
 ``exit_timeout`` of the live clients, plus a little): the interrupted main thread may hold
 a lock the flush needs, and waiting on it inline would hang the process forever. A second
 SIGTERM while the handler waits stops waiting at once.
+
+Under gevent's monkey-patching, the handler may run in the event loop's own greenlet (the
+hub), which must never wait (gevent raises ``BlockingSwitchOutError``): there, it hands
+the same work to a new greenlet and returns, and that greenlet flushes, then does what the
+signal would have done. Under eventlet's patching no handler is installed (its main
+greenlet is not the main thread for ``threading``): SIGTERM kills the process as before.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -75,6 +82,13 @@ class SigtermFlush:
         self._busy = False
 
     def __call__(self, signum: int, frame: FrameType | None) -> None:
+        spawn = _green_hub_spawn()
+        if spawn is not None:  # in a green event loop, which must not wait: hand it over
+            spawn(self._handle, signum, frame)
+            return
+        self._handle(signum, frame)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
         if not self._busy:  # a second signal during the flush goes straight on
             self._busy = True
             try:
@@ -162,6 +176,26 @@ def install_sigterm_flush(clients: Callable[[], Iterable[Flushable]]) -> bool:
         except (ValueError, OSError):  # not allowed here (an embedded interpreter)
             return False
         return True
+
+
+def _green_hub_spawn() -> Callable[..., object] | None:
+    """A function that starts a greenlet, when this code runs in a green event loop's hub.
+
+    Only for gevent with ``threading`` monkey-patched (elsewhere the wait is on a real
+    thread and may block); None otherwise, and when gevent is not imported. (Under
+    eventlet's patching no handler is installed: its main greenlet is not the main thread
+    for ``threading``.)
+    """
+    try:
+        monkey = sys.modules.get("gevent.monkey")
+        if monkey is not None and monkey.is_module_patched("threading"):
+            import gevent
+
+            if gevent.getcurrent() is gevent.get_hub():
+                return gevent.spawn  # type: ignore[no-any-return]
+    except Exception:  # a green library in a state we do not know: wait inline
+        logger.debug("uptake: could not tell whether SIGTERM arrived in a green hub", exc_info=True)
+    return None
 
 
 def _exit_timeout(client: Flushable) -> float:

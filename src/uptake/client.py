@@ -16,9 +16,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
-from . import _config, _lifecycle
+from . import _config, _context_api, _lifecycle
 from . import events as _ev
 from ._config import MAX_BATCH_BYTES, BeforeSend
+from ._context_api import ContextApi
 from ._delivery_api import DeliveryApi
 from ._identity_api import IdentityApi
 from ._lifecycle import ClientState
@@ -47,7 +48,7 @@ def _setting(group: str, name: str, doc: str) -> Any:
     return property(lambda self: getattr(getattr(self, group), name), doc=doc)
 
 
-class Client(DeliveryApi, IdentityApi, SessionsApi, RulesApi):
+class Client(ContextApi, DeliveryApi, IdentityApi, SessionsApi, RulesApi):
     """Records events and delivers them in batches to a Segment-compatible collector.
 
     Every tracking method is thread-safe, returns in microseconds and never waits on the
@@ -82,6 +83,8 @@ class Client(DeliveryApi, IdentityApi, SessionsApi, RulesApi):
         allow_http: Permit a plain ``http://`` endpoint on a non-loopback host.
         session_timeout: Seconds without events after which a user's session ends.
         max_session_duration: Seconds after which a session ends regardless.
+        session_events: ``False`` sends no "Session Started" / "Session Ended" events;
+            every event still carries its ``context.sessionId``.
         max_batch_bytes: Largest request body, in bytes (at most 500,000).
         milestones: :class:`~uptake.Milestone` objects evaluated at each event.
         store: Where rule state lives (default :class:`~uptake.MemoryStore`;
@@ -126,6 +129,7 @@ class Client(DeliveryApi, IdentityApi, SessionsApi, RulesApi):
         allow_http: bool = False,
         session_timeout: float = 30 * 60.0,
         max_session_duration: float = 24 * 3600.0,
+        session_events: bool = True,
         max_batch_bytes: int = MAX_BATCH_BYTES,
         milestones: Sequence[Milestone] = (),
         store: Store | None = None,
@@ -158,7 +162,7 @@ class Client(DeliveryApi, IdentityApi, SessionsApi, RulesApi):
             need_endpoint=transport is None,
         )
         _config.hooks(on_error=on_error, before_send=before_send)
-        session_settings = _config.sessions(session_timeout, max_session_duration)
+        session_settings = _config.sessions(session_timeout, max_session_duration, session_events)
         self._rule_settings = _config.rules(
             milestones=milestones,
             nudges=nudges,
@@ -186,8 +190,10 @@ class Client(DeliveryApi, IdentityApi, SessionsApi, RulesApi):
             idle_timeout=session_settings.idle_timeout,
             max_duration=session_settings.max_duration,
             max_users=100_000,
+            emit=session_settings.events,
         )
         self._before_send = before_send
+        self._context_var = _context_api.new_var()
         self._state = ClientState.OPEN
         self._shutdown_result = False
         self._build(engine)
@@ -256,7 +262,7 @@ class Client(DeliveryApi, IdentityApi, SessionsApi, RulesApi):
     def track(
         self,
         user_id: str | int | None,
-        event: str,
+        event: str | None = None,
         properties: Mapping[str, Any] | None = None,
         *,
         account_id: str | None = None,
@@ -265,6 +271,9 @@ class Client(DeliveryApi, IdentityApi, SessionsApi, RulesApi):
         context: Mapping[str, Any] | None = None,
     ) -> None:
         """Record that a user did something. Thread-safe; never waits on the network.
+
+        Inside ``with client.context(...)`` the ids may be left out (``track("Report
+        Exported")``, or ``None``): the context gives them, and its properties.
 
         Args:
             user_id: Your id for the user (or ``None`` with ``anonymous_id``).
@@ -282,6 +291,11 @@ class Client(DeliveryApi, IdentityApi, SessionsApi, RulesApi):
         """
         uid: str | None
         anon: str | None
+        scope = self._context_var.get()
+        if scope is not None or event is None:
+            user_id, event, properties, account_id, anonymous_id, context = _context_api.fill(
+                scope, user_id, event, properties, account_id, anonymous_id, context
+            )
         if type(user_id) is str and user_id and anonymous_id is None:
             uid, anon = user_id, None
         else:
@@ -302,7 +316,7 @@ class Client(DeliveryApi, IdentityApi, SessionsApi, RulesApi):
     def feature_used(
         self,
         user_id: str | int | None,
-        feature: str,
+        feature: str | None = None,
         properties: Mapping[str, Any] | None = None,
         *,
         account_id: str | None = None,
@@ -312,8 +326,11 @@ class Client(DeliveryApi, IdentityApi, SessionsApi, RulesApi):
     ) -> None:
         """Record use of a product feature: a ``"Feature Used"`` event with ``{"feature": ...}``.
 
-        Same arguments and guarantees as :meth:`track`; ``feature`` is the feature's name.
+        Same arguments and guarantees as :meth:`track`; ``feature`` is the feature's name
+        (``feature_used("reports")`` inside a ``client.context()`` block).
         """
+        if feature is None:
+            user_id, feature = None, _ev.check_name(user_id, "feature")
         _ev.check_name(feature, "feature")
         props = dict(_ev.check_mapping(properties, "properties") or {})
         props["feature"] = feature

@@ -217,8 +217,8 @@ def _coerce(value: Any) -> Any:
         return _iso(value)
     if isinstance(value, (_dt.date, _dt.time)):
         return value.isoformat()
-    if isinstance(value, decimal.Decimal):
-        return float(value) if value.is_finite() else None
+    if isinstance(value, decimal.Decimal):  # its text keeps every digit ("1.10")
+        return str(value) if value.is_finite() else None
     if isinstance(value, uuid.UUID):
         return str(value)
     if isinstance(value, enum.Enum):

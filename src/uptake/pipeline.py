@@ -104,6 +104,7 @@ class Pipeline:
         self.high_water = 0
         self.backlog: Callable[[], int] | None = getattr(buffer, "backlog", None)
         self._captures: list[Capture] = []
+        self._too_large_logged: dict[str, float] = {}
         self._countdown = _SWEEP_CHECK_EVERY
         self._next_sweep = time.monotonic() + _SWEEP_EVERY_S
         self._select()
@@ -172,7 +173,10 @@ class Pipeline:
                 session_id,
             )
         if data is not None:
-            self._raw(data)
+            if len(data) > _MAX_EVENT_BYTES:
+                self.too_large(event, len(data))
+            else:
+                self._raw(data)
         else:  # a hook, extra context, or values the fast encoder hands back
             message = self.message("track", uid, anon, t, account, context, session_id)
             message["event"] = event
@@ -196,7 +200,9 @@ class Pipeline:
             self.emit_session("Session Ended", span, span.last)
 
     def emit_session(self, name: str, span: SessionSpan, t: float) -> None:
-        """Emit a "Session Started" or "Session Ended" event for a session."""
+        """Emit a "Session Started" or "Session Ended" event (unless the client sends none)."""
+        if not self.sessions.emit:
+            return
         message = self.message(
             "track", span.user_id, span.anonymous_id, t, span.account_id, None, span.session_id
         )
@@ -267,22 +273,19 @@ class Pipeline:
             logger.exception("before_send raised; event dropped")
             self.drop("before_send_error")
             return
+        if len(data) > _MAX_EVENT_BYTES:
+            self.too_large(str(message.get("event") or message.get("type")), len(data))
+            return
         self._raw(data)
 
     # ------------------------------------------------------------------ sink
 
     def _disabled(self, data: bytes) -> None:
         """The sink of a ``send=False`` client: count the event as not sent."""
-        if len(data) > _MAX_EVENT_BYTES:
-            self.drop("too_large")
-        else:
-            self.reporter.dropped("send_disabled", log=False)
+        self.reporter.dropped("send_disabled", log=False)
 
     def _enqueue(self, data: bytes) -> None:
-        """Size-check one encoded event and queue it (or count why not). Never raises."""
-        if len(data) > _MAX_EVENT_BYTES:
-            self.drop("too_large")
-            return
+        """Queue one encoded event (or count why not). Never raises."""
         if self.closed:
             self.drop("closed")
             return
@@ -314,6 +317,29 @@ class Pipeline:
                     time.sleep(0.001)
                     waited += 1
         worker.ensure_started()
+
+    def too_large(self, name: str, size: int) -> None:
+        """Refuse an event over the size limit on the caller's thread: counted and logged.
+
+        The log line names the event and its size (never its content); it is written at
+        most once a minute per event name, and ``on_error`` still hears of every drop.
+        """
+        self.reporter.dropped("too_large", logged=True)
+        now = time.monotonic()
+        logged = self._too_large_logged
+        if now - logged.get(name, -_SWEEP_EVERY_S) >= _SWEEP_EVERY_S:
+            if len(logged) >= 1000:
+                logged.clear()
+            logged[name] = now
+            logger.warning(
+                "event %r dropped: %d bytes once encoded, over the %d-byte limit "
+                "(logged at most once a minute per event name)",
+                name,
+                size,
+                _MAX_EVENT_BYTES,
+            )
+        if self.closed:
+            self.reporter.report_drops(rate_limited=True)
 
     def drop(self, reason: str, *, log: bool = True) -> None:
         """Count one event dropped for ``reason`` (reported to the host unless chosen)."""

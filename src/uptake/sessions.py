@@ -85,8 +85,13 @@ class _Open:
 class Sessionizer:
     """Tracks the open session of each user, bounded to ``max_users`` (least recent evicted)."""
 
-    def __init__(self, *, idle_timeout: float, max_duration: float, max_users: int) -> None:
+    def __init__(
+        self, *, idle_timeout: float, max_duration: float, max_users: int, emit: bool = True
+    ) -> None:
         self.idle_timeout = idle_timeout
+        #: False: sessions still give every event its ``context.sessionId``, but no
+        #: "Session Started" / "Session Ended" events are sent (``session_events=False``).
+        self.emit = emit
         self.max_duration = max_duration
         self.max_users = max_users
         self._open: OrderedDict[str, _Open] = OrderedDict()

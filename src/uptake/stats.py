@@ -137,6 +137,7 @@ class Reporter:
         self.counters = Counters()
         self._on_error = on_error
         self._unreported: Counter[str] = Counter()
+        self._logged: Counter[str] = Counter()
         self._last_warning = 0.0
 
     def retried(self) -> None:
@@ -145,14 +146,26 @@ class Reporter:
             self.counters.retried += 1
 
     def dropped(
-        self, reason: str, count: int = 1, *, tracked: bool = True, log: bool = True
+        self,
+        reason: str,
+        count: int = 1,
+        *,
+        tracked: bool = True,
+        log: bool = True,
+        logged: bool = False,
     ) -> None:
-        """Count events dropped for ``reason``; ``tracked`` when they were never counted."""
+        """Count events dropped for ``reason``; ``tracked`` when they were never counted.
+
+        ``logged``: the caller already logged the drop, so :meth:`report_drops` tells
+        ``on_error`` only (its own log line is at debug level).
+        """
         with self.counters.lock:
             if tracked:
                 self.counters.tracked += count
             self.counters.dropped[reason] += count
-            if log:
+            if logged:
+                self._logged[reason] += count
+            elif log:
                 self._unreported[reason] += count
 
     def count_put(self, accepted: bool) -> int:
@@ -186,9 +199,10 @@ class Reporter:
         still hears of every drop.
         """
         with self.counters.lock:
-            if not self._unreported:
+            if not self._unreported and not self._logged:
                 return
             unreported, self._unreported = self._unreported, Counter()
+            logged, self._logged = self._logged, Counter()
             quiet = False
             if rate_limited:
                 now = time.monotonic()
@@ -197,3 +211,5 @@ class Reporter:
                     self._last_warning = now
         for reason, count in unreported.items():
             self.report(DeliveryError(DROP_REASONS.get(reason, reason), count=count), quiet=quiet)
+        for reason, count in logged.items():
+            self.report(DeliveryError(DROP_REASONS.get(reason, reason), count=count), quiet=True)

@@ -58,3 +58,15 @@ sent: list[dict[str, object]] = [dict(e) for e in mock.events]
 store: uptake.Store = uptake.MemoryStore()
 replayed: uptake.ReplayResult = tested.replay([])
 options = IntegrationOptions(skip_paths=["/health"])
+
+
+def check_context(client: uptake.Client) -> None:
+    with client.context(user_id="u1", account_id="acme", properties={"job": "export"}) as ctx:
+        client.track("Report Exported")
+        client.track("Report Exported", properties={"rows": 1})
+        client.track(None, "Report Exported", {"rows": 1})
+        client.feature_used("reports")
+        user: str | None = ctx.user_id
+        assert user == "u1"
+    current: uptake.Context | None = client.current_context()
+    assert current is None

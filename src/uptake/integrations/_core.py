@@ -41,6 +41,7 @@ from ._state import (
     logger,
     off_loop,
     off_loop_for,
+    publish,
     reset,
 )
 
@@ -64,6 +65,7 @@ __all__ = [
     "logger",
     "off_loop",
     "off_loop_for",
+    "publish",
     "reset",
 ]
 

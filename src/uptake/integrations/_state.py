@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 
+from .._context_api import ContextScope
 from ..client import Client
 from ..rules.nudges import NudgeFired
 
@@ -31,6 +32,7 @@ __all__ = [
     "logger",
     "off_loop",
     "off_loop_for",
+    "publish",
     "reset",
 ]
 
@@ -170,15 +172,46 @@ def current_nudges() -> list[NudgeFired]:
 @contextlib.contextmanager
 def activate(state: RequestState) -> Iterator[RequestState]:
     """Publish ``state`` as the current request's for the block."""
-    token = _current.set(state)
+    token = publish(state)
     try:
         yield state
     finally:
         reset(token)
 
 
-def reset(token: contextvars.Token[RequestState | None]) -> None:
-    """Undo one ``_current.set``; never raises (a token from another context is ignored)."""
+#: What :func:`reset` needs to undo one :func:`publish`: the request state's token, and
+#: the client context opened for the request (if any).
+Published = tuple["contextvars.Token[RequestState | None]", "ContextScope | None"]
+
+
+def publish(state: RequestState) -> Published:
+    """Publish ``state`` as the current request's, and its ids as the client's context.
+
+    Code deep inside the request can then call ``client.track("Report Exported")``: the
+    request's user (or visitor), account and session are the context's. Never raises.
+    """
+    token = _current.set(state)
+    client, scope = state.client, None
+    if client is not None and not state.skipped and state.subject is not None:
+        try:
+            scope = client._scoped(
+                state.user_id,
+                state.anonymous_id if state.user_id is None else None,
+                state.account_id,
+                state.session_id,
+            )
+            scope.__enter__()
+        except Exception:  # never break a request
+            logger.exception("opening the request's uptake context failed")
+            scope = None
+    return token, scope
+
+
+def reset(published: Published) -> None:
+    """Undo one :func:`publish`; never raises (a token from another context is ignored)."""
+    token, scope = published
+    if scope is not None:
+        scope.__exit__(None, None, None)
     try:
         _current.reset(token)
     except ValueError:  # set in another context (a framework moved the request)

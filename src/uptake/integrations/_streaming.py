@@ -10,7 +10,7 @@ import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
-from ._state import RequestState, _current, off_loop, reset
+from ._state import RequestState, off_loop, publish, reset
 
 __all__ = ["Once", "defer"]
 
@@ -65,7 +65,7 @@ def defer(response: Any, record: Once, state: RequestState) -> bool:
 def _stream(content: Any, record: Once, state: RequestState) -> Iterator[bytes]:
     chunks = iter(content)
     while True:
-        token = _current.set(state)
+        token = publish(state)
         try:
             chunk = next(chunks)
         except StopIteration:
@@ -82,7 +82,7 @@ def _stream(content: Any, record: Once, state: RequestState) -> Iterator[bytes]:
 async def _astream(content: Any, record: Once, state: RequestState) -> AsyncIterator[bytes]:
     chunks = aiter(content)
     while True:
-        token = _current.set(state)
+        token = publish(state)
         try:
             chunk = await anext(chunks)
         except StopAsyncIteration:

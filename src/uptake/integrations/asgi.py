@@ -27,9 +27,9 @@ from ._core import (
     MAX_BODY,
     Integration,
     RequestState,
-    _current,
     cookie_value,
     off_loop_for,
+    publish,
     reset,
 )
 from ._endpoint import Reply, incomplete_body
@@ -132,7 +132,7 @@ class UptakeMiddleware:
         if not isinstance(states, dict):
             states = scope["state"] = {}
         states[STATE_KEY] = state
-        token = _current.set(state)
+        token = publish(state)
         try:
             if endpoint:
                 await self._endpoint(state, headers, method, path, receive, send)

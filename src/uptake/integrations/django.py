@@ -53,8 +53,8 @@ from ._core import (
     MAX_BODY,
     Integration,
     RequestState,
-    _current,
     off_loop,
+    publish,
     reset,
 )
 from ._endpoint import incomplete_body
@@ -193,7 +193,7 @@ class UptakeMiddleware:
             integration.drop("sdk_error", "starting the request's state failed", exc=True)
             state, endpoint = integration.skipped_state(), False
         request.uptake = state
-        token = _current.set(state)
+        token = publish(state)
         try:
             if endpoint:
                 return self._endpoint(request, state)
@@ -229,7 +229,7 @@ class UptakeMiddleware:
             integration.drop("sdk_error", "starting the request's state failed", exc=True)
             state, endpoint = integration.skipped_state(), False
         request.uptake = state
-        token = _current.set(state)
+        token = publish(state)
         try:
             if endpoint:  # reads or writes the rule store: off the event loop
                 return await off_loop(lambda: self._endpoint(request, state))

@@ -32,9 +32,9 @@ from ._core import (
     MAX_BODY,
     Integration,
     RequestState,
-    _current,
     current_nudges,
     logger,
+    publish,
     reset,
 )
 from ._endpoint import incomplete_body
@@ -120,7 +120,7 @@ class Uptake:
             integration.drop("sdk_error", "starting the request's state failed", exc=True)
             state, endpoint = integration.skipped_state(), False
         g.uptake = state
-        g._uptake_token = _current.set(state)
+        g._uptake_token = publish(state)
         if not endpoint:
             return None
         declared = request.content_length

@@ -30,8 +30,8 @@ from ._core import (
     MAX_BODY,
     Integration,
     RequestState,
-    _current,
     cookie_value,
+    publish,
     reset,
 )
 from ._endpoint import incomplete_body
@@ -99,7 +99,7 @@ class UptakeMiddleware:
             integration.drop("sdk_error", "starting the request's state failed", exc=True)
             state, endpoint = integration.skipped_state(), False
         environ[ENVIRON_KEY] = state
-        token = _current.set(state)
+        token = publish(state)
         try:
             if endpoint:
                 return self._endpoint(environ, state, method, path, start_response)
@@ -234,7 +234,7 @@ class _Body:
         return self
 
     def __next__(self) -> bytes:
-        token = _current.set(self._response.state)
+        token = publish(self._response.state)
         try:
             if self._iterator is None:
                 self._iterator = iter(self._iterable)

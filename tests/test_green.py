@@ -1,0 +1,117 @@
+"""gevent and eventlet: monkey-patched processes deliver everything to a real collector.
+
+Each case runs in its own process (monkey-patching is for a whole process): ten greenlets,
+each inside its own ``client.context()``, track 100 events while yielding to each other;
+then the process ends normally (the interpreter-exit flush delivers), or, for gevent, is
+stopped by SIGTERM (the SIGTERM flush delivers). The three processes run at once.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from uptake.testing import LoopbackCollector
+
+SCRIPT = """
+import sys
+green, ending = sys.argv[2], sys.argv[3]
+if green == "gevent":
+    from gevent import monkey
+    monkey.patch_all()
+    import gevent
+    spawn, sleep = gevent.spawn, gevent.sleep
+    def join_all(greenlets):
+        gevent.joinall(greenlets)
+else:
+    import warnings
+    warnings.simplefilter("ignore")  # eventlet announces its own deprecation
+    import eventlet
+    eventlet.monkey_patch()
+    spawn, sleep = eventlet.spawn, eventlet.sleep
+    def join_all(greenlets):
+        for g in greenlets:
+            g.wait()
+
+import time
+import uptake
+
+client = uptake.Client(
+    write_key="wk", endpoint=sys.argv[1], flush_at=50, flush_interval=60, exit_timeout=10
+)
+
+def work(n):
+    with client.context(user_id=f"u{n}", properties={"greenlet": n}):
+        for i in range(100):
+            client.track("Green", properties={"i": i})
+            if i % 10 == 0:
+                sleep(0)  # let the other greenlets and the delivery greenlet run
+
+join_all([spawn(work, n) for n in range(10)])
+print("tracked", flush=True)
+if ending == "sigterm":
+    time.sleep(60)  # a server idling until it is told to stop
+"""
+
+CASES = [("gevent", "exit"), ("gevent", "sigterm"), ("eventlet", "exit")]
+
+
+@dataclass
+class Outcome:
+    returncode: int
+    events: list[dict[str, Any]]
+    stderr: str
+
+
+@pytest.fixture(scope="module")
+def outcomes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[tuple[str, str], Outcome]]:
+    script = tmp_path_factory.mktemp("green") / "green.py"
+    script.write_text(SCRIPT)
+    collectors = {case: LoopbackCollector(write_key="wk") for case in CASES}
+    procs = {}
+    try:
+        for case, collector in collectors.items():
+            collector.start()
+            procs[case] = subprocess.Popen(
+                [sys.executable, str(script), collector.url, *case],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        results = {}
+        for case, proc in procs.items():
+            assert proc.stdout is not None
+            line = proc.stdout.readline().strip()
+            if case[1] == "sigterm" and line == "tracked":
+                proc.send_signal(signal.SIGTERM)
+            _, stderr = proc.communicate(timeout=60)
+            results[case] = Outcome(proc.returncode, collectors[case].events, stderr)
+        yield results
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        for collector in collectors.values():
+            collector.stop()
+
+
+@pytest.mark.parametrize("case", CASES, ids=["-".join(c) for c in CASES])
+def test_every_event_is_delivered(
+    outcomes: dict[tuple[str, str], Outcome], case: tuple[str, str]
+) -> None:
+    outcome = outcomes[case]
+    expected_status = -signal.SIGTERM if case[1] == "sigterm" else 0
+    assert outcome.returncode == expected_status, outcome.stderr
+    green = [e for e in outcome.events if e.get("event") == "Green"]
+    assert len(green) == 1000, outcome.stderr
+    # each greenlet's context stayed its own while they interleaved
+    assert all(e["userId"] == f"u{e['properties']['greenlet']}" for e in green)
+    assert len({e["messageId"] for e in outcome.events}) == len(outcome.events)
+    assert "Traceback" not in outcome.stderr
