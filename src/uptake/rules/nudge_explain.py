@@ -13,7 +13,7 @@ from .state import SubjectState
 
 __all__ = ["explain"]
 
-_FIRING = ("would_fire", "held_out")
+_FIRING = ("would_fire", "held_out", "global_holdout")
 
 
 def explain(
