@@ -57,6 +57,18 @@ def full_report() -> Report:
                 "properties": ended,
             }
         )
+    # A user in the global holdout, so that the programme's table has its row.
+    held = {"nudge": "tip", "global_holdout": 0.05}
+    for event, properties in (("Report Created", {}), ("Nudge Held Out", held)):
+        events.append(
+            {
+                "type": "track",
+                "userId": "g1",
+                "event": event,
+                "timestamp": "2026-03-02T10:00:00Z",
+                "properties": properties,
+            }
+        )
     source = from_events(events)
     report = compute(
         source,
