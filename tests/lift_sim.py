@@ -22,12 +22,14 @@ _Z95 = 1.959963984540054
 class Run:
     """One simulated experiment, looked at daily.
 
-    ``first_day`` is the first look whose anytime-valid interval excluded 0 (None: never);
+    ``first_day`` is the first look whose anytime-valid interval excluded 0 (None: never),
+    ``first_verdict`` what it said then;
     ``naive_day`` the same for a fixed-horizon 95% interval, peeked at daily;
     ``widths`` the final half-widths without and with CUPED.
     """
 
     first_day: int | None
+    first_verdict: str | None
     naive_day: int | None
     final: tuple[float, float]
     widths: tuple[float, float]
@@ -47,6 +49,7 @@ def simulate(
     ``predictive`` is how much the activity level moves it (0: X says nothing of Y)."""
     sums = [ArmSums(), ArmSums()]  # control, treated
     first_day = naive_day = None
+    first_verdict = None
     last = None
     plain = None
     for day in range(days):
@@ -72,7 +75,7 @@ def simulate(
         if last is None or plain is None:
             continue
         if first_day is None and last.verdict in ("positive", "negative"):
-            first_day = day
+            first_day, first_verdict = day, last.verdict
         if naive_day is None and min(sums[0].n, sums[1].n) >= MIN_PER_ARM:
             t, c = sums[1], sums[0]
             p1, p0 = t.y / t.n, c.y / c.n
@@ -84,6 +87,7 @@ def simulate(
     assert plain.low is not None and plain.high is not None
     return Run(
         first_day=first_day,
+        first_verdict=first_verdict,
         naive_day=naive_day,
         final=(last.low, last.high),
         widths=((plain.high - plain.low) / 2, (last.high - last.low) / 2),
