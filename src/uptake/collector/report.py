@@ -2,9 +2,9 @@
 
 Both draw the same :class:`~uptake.collector.metrics.Report` with the same wording
 (:mod:`uptake.collector.figures`): every figure says whether it counts users, accounts,
-events or decisions, and a nudge's lift is shown with its 95% confidence interval and
-p-value. The settings that shaped the numbers (:mod:`uptake.collector.settings`) are
-printed at the top of both.
+events or decisions, and a nudge's lift by assignment is shown with its anytime-valid 95%
+interval, its verdict and the smallest effect detectable at its size. The settings that
+shaped the numbers (:mod:`uptake.collector.settings`) are printed at the top of both.
 
 Charts (:mod:`uptake.collector.charts`) are drawn by plotly.js, inlined once in the page
 (no CDN: the file works offline). Every string that comes from events is escaped: in
@@ -30,9 +30,19 @@ from typing import Any
 
 from ..definitions import writable
 from .charts import charts
-from .metrics import AccountStat, MilestoneStat, NudgeStat, Report
+from .metrics import AccountStat, MilestoneStat, NudgeStat, ProgrammeStat, Report
 from .settings import ReportSettings
-from .wording import lift_interval, lift_text, num, p_text, pct, plural, printable, skipped_text
+from .wording import (
+    LIFT_CONFIDENCE,
+    itt_interval_text,
+    itt_text,
+    num,
+    pct,
+    plural,
+    printable,
+    skipped_text,
+    verdict_text,
+)
 
 __all__ = ["render_html", "summary"]
 
@@ -55,13 +65,24 @@ def _nudge_lines(n: NudgeStat) -> list[str]:
         f"users fired {n.fired:,}, shown {n.shown:,}, held out {n.held_out:,}, clicked "
         f"{n.clicked:,}, dismissed {n.dismissed:,}; {n.suppressed:,} decisions suppressed"
     )
-    if n.lift is None:
+    if n.global_held_out:
+        counts += f"; {n.global_held_out:,} users in the global holdout"
+    if n.goal is None:
         return [f"nudge {n.name}: {counts}"]
     return [
-        f"nudge {n.name}: lift {lift_text(n)}; {counts}",
-        f"  goal {n.goal} within {num(n.goal_within_days, 0)} d: {n.shown_converted:,} of "
-        f"{n.shown:,} users shown converted ({pct(n.shown_rate, 1)}) vs "
-        f"{n.held_out_converted:,} of {n.held_out:,} held out ({pct(n.held_out_rate, 1)})",
+        f"nudge {n.name}: {verdict_text(n)}; lift by assignment {itt_text(n)}; {counts}",
+        f"  goal {n.goal} within {num(n.goal_within_days, 0)} d of assignment: "
+        f"{_converted(n.treated_rate, n.treated)} nudged vs "
+        f"{_converted(n.control_rate, n.control)} held out; {n.pending:,} still in the "
+        f"window; CUPED cut the variance by {pct(n.variance_reduction)}",
+    ]
+
+
+def _programme_lines(p: ProgrammeStat) -> list[str]:
+    return [
+        f"nudge programme vs global holdout ({p.outcome}): {verdict_text(p)}; lift "
+        f"{itt_text(p)}; {_converted(p.treated_rate, p.treated)} of the rest vs "
+        f"{_converted(p.control_rate, p.control)} held out of every nudge"
     ]
 
 
@@ -113,6 +134,8 @@ def _summary(report: Report) -> list[str]:
         lines.append(text)
     for n in report.nudges:
         lines.extend(_nudge_lines(n))
+    for p in report.programme:
+        lines.extend(_programme_lines(p))
     return lines
 
 
@@ -159,25 +182,22 @@ def _chart_div(chart_id: str) -> str:
     return f'<div class="chart" id="chart-{chart_id}"></div>'
 
 
-def _interval(n: NudgeStat) -> str:
-    ci = lift_interval(n)
-    return "" if ci is None else f"{ci[0] * 100:+.1f} to {ci[1] * 100:+.1f}"
-
-
-def _converted(converted: int, of: int, rate: float | None) -> str:
-    return "" if rate is None else f"{converted:,}/{of:,} ({pct(rate, 1)})"
+def _converted(rate: float | None, of: int) -> str:
+    """ "36/67 (53.7%)": converted users of ``of`` (nothing without a rate)."""
+    return "" if rate is None else f"{round(rate * of):,}/{of:,} ({pct(rate, 1)})"
 
 
 def _nudge_section(report: Report, present: set[str]) -> list[str]:
     lifts = (
         (
             n.name,
-            "n/a" if n.lift is None else f"{n.lift * 100:+.1f} pts",
-            _interval(n),
-            p_text(n.p_value),
+            verdict_text(n),
+            "n/a" if n.itt_lift is None else f"{n.itt_lift * 100:+.1f} pts",
+            itt_interval_text(n),
+            "" if n.mde is None else f"{n.mde * 100:.1f} pts",
             "" if n.goal is None else f"{n.goal} within {num(n.goal_within_days, 0)} d",
-            _converted(n.shown_converted, n.shown, n.shown_rate),
-            _converted(n.held_out_converted, n.held_out, n.held_out_rate),
+            _converted(n.treated_rate, n.treated),
+            _converted(n.control_rate, n.control),
         )
         for n in report.nudges
     )
@@ -189,29 +209,38 @@ def _nudge_section(report: Report, present: set[str]) -> list[str]:
             f"{n.clicked:,}",
             f"{n.dismissed:,}",
             f"{n.held_out:,}",
+            f"{n.global_held_out:,}",
             f"{n.suppressed:,}",
+            f"{n.pending:,}",
+            "" if n.variance_reduction is None else pct(n.variance_reduction),
         )
         for n in report.nudges
     )
-    return [
+    parts = [
         _table(
             [
                 "nudge",
+                "verdict",
                 "lift",
-                "95% CI (pts)",
-                "p-value",
+                f"anytime {LIFT_CONFIDENCE:.0%} (pts)",
+                "detectable now",
                 "goal",
-                "shown: converted (users)",
+                "nudged: converted (users)",
                 "held out: converted (users)",
             ],
             lifts,
             "nudges",
         ),
         _chart_div("nudge-lift") if "nudge-lift" in present else "",
-        "<p class=note>Lift = goal conversion of users shown the nudge, within the goal window "
-        "after they were first shown it, minus that of users held out of it, from the moment "
-        "they were held out. The interval is a 95% Wald interval of the difference; the "
-        "p-value is a two-sided pooled two-proportion z-test.</p>",
+        "<p class=note>Lift by assignment (intent to treat): goal conversion of the users the "
+        "nudge fired for minus that of the users held out of it, each from the moment of that "
+        "decision, over the goal window, among users whose window has ended; adjusted for each "
+        "user's active days in the 28 days before (CUPED). The interval is an anytime-valid "
+        "95% confidence sequence: it may be read every day without raising false positives. "
+        "The verdict is <b>positive</b> or <b>negative</b> once it excludes zero, <b>keep "
+        "running</b> until then, and <b>no effect detectable at this size</b> when no user "
+        "was assigned for a week; <i>detectable now</i> is the smallest lift found with 80% "
+        "power at this size. Users shown it are not compared: being shown is an outcome.</p>",
         _table(
             [
                 "nudge",
@@ -220,12 +249,41 @@ def _nudge_section(report: Report, present: set[str]) -> list[str]:
                 "users clicked",
                 "users dismissed",
                 "users held out",
+                "users in global holdout",
                 "decisions suppressed",
+                "users in goal window",
+                "CUPED variance cut",
             ],
             reach,
             "nudge-reach",
         ),
     ]
+    for p in report.programme:
+        row = (
+            p.outcome,
+            verdict_text(p),
+            "n/a" if p.itt_lift is None else f"{p.itt_lift * 100:+.1f} pts",
+            itt_interval_text(p),
+            "" if p.mde is None else f"{p.mde * 100:.1f} pts",
+            _converted(p.treated_rate, p.treated),
+            _converted(p.control_rate, p.control),
+        )
+        parts.append(
+            _table(
+                [
+                    "nudge programme",
+                    "verdict",
+                    "lift",
+                    f"anytime {LIFT_CONFIDENCE:.0%} (pts)",
+                    "detectable now",
+                    "everyone else: retained",
+                    "global holdout: retained",
+                ],
+                [row],
+                "programme",
+            )
+        )
+    return parts
 
 
 def _account_rows(accounts: Iterable[AccountStat]) -> Iterable[Sequence[object]]:
@@ -439,8 +497,11 @@ td {{ white-space: nowrap; }}
 th {{ color: #374151; background: #f9fafb; vertical-align: bottom; font-weight: 600; }}
 table.nudges td:nth-child(2), table.nudges td:nth-child(3), table.nudges td:nth-child(4) {{
   font-weight: 600; background: #eff6ff; }}
-table.nudges td:first-child, table.nudges td:nth-child(5) {{ white-space: normal; min-width: 8em;
+table.programme td:nth-child(2), table.programme td:nth-child(3),
+table.programme td:nth-child(4) {{ font-weight: 600; background: #eff6ff; }}
+table.nudges td:first-child, table.nudges td:nth-child(6) {{ white-space: normal; min-width: 8em;
   overflow-wrap: anywhere; }}
+table.nudge-reach th {{ white-space: normal; }}
 .note {{ color: #6b7280; font-size: 13px; }}
 </style>
 <script>{plotly}</script>
