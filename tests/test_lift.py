@@ -57,6 +57,21 @@ def test_cuped_shortens_the_interval_when_the_past_predicts_the_outcome() -> Non
     assert sum(r.reduction for r in useless) / len(useless) < 0.02
 
 
+def test_the_interval_by_hand() -> None:
+    # 300 users per arm, 50% against 30%: V = .25*300/299/300 + .21*300/299/300 = .46/299
+    # (sample variances); rho**2 = (-2 ln .05 + ln(1 - 2 ln .05)) / 500 = .01587231,
+    # r = 600 rho**2 = 9.523386; half-width = sqrt(V (1 + 1/r) ln((1 + r) / .05**2)) =
+    # sqrt(.00153846 * 1.105005 * 8.345065) = .1191078.
+    treated = arm(300, 150)
+    control = arm(300, 90)
+    lift = lift_of(treated, control)
+    assert lift is not None and lift.low is not None and lift.high is not None
+    assert lift.low == pytest.approx(0.2 - 0.1191078, abs=1e-6)
+    assert lift.high == pytest.approx(0.2 + 0.1191078, abs=1e-6)
+    assert lift.mde == pytest.approx(0.1191078 + 0.8416212 * math.sqrt(0.46 / 299), abs=1e-6)
+    assert lift.verdict == "positive"
+
+
 def test_the_interval_holds_at_every_size_and_narrows_as_users_come() -> None:
     widths = [half_width(0.25 / n * 4, n) for n in (20, 100, 500, 2_000, 10_000)]
     assert widths == sorted(widths, reverse=True)
