@@ -79,11 +79,13 @@ def _nudge_lines(n: NudgeStat) -> list[str]:
 
 
 def _programme_lines(p: ProgrammeStat) -> list[str]:
-    return [
-        f"nudge programme vs global holdout ({p.outcome}): {verdict_text(p)}; lift "
-        f"{itt_text(p)}; {_converted(p.treated_rate, p.treated)} of the rest vs "
-        f"{_converted(p.control_rate, p.control)} held out of every nudge"
-    ]
+    text = f"nudge programme vs global holdout ({p.outcome}): {verdict_text(p)}"
+    if p.treated_rate is not None and p.control_rate is not None:
+        text += (
+            f"; lift {itt_text(p)}; {_converted(p.treated_rate, p.treated)} of the rest vs "
+            f"{_converted(p.control_rate, p.control)} held out of every nudge"
+        )
+    return [text + f"; {p.pending:,} users assigned less than 35 days ago"]
 
 
 def _summary(report: Report) -> list[str]:
