@@ -104,6 +104,7 @@ def test_explain_nudges_names_the_global_holdout() -> None:
     assert fired == []
     (why,) = client.explain_nudges("u1", at=T0 + 2 * DAY)
     assert why.status == "max_shows"  # held out once: caps count it like a fire
+    assert why.detail.endswith("in the 100% global holdout: no nudge ever fires")
     fresh = uptake.Client(
         send=False, nudges=[uptake.Nudge("tip", trigger=uptake.Inactive(DAY))], global_holdout=0.999
     )
@@ -134,3 +135,16 @@ def test_the_report_measures_the_programme_against_the_global_holdout() -> None:
     # The tip's own arms leave the global holdout out.
     assert tip.global_held_out == globally
     assert tip.treated + tip.control + tip.pending == 200 - globally
+
+
+def test_simulate_counts_the_global_holdout_as_held_out() -> None:
+    client, _ = make(0.5)
+    history = [
+        {"type": "track", "userId": f"user-{u}", "event": "Login", "timestamp": T0.isoformat()}
+        for u in range(400)
+    ]
+    result = client.simulate(history)
+    tip = result.nudges["tip"]
+    assert tip.fires + tip.held_out == 400
+    # Half of the users globally, a fifth of the rest by the nudge: 240 expected (sd ~11).
+    assert 195 <= tip.held_out <= 285

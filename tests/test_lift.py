@@ -9,6 +9,7 @@ import random
 import pytest
 
 from tests.lift_sim import simulate
+from uptake.collector.figures import STILL_GROWING_S, assignment_lift
 from uptake.collector.lift import MIN_PER_ARM, ArmSums, half_width, lift_of
 
 # A/A: 200 experiments of 20 days x 40 users, looked at after every day (4,000 looks in
@@ -113,3 +114,19 @@ def test_no_lift_without_both_arms_and_no_adjustment_without_a_covariate() -> No
     assert lift is not None
     assert lift.lift == lift.raw_lift == pytest.approx(0.25)
     assert lift.variance_reduction == 0.0
+
+
+def test_an_experiment_that_stopped_assigning_is_called_no_effect_detectable() -> None:
+    arms = {
+        ("fired", True): arm(400, 110),
+        ("held out", True): arm(400, 100),
+        ("fired", False): arm(7, 0),
+        ("global holdout", True): arm(50, 50),  # never part of a nudge's own comparison
+    }
+    end = 100 * 86_400.0
+    recent, pending = assignment_lift(arms, end - 86_400, end)
+    assert recent is not None and recent.verdict == "keep running" and pending == 7
+    assert recent.treated == recent.control == 400
+    stale, _ = assignment_lift(arms, end - STILL_GROWING_S - 1, end)
+    assert stale is not None and stale.verdict == "no effect detectable at this size"
+    assert assignment_lift({}, None, end) == (None, 0)
