@@ -94,8 +94,7 @@ class Client(SessionsApi, RulesApi):
         nudge_rate_limit: At most one nudge per user per this period (default one hour);
             ``None``: no limit.
         global_holdout: Fraction of users (a stable hash of the user id) no nudge ever
-            fires for, recorded as "Nudge Held Out" with ``global_holdout``: the control
-            group that measures the whole nudge programme.
+            fires for: the nudge programme's control group (see docs/nudges.md).
         transport: Where batches go instead of ``POST {endpoint}/v1/batch``: an object
             with a ``send(messages)`` method, such as
             :class:`uptake.testing.MockTransport` in your tests. ``write_key`` and
