@@ -148,3 +148,21 @@ def test_simulate_counts_the_global_holdout_as_held_out() -> None:
     assert tip.fires + tip.held_out == 400
     # Half of the users globally, a fifth of the rest by the nudge: 240 expected (sd ~11).
     assert 195 <= tip.held_out <= 285
+
+
+def test_both_arms_are_recorded_by_the_same_decision_at_the_same_moment() -> None:
+    nudge = uptake.Nudge(
+        "tip", trigger=uptake.EventCount("Login", 2), holdout=0.5, goal="Report Created"
+    )
+    client, _ = make(0.0, nudge)
+    with capture_events(client) as events:
+        for u in range(200):
+            client.track(f"user-{u}", "Login", timestamp=T0)
+            client.track(f"user-{u}", "Login", timestamp=T0 + DAY)  # the trigger holds here
+    decisions = [e for e in events if e["event"] in ("Nudge Fired", "Nudge Held Out")]
+    # One assignment per user, either arm, at the moment the trigger held, alike in all
+    # but the event name: what the report's comparison by assignment counts on.
+    assert sorted(e["userId"] for e in decisions) == sorted(f"user-{u}" for u in range(200))
+    assert {e["timestamp"] for e in decisions} == {"2026-06-02T09:00:00.000Z"}  # T0 + DAY
+    assert len({tuple(sorted(e["properties"].items())) for e in decisions}) == 1
+    assert {e["event"] for e in decisions} == {"Nudge Fired", "Nudge Held Out"}
