@@ -18,7 +18,7 @@ from uptake.collector.metrics import NudgeStat, compute
 from uptake.collector.report import render_html, summary
 from uptake.collector.settings import ReportSettings, SettingsError, beside, dumps, load, loads
 from uptake.collector.sources import from_events
-from uptake.collector.wording import lift_interval, lift_text
+from uptake.collector.wording import lift_interval, lift_text, verdict_text
 from uptake.demo import _Progress, run_demo
 
 
@@ -239,3 +239,10 @@ def test_the_demo_and_the_report_on_its_store_print_the_same_numbers(
         assert re.search(rf"\b{name} \d+% \({n} (users?|accounts?)\b", reached), name
     with pytest.raises(ValueError, match=r"demo\.toml exists"):
         run_demo(db=str(tmp_path / "demo.jsonl"), out=str(tmp_path / "x.html"), progress=False)
+
+
+def test_a_nudge_without_a_holdout_says_so_instead_of_keep_running() -> None:
+    stat = nudge_stat("tip", {"fired": 50}, 0, ("Goal", 86_400.0), {}, (None, 0))
+    assert verdict_text(stat) == "no holdout"
+    assert verdict_text(attrs.evolve(stat, goal=None)) == "n/a"
+    assert verdict_text(attrs.evolve(stat, held_out=3)) == "keep running"

@@ -101,11 +101,15 @@ def lift_text(nudge: NudgeStat) -> str:
 
 
 def verdict_text(stat: NudgeStat | ProgrammeStat) -> str:
-    """What the lift by assignment says: "positive", "keep running"... ("n/a": no goal)."""
+    """What the lift by assignment says: "positive", "keep running"... ("n/a": no goal;
+    "no holdout": fired for users but never held any out)."""
     if stat.verdict is not None:
         return stat.verdict
-    if isinstance(stat, NudgeStat) and stat.goal is None:
-        return "n/a"
+    if isinstance(stat, NudgeStat):
+        if stat.goal is None:
+            return "n/a"
+        if stat.fired and not stat.held_out:
+            return "no holdout"  # nothing to compare with: give the nudge a holdout
     return "keep running"  # nobody's goal window has ended yet
 
 
