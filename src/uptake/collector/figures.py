@@ -265,7 +265,7 @@ STILL_GROWING_S = 7 * 86_400.0
 
 
 def decision_kind(event: str, data: Mapping[str, object]) -> str:
-    """What a "Nudge ..." event counts as: "fired", "held out", "global holdout" (held out
+    """Return what a "Nudge ..." event counts as: "fired", "held out", "global holdout" (held out
     with a positive ``global_holdout``), "shown" ..."""
     kind = event[len("Nudge ") :].lower()
     if kind == "held out" and positive(data.get("global_holdout")) is not None:
@@ -276,7 +276,7 @@ def decision_kind(event: str, data: Mapping[str, object]) -> str:
 def assignment_lift(
     arms: Arms, last_assigned: float | None, end: float, control: str = "held out"
 ) -> tuple[Lift | None, int]:
-    """The lift by assignment of "fired" over ``control`` among users whose window has
+    """Return the lift by assignment of "fired" over ``control`` among users whose window has
     ended, and how many assigned users are still inside it."""
     treated = arms.get(("fired", True), ArmSums())
     held = arms.get((control, True), ArmSums())
@@ -304,7 +304,7 @@ def _itt(lift: Lift | None, pending: int) -> dict[str, Any]:
 
 
 def programme_stat(arms: Arms, last_assigned: float | None, end: float) -> ProgrammeStat | None:
-    """The programme's figures against the global holdout (None without one)."""
+    """Return the programme's figures against the global holdout (None without one)."""
     if not any(arm == "global holdout" for arm, _ in arms):
         return None
     lift, pending = assignment_lift(arms, last_assigned, end, control="global holdout")

@@ -50,7 +50,7 @@ def nudge_lift(
     reached_at: Mapping[tuple[str, str], list[float]],
     end: float,
 ) -> NudgeStat:
-    """A nudge's figures, with its lift by assignment among users held out by it (not
+    """Return a nudge's figures, with its lift by assignment among users held out by it (not
     by the global holdout) or fired."""
     if goal is None:
         return nudge_stat(name, users, suppressed, goal, converted)
@@ -76,7 +76,7 @@ def programme(
     end: float,
     last_day: int,
 ) -> tuple[ProgrammeStat, ...]:
-    """The programme against the global holdout, by each user's first assignment."""
+    """Return the programme against the global holdout, by each user's first assignment."""
 
     def retained(user: str, t0: float, d0: int) -> bool:
         days = user_days.get(user, ())

@@ -30,19 +30,11 @@ from typing import Any
 
 from ..definitions import writable
 from .charts import charts
-from .metrics import AccountStat, MilestoneStat, NudgeStat, ProgrammeStat, Report
+from .html_parts import chart_div, table
+from .metrics import AccountStat, MilestoneStat, Report
+from .report_nudges import nudge_lines, nudge_section, programme_lines
 from .settings import ReportSettings
-from .wording import (
-    LIFT_CONFIDENCE,
-    itt_interval_text,
-    itt_text,
-    num,
-    pct,
-    plural,
-    printable,
-    skipped_text,
-    verdict_text,
-)
+from .wording import num, pct, plural, printable, skipped_text
 
 __all__ = ["render_html", "summary"]
 
@@ -58,34 +50,6 @@ def summary(report: Report, settings: ReportSettings | None = None) -> list[str]
 
 def _reached(m: MilestoneStat) -> str:
     return plural(m.reached, "account" if m.scope == "account" else "user")
-
-
-def _nudge_lines(n: NudgeStat) -> list[str]:
-    counts = (
-        f"users fired {n.fired:,}, shown {n.shown:,}, held out {n.held_out:,}, clicked "
-        f"{n.clicked:,}, dismissed {n.dismissed:,}; {n.suppressed:,} decisions suppressed"
-    )
-    if n.global_held_out:
-        counts += f"; {n.global_held_out:,} users in the global holdout"
-    if n.goal is None:
-        return [f"nudge {n.name}: {counts}"]
-    return [
-        f"nudge {n.name}: {verdict_text(n)}; lift by assignment {itt_text(n)}; {counts}",
-        f"  goal {n.goal} within {num(n.goal_within_days, 0)} d of assignment: "
-        f"{_converted(n.treated_rate, n.treated)} nudged vs "
-        f"{_converted(n.control_rate, n.control)} held out; {n.pending:,} still in the "
-        f"window; CUPED cut the variance by {pct(n.variance_reduction)}",
-    ]
-
-
-def _programme_lines(p: ProgrammeStat) -> list[str]:
-    text = f"nudge programme vs global holdout ({p.outcome}): {verdict_text(p)}"
-    if p.treated_rate is not None and p.control_rate is not None:
-        text += (
-            f"; lift {itt_text(p)}; {_converted(p.treated_rate, p.treated)} of the rest vs "
-            f"{_converted(p.control_rate, p.control)} held out of every nudge"
-        )
-    return [text + f"; {p.pending:,} users assigned less than 35 days ago"]
 
 
 def _summary(report: Report) -> list[str]:
@@ -135,9 +99,9 @@ def _summary(report: Report) -> list[str]:
             text += ": " + ", ".join(falling[:5]) + (", ..." if len(falling) > 5 else "")
         lines.append(text)
     for n in report.nudges:
-        lines.extend(_nudge_lines(n))
+        lines.extend(nudge_lines(n))
     for p in report.programme:
-        lines.extend(_programme_lines(p))
+        lines.extend(programme_lines(p))
     return lines
 
 
@@ -151,14 +115,6 @@ def _script_json(value: Any) -> str:
         .replace("\u2028", "\\u2028")
         .replace("\u2029", "\\u2029")
     )
-
-
-def _table(headers: Sequence[str], rows: Iterable[Sequence[object]], cls: str = "") -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows
-    )
-    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
 def _cards(report: Report) -> str:
@@ -178,114 +134,6 @@ def _cards(report: Report) -> str:
         f'<div class="k">{html.escape(k)}</div></div>'
         for k, v in items
     )
-
-
-def _chart_div(chart_id: str) -> str:
-    return f'<div class="chart" id="chart-{chart_id}"></div>'
-
-
-def _converted(rate: float | None, of: int) -> str:
-    """ "36/67 (53.7%)": converted users of ``of`` (nothing without a rate)."""
-    return "" if rate is None else f"{round(rate * of):,}/{of:,} ({pct(rate, 1)})"
-
-
-def _nudge_section(report: Report, present: set[str]) -> list[str]:
-    lifts = (
-        (
-            n.name,
-            verdict_text(n),
-            "n/a" if n.itt_lift is None else f"{n.itt_lift * 100:+.1f} pts",
-            itt_interval_text(n),
-            "" if n.mde is None else f"{n.mde * 100:.1f} pts",
-            "" if n.goal is None else f"{n.goal} within {num(n.goal_within_days, 0)} d",
-            _converted(n.treated_rate, n.treated),
-            _converted(n.control_rate, n.control),
-        )
-        for n in report.nudges
-    )
-    reach = (
-        (
-            n.name,
-            f"{n.fired:,}",
-            f"{n.shown:,}",
-            f"{n.clicked:,}",
-            f"{n.dismissed:,}",
-            f"{n.held_out:,}",
-            f"{n.global_held_out:,}",
-            f"{n.suppressed:,}",
-            f"{n.pending:,}",
-            "" if n.variance_reduction is None else pct(n.variance_reduction),
-        )
-        for n in report.nudges
-    )
-    parts = [
-        _table(
-            [
-                "nudge",
-                "verdict",
-                "lift",
-                f"anytime {LIFT_CONFIDENCE:.0%} (pts)",
-                "detectable now",
-                "goal",
-                "nudged: converted (users)",
-                "held out: converted (users)",
-            ],
-            lifts,
-            "nudges",
-        ),
-        _chart_div("nudge-lift") if "nudge-lift" in present else "",
-        "<p class=note>Lift by assignment (intent to treat): goal conversion of the users the "
-        "nudge fired for minus that of the users held out of it, each from the moment of that "
-        "decision, over the goal window, among users whose window has ended; adjusted for each "
-        "user's active days in the 28 days before (CUPED). The interval is an anytime-valid "
-        "95% confidence sequence: it may be read every day without raising false positives. "
-        "The verdict is <b>positive</b> or <b>negative</b> once it excludes zero, <b>keep "
-        "running</b> until then, and <b>no effect detectable at this size</b> when no user "
-        "was assigned for a week; <i>detectable now</i> is the smallest lift found with 80% "
-        "power at this size. Users shown it are not compared: being shown is an outcome.</p>",
-        _table(
-            [
-                "nudge",
-                "users fired",
-                "users shown",
-                "users clicked",
-                "users dismissed",
-                "users held out",
-                "users in global holdout",
-                "decisions suppressed",
-                "users in goal window",
-                "CUPED variance cut",
-            ],
-            reach,
-            "nudge-reach",
-        ),
-    ]
-    for p in report.programme:
-        row = (
-            p.outcome,
-            verdict_text(p),
-            "n/a" if p.itt_lift is None else f"{p.itt_lift * 100:+.1f} pts",
-            itt_interval_text(p),
-            "" if p.mde is None else f"{p.mde * 100:.1f} pts",
-            _converted(p.treated_rate, p.treated),
-            _converted(p.control_rate, p.control),
-        )
-        parts.append(
-            _table(
-                [
-                    "nudge programme",
-                    "verdict",
-                    "lift",
-                    f"anytime {LIFT_CONFIDENCE:.0%} (pts)",
-                    "detectable now",
-                    "everyone else: retained",
-                    "global holdout: retained",
-                ],
-                [row],
-                "programme",
-            )
-        )
-    return parts
 
 
 def _account_rows(accounts: Iterable[AccountStat]) -> Iterable[Sequence[object]]:
@@ -311,14 +159,14 @@ def _sections(report: Report, present: set[str]) -> list[str]:
         sections.append(f"<section><h2>{html.escape(heading)}</h2>{''.join(parts)}</section>")
 
     if report.nudges:
-        section("Nudges: do they work?", *_nudge_section(report, present))
+        section("Nudges: do they work?", *nudge_section(report, present))
     if "active-users" in present:
         section(
             "Active users",
-            _chart_div("active-users"),
+            chart_div("active-users"),
             '<div class="row">',
-            _chart_div("l7"),
-            _chart_div("l28"),
+            chart_div("l7"),
+            chart_div("l28"),
             "</div>",
             "<p class=note>Stickiness is the mean of DAU/MAU over the last 30 days; "
             f"active events per MAU user (30 days): "
@@ -327,8 +175,8 @@ def _sections(report: Report, present: set[str]) -> list[str]:
     if "lifecycle" in present:
         section(
             "Lifecycle (users)",
-            _chart_div("lifecycle"),
-            _table(
+            chart_div("lifecycle"),
+            table(
                 ["week of", "active", "new", "returning", "resurrecting", "dormant", "quick ratio"],
                 (
                     (
@@ -347,8 +195,8 @@ def _sections(report: Report, present: set[str]) -> list[str]:
     if "milestones" in present:
         section(
             "Activation",
-            _chart_div("milestones"),
-            _table(
+            chart_div("milestones"),
+            table(
                 ["milestone", "scope", "reached", "share", "median days", "p90 days"],
                 (
                     (
@@ -366,8 +214,8 @@ def _sections(report: Report, present: set[str]) -> list[str]:
     if "features" in present:
         section(
             "Feature adoption",
-            _chart_div("features"),
-            _table(
+            chart_div("features"),
+            table(
                 ["feature", "users (30 d)", "share of MAU", "days used per user", "users ever"],
                 (
                     (
@@ -385,8 +233,8 @@ def _sections(report: Report, present: set[str]) -> list[str]:
         week = report.last_day - timedelta(days=report.last_day.weekday())
         section(
             "Accounts (declining first, then lowest score)",
-            _chart_div("tiers"),
-            _table(
+            chart_div("tiers"),
+            table(
                 [
                     "account",
                     "score",

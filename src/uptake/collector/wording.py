@@ -101,7 +101,7 @@ def lift_text(nudge: NudgeStat) -> str:
 
 
 def verdict_text(stat: NudgeStat | ProgrammeStat) -> str:
-    """What the lift by assignment says: "positive", "keep running"... ("n/a": no goal;
+    """Say what the lift by assignment found: "positive", "keep running"... ("n/a": no goal;
     "no holdout": fired for users but never held any out)."""
     if stat.verdict is not None:
         return stat.verdict
@@ -114,14 +114,14 @@ def verdict_text(stat: NudgeStat | ProgrammeStat) -> str:
 
 
 def itt_interval_text(stat: NudgeStat | ProgrammeStat) -> str:
-    """The anytime-valid interval in points: "-2.0 to +18.2" ("" until there is one)."""
+    """Return the anytime-valid interval in points: "-2.0 to +18.2" ("" until there is one)."""
     if stat.itt_low is None or stat.itt_high is None:
         return ""
     return f"{_pts(stat.itt_low)} to {_pts(stat.itt_high)}"
 
 
 def itt_text(stat: NudgeStat | ProgrammeStat) -> str:
-    """Lift by assignment, its anytime-valid interval and the minimum detectable effect:
+    """Return the lift by assignment, its anytime-valid interval and the detectable effect:
     "+8.1 pts (anytime 95% -2.0 to +18.2; detectable at this size: 12.0 pts)"."""
     if stat.itt_lift is None:
         return "n/a"
