@@ -160,3 +160,24 @@ def test_an_event_named_script_shows_as_text_in_the_browser(tmp_path: Path) -> N
             assert labels == [evil]  # and so does the chart
         finally:
             b.close()
+
+
+def test_the_report_finds_the_demo_nudge_that_works(tmp_path: Path) -> None:
+    # In the demo, users shown finish_setup invite a teammate far more often (and so reach
+    # "activated"): the lift by assignment must find it, with an interval clear of zero.
+    result = run_demo(
+        seed=3,
+        users=200,
+        days=45,
+        until=dt.date.fromisoformat(UNTIL),
+        out=str(tmp_path / "r.html"),
+        progress=False,
+        stream=io.StringIO(),
+    )
+    (line,) = [line for line in result.summary if line.startswith("nudge finish_setup:")]
+    assert line.startswith("nudge finish_setup: positive; lift by assignment +")
+    interval = line.split("anytime 95% ")[1].split(";")[0]
+    low, high = (float(x) for x in interval.split(" to "))
+    assert 0 < low < high
+    page = (tmp_path / "r.html").read_text(encoding="utf-8")
+    assert "<td>finish_setup</td><td>positive</td>" in page

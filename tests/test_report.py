@@ -314,8 +314,12 @@ def test_user_strings_are_escaped_everywhere() -> None:
                 "properties": {"nudge": "<b>bold</b>", "goal": evil, "goal_within_s": 60},
             }
         )
+    # An event after the goal window, so that it has ended for both users.
+    events.append(
+        {"type": "track", "userId": "v", "event": "Ping", "timestamp": "2026-03-03T10:00:00Z"}
+    )
     report = compute(from_events(events))
-    assert report.nudges[0].lift is not None  # so the lift chart, with the name, is drawn
+    assert report.nudges[0].itt_lift is not None  # so the lift chart, with the name, is drawn
     page = render_html(report, plotly_js="/* plotly */", title=evil)
     assert 'id="chart-nudge-lift"' in page and 'id="chart-milestones"' in page
     assert "<script>window.pwned" not in page

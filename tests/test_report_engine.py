@@ -102,17 +102,15 @@ def dataset(seed: int, users: int = 60, days: int = 70) -> list[dict[str, Any]]:
                 decision = rng.choice(
                     ["Fired", "Held Out", "Shown", "Clicked", "Dismissed", "Suppressed", "Snoozed"]
                 )
+                decided: dict[str, Any] = {
+                    "nudge": rng.choice(["tour", "invite"]),
+                    "goal": rng.choice(["Report Shared", "activated"]),
+                    "goal_within_s": 86_400 * 2,
+                }
+                if decision == "Held Out" and u % 7 == 3:  # the global holdout
+                    decided["global_holdout"] = 0.05
                 events.append(
-                    {
-                        "type": "track",
-                        "event": f"Nudge {decision}",
-                        **base,
-                        "properties": {
-                            "nudge": rng.choice(["tour", "invite"]),
-                            "goal": rng.choice(["Report Shared", "activated"]),
-                            "goal_within_s": 86_400 * 2,
-                        },
-                    }
+                    {"type": "track", "event": f"Nudge {decision}", **base, "properties": decided}
                 )
             elif roll < 0.88:
                 events.append({"type": "track", "event": "Report Shared", **base})
@@ -178,6 +176,7 @@ def test_every_figure_matches_the_reference_exactly(engine: str, tz: dt.tzinfo) 
                 assert getattr(got, field.name) == getattr(want, field.name), field.name
         assert want.users > 0 and want.sessions and want.retention and want.segments
         assert want.milestones and want.nudges and want.accounts_engagement
+        assert want.programme and any(n.itt_lift is not None for n in want.nudges)
 
 
 @pytest.mark.parametrize("engine", ["duckdb", "chdb"])

@@ -57,6 +57,18 @@ def full_report() -> Report:
                 "properties": ended,
             }
         )
+    # A user in the global holdout, so that the programme's table has its row.
+    held = {"nudge": "tip", "global_holdout": 0.05}
+    for event, properties in (("Report Created", {}), ("Nudge Held Out", held)):
+        events.append(
+            {
+                "type": "track",
+                "userId": "g1",
+                "event": event,
+                "timestamp": "2026-03-02T10:00:00Z",
+                "properties": properties,
+            }
+        )
     source = from_events(events)
     report = compute(
         source,
@@ -189,3 +201,29 @@ def test_tables_a_later_report_adds_are_exported_and_read_back_unchanged() -> No
         "last_seen": None,
     }
     assert _build(tuple[Cohort, ...], json.loads(json.dumps(plain))) == cohorts
+
+
+def test_the_json_holds_the_lift_by_assignment_and_how_it_was_drawn() -> None:
+    data = to_data(full_report())
+    assert data["schema_version"] == SCHEMA_VERSION == 1  # added fields only
+    assert data["lift_sequence"]["alpha"] == 0.05
+    assert data["lift_sequence"]["method"] == "normal-mixture confidence sequence"
+    (nudge,) = data["report"]["nudges"]
+    for key in ("treated", "control", "pending", "itt_lift", "itt_low", "itt_high", "mde"):
+        assert key in nudge, key
+    assert nudge["verdict"] in (
+        "keep running",
+        "positive",
+        "negative",
+        "no effect detectable at this size",
+    )
+    assert nudge["global_held_out"] == 1
+    (programme,) = data["report"]["programme"]
+    assert programme["control"] + programme["pending"] >= 1  # the global holdout's user
+    # Read back from a document of an older uptake, without any of them: still a report.
+    old = json.loads(to_json(full_report()))
+    for key in ("treated", "control", "pending", "verdict", "itt_lift", "global_held_out"):
+        del old["report"]["nudges"][0][key]
+    del old["report"]["programme"]
+    back = from_data(old)
+    assert back.nudges[0].verdict is None and back.programme == ()

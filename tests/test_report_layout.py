@@ -101,7 +101,13 @@ def larger(users: int = 400, days: int = 70) -> list[dict[str, Any]]:
         t0 = iso(start + dt.timedelta(days=joined, hours=20))
         kind = "Nudge Shown" if rng.random() < 0.7 else "Nudge Held Out"
         for name in nudges:
-            properties = {"nudge": name, "goal": "Goal", "goal_within_s": 7 * 86_400}
+            properties: dict[str, Any] = {
+                "nudge": name,
+                "goal": "Goal",
+                "goal_within_s": 7 * 86_400,
+            }
+            if u % 20 == 1:  # the global holdout: held out of every nudge
+                kind, properties["global_holdout"] = "Nudge Held Out", 0.05
             for event in ("Nudge Fired", kind) if kind == "Nudge Shown" else (kind,):
                 events.append(
                     {
@@ -195,24 +201,28 @@ def test_a_seven_event_report_reads_sensibly(chromium_page: Any, tmp_path: Path)
     assert "1 user" in page.inner_text("#chart-milestones")
 
 
-def test_a_full_report_fits_1200_px_with_lift_and_p_value_in_view(
+def test_a_full_report_fits_1200_px_with_lift_verdict_and_interval_in_view(
     chromium_page: Any, tmp_path: Path
 ) -> None:
     page = chromium_page
     open_report(page, tmp_path / "larger.html", larger())
-    # The nudge table scrolls nowhere, and its lift, interval and p-value are in view.
+    # The nudge table scrolls nowhere, and its verdict, lift and interval are in view.
     fits = page.evaluate(
         "[...document.querySelectorAll('table.nudges, table.nudge-reach')].map(t => "
         "[t.scrollWidth, t.parentElement.clientWidth, t.parentElement.scrollWidth])"
     )
     assert len(fits) == 2
+    # The programme against the global holdout has its own row, in view too.
+    assert page.locator("table.programme tbody tr").count() == 1
+    for cell in boxes(page, "table.programme th, table.programme td, table.nudge-reach td"):
+        assert cell["left"] >= 0 and cell["right"] <= 1200
     for table_width, section_width, section_scroll in fits:
         assert table_width <= section_width and section_scroll <= section_width
     headers = page.locator("table.nudges th").all_text_contents()
-    assert headers[:4] == ["nudge", "lift", "95% CI (pts)", "p-value"]
+    assert headers[:5] == ["nudge", "verdict", "lift", "anytime 95% (pts)", "detectable now"]
     for cell in boxes(page, "table.nudges th, table.nudges td"):
         assert cell["left"] >= 0 and cell["right"] <= 1200
-    lift_cell = page.locator("table.nudges tbody tr").first.locator("td").nth(1)
+    lift_cell = page.locator("table.nudges tbody tr").first.locator("td").nth(2)
     assert lift_cell.inner_text().endswith(" pts")
     # The chart shows the lift with its interval (error bars), around a zero line.
     lift = page.evaluate(

@@ -12,11 +12,13 @@ import attrs
 import pytest
 
 from uptake.cli import main
+from uptake.collector.figures import nudge_stat
+from uptake.collector.lift import ArmSums, lift_of
 from uptake.collector.metrics import NudgeStat, compute
 from uptake.collector.report import render_html, summary
 from uptake.collector.settings import ReportSettings, SettingsError, beside, dumps, load, loads
 from uptake.collector.sources import from_events
-from uptake.collector.wording import lift_interval, lift_text
+from uptake.collector.wording import lift_interval, lift_text, verdict_text
 from uptake.demo import _Progress, run_demo
 
 
@@ -154,18 +156,32 @@ def test_the_lift_interval_by_hand() -> None:
     assert lift_interval(attrs.evolve(nudge(10, 1, 5, 1), lift=None)) is None
 
 
-def test_nudge_lines_lead_with_lift_and_label_users_and_decisions() -> None:
+def test_nudge_lines_lead_with_verdict_and_lift_and_label_users_and_decisions() -> None:
     report = compute(from_events(events()))
-    report = attrs.evolve(report, nudges=(nudge(100, 50, 100, 30),))
+    # 300 users per arm by assignment, 50% against 30% converted.
+    treated = ArmSums.of([(1.0, 0.0)] * 150 + [(0.0, 0.0)] * 150)
+    control = ArmSums.of([(1.0, 0.0)] * 90 + [(0.0, 0.0)] * 210)
+    stat = nudge_stat(
+        "tip",
+        {"fired": 300, "held out": 300, "shown": 280},
+        0,
+        ("Goal", 7 * 86_400.0),
+        {"shown": 140, "held out": 90},
+        (lift_of(treated, control), 12),
+    )
+    report = attrs.evolve(report, nudges=(stat,))
     lines = summary(report)
     text = next(line for line in lines if line.startswith("nudge tip"))
-    assert text.startswith("nudge tip: lift +20.0 pts (95% CI +6.7 to +33.3), p=0.002; users ")
-    assert "users fired 100, shown 100, held out 100" in text and "0 decisions suppressed" in text
-    assert "50 of 100 users shown converted (50.0%) vs 30 of 100 held out (30.0%)" in "\n".join(
+    assert text.startswith(
+        "nudge tip: positive; lift by assignment +20.0 pts (anytime 95% +8.1 to +31.9; "
+        "detectable at this size: 15.2 pts); users "
+    )
+    assert "users fired 300, shown 280, held out 300" in text and "0 decisions suppressed" in text
+    assert "150/300 (50.0%) nudged vs 90/300 (30.0%) held out; 12 still in the window" in "\n".join(
         lines
     )
     page = render_html(report, plotly_js="")
-    assert "+20.0 pts" in page and "+6.7 to +33.3" in page and "0.002" in page
+    assert "positive" in page and "+20.0 pts" in page and "+8.1 to +31.9" in page
 
 
 class Terminal(io.StringIO):
@@ -223,3 +239,10 @@ def test_the_demo_and_the_report_on_its_store_print_the_same_numbers(
         assert re.search(rf"\b{name} \d+% \({n} (users?|accounts?)\b", reached), name
     with pytest.raises(ValueError, match=r"demo\.toml exists"):
         run_demo(db=str(tmp_path / "demo.jsonl"), out=str(tmp_path / "x.html"), progress=False)
+
+
+def test_a_nudge_without_a_holdout_says_so_instead_of_keep_running() -> None:
+    stat = nudge_stat("tip", {"fired": 50}, 0, ("Goal", 86_400.0), {}, (None, 0))
+    assert verdict_text(stat) == "no holdout"
+    assert verdict_text(attrs.evolve(stat, goal=None)) == "n/a"
+    assert verdict_text(attrs.evolve(stat, held_out=3)) == "keep running"

@@ -100,6 +100,7 @@ class Rules:
     inactive_events: frozenset[str]
     timezone: tzinfo | None
     rate_limit: float | None
+    global_holdout: float = 0.0
 
     def engine(self, store: Store) -> RulesEngine:
         """Build the rules engine for these settings over ``store``."""
@@ -111,6 +112,7 @@ class Rules:
             store=store,
             tz=self.timezone,
             inactive_events=self.inactive_events,
+            global_holdout=self.global_holdout,
         )
 
 
@@ -212,8 +214,17 @@ def rules(
     inactive_events: Iterable[str],
     timezone: tzinfo | None,
     rate_limit: timedelta | None,
+    global_holdout: float = 0.0,
 ) -> Rules:
     """Check the rule arguments; engagement is on by default when there are rules."""
+    if isinstance(global_holdout, bool) or not isinstance(global_holdout, (int, float)):
+        raise ConfigurationError(
+            f"global_holdout must be a fraction from 0 to 1, not {global_holdout!r}"
+        )
+    if not 0.0 <= global_holdout < 1.0:
+        raise ConfigurationError(
+            f"global_holdout must be at least 0 and below 1, not {global_holdout!r}"
+        )
     milestones = tuple(milestones)
     for m in milestones:
         if not isinstance(m, Milestone):
@@ -247,6 +258,7 @@ def rules(
         inactive_events=OWN_EVENTS | frozenset(inactive_events),
         timezone=timezone,
         rate_limit=None if rate_limit is None else rate_limit.total_seconds(),
+        global_holdout=float(global_holdout),
     )
 
 

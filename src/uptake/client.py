@@ -97,6 +97,8 @@ class Client(ContextApi, DeliveryApi, IdentityApi, SessionsApi, RulesApi):
         nudges: :class:`~uptake.Nudge` objects.
         nudge_rate_limit: At most one nudge per user per this period (default one hour);
             ``None``: no limit.
+        global_holdout: Fraction of users (a stable hash of the user id) no nudge ever
+            fires for: the nudge programme's control group (see docs/nudges.md).
         transport: Where batches go instead of ``POST {endpoint}/v1/batch``: an object
             with a ``send(messages)`` method, such as
             :class:`uptake.testing.MockTransport` in your tests. ``write_key`` and
@@ -138,6 +140,7 @@ class Client(ContextApi, DeliveryApi, IdentityApi, SessionsApi, RulesApi):
         engagement: Engagement | bool | None = None,
         nudges: Sequence[Nudge] = (),
         nudge_rate_limit: timedelta | None = timedelta(hours=1),
+        global_holdout: float = 0.0,
         transport: Transport | None = None,
     ) -> None:
         if transport is not None and not callable(getattr(transport, "send", None)):
@@ -170,6 +173,7 @@ class Client(ContextApi, DeliveryApi, IdentityApi, SessionsApi, RulesApi):
             inactive_events=inactive_events,
             timezone=timezone,
             rate_limit=nudge_rate_limit,
+            global_holdout=global_holdout,
         )
         if store is not None:
             _config.check_store(store)
@@ -244,6 +248,7 @@ class Client(ContextApi, DeliveryApi, IdentityApi, SessionsApi, RulesApi):
     milestones = _setting("_rule_settings", "milestones", "The client's milestones.")
     nudges = _setting("_rule_settings", "nudges", "The client's nudges.")
     timezone = _setting("_rule_settings", "timezone", "The rules' time zone (None: UTC).")
+    global_holdout = _setting("_rule_settings", "global_holdout", "Users no nudge fires for.")
 
     def __repr__(self) -> str:
         return (

@@ -3,8 +3,10 @@
 Hundreds of users in dozens of accounts use a small analytics product over about 60 days
 of event time: they sign up, some activate, some form a habit, some churn, some accounts
 cool off. Their events go through a real :class:`uptake.Client` (milestones, engagement,
-two nudges with holdouts) to the reference collector, started in this process on a free
-loopback port; the engagement report is then built from what the collector stored.
+two nudges with holdouts, a 5% global holdout) to the reference collector, started in this
+process on a free loopback port; the engagement report is then built from what the
+collector stored. Users shown a nudge act on it (more reports, more invitations), so the
+report's lift by assignment has a real effect to find.
 
 The same seed gives the same product history and the same report.
 """
@@ -67,6 +69,8 @@ NUDGES = (
     ),
 )
 
+#: Users no nudge ever fires for: the control group of the whole nudge programme.
+GLOBAL_HOLDOUT = 0.05
 TOUCHPOINTS = ("QBR Attended",)
 #: The client's engagement settings; the report's settings file says the same.
 ENGAGEMENT = Engagement(core_features=FEATURES, touchpoints=TOUCHPOINTS)
@@ -250,6 +254,7 @@ def run_demo(
                 milestones=MILESTONES,
                 nudges=NUDGES,
                 engagement=ENGAGEMENT,
+                global_holdout=GLOBAL_HOLDOUT,
             )
             reached: Counter[str] = Counter()
             examples: list[str] = []

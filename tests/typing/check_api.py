@@ -58,6 +58,10 @@ sent: list[dict[str, object]] = [dict(e) for e in mock.events]
 store: uptake.Store = uptake.MemoryStore()
 replayed: uptake.ReplayResult = tested.replay([])
 options = IntegrationOptions(skip_paths=["/health"])
+# A global holdout: a read-only fraction; explain_nudges may name it.
+held = uptake.Client(send=False, global_holdout=0.05)
+fraction: float = held.global_holdout
+statuses: list[str] = [w.status for w in held.explain_nudges("u1")]
 
 
 def check_context(client: uptake.Client) -> None:

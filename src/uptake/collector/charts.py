@@ -13,7 +13,7 @@ from datetime import date, timedelta
 from typing import Any
 
 from .metrics import Report
-from .wording import lift_interval, p_text, plural
+from .wording import plural, verdict_text
 
 __all__ = ["QUICK_RATIO_CAP", "Chart", "charts"]
 
@@ -387,19 +387,23 @@ def _tiers(report: Report) -> Chart:
 
 
 def _nudge_lift(report: Report) -> Chart | None:
-    lifts = [(n, lift_interval(n)) for n in report.nudges if n.lift is not None]
+    lifts = [(n, n.itt_lift) for n in report.nudges if n.itt_lift is not None]
     if not lifts:
         return None
-    ys = [n.lift * 100 for n, _ in lifts if n.lift is not None]
-    highs = [(ci[1] - n.lift) * 100 if ci and n.lift is not None else 0 for n, ci in lifts]
-    lows = [(n.lift - ci[0]) * 100 if ci and n.lift is not None else 0 for n, ci in lifts]
+    ys = [y * 100 for _, y in lifts if y is not None]
+    highs = [
+        (n.itt_high - y) * 100 if n.itt_high is not None and y is not None else 0 for n, y in lifts
+    ]
+    lows = [
+        (y - n.itt_low) * 100 if n.itt_low is not None and y is not None else 0 for n, y in lifts
+    ]
     return (
         "nudge-lift",
         [
             {
                 "type": "scatter",
                 "mode": "markers+text",
-                "name": "lift (95% CI)",
+                "name": "lift (anytime 95%)",
                 "x": [label(n.name) for n, _ in lifts],
                 "y": [round(y, 2) for y in ys],
                 "error_y": {
@@ -411,9 +415,7 @@ def _nudge_lift(report: Report) -> Chart | None:
                     "width": 8,
                 },
                 "text": [
-                    f"{y:+.1f} pts, p{'' if p_text(n.p_value).startswith('<') else '='}"
-                    f"{p_text(n.p_value)}"
-                    for (n, _), y in zip(lifts, ys, strict=True)
+                    f"{y:+.1f} pts, {verdict_text(n)}" for (n, _), y in zip(lifts, ys, strict=True)
                 ],
                 "textposition": "middle right",
                 "cliponaxis": False,
@@ -421,7 +423,7 @@ def _nudge_lift(report: Report) -> Chart | None:
             }
         ],
         _layout(
-            "Nudge lift on its goal: shown minus held out, with 95% confidence interval",
+            "Nudge lift on its goal by assignment, with its anytime-valid 95% interval",
             height=320,
             xaxis={
                 "type": "category",

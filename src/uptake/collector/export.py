@@ -22,6 +22,7 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import attrs
 
+from .lift import ALPHA, MIN_PER_ARM, TARGET
 from .metrics import NudgeStat, Report
 from .settings import ReportSettings
 from .wording import LIFT_CONFIDENCE, lift_interval
@@ -57,6 +58,14 @@ def to_data(report: Report, settings: ReportSettings | None = None) -> dict[str,
         "schema": SCHEMA,
         "schema_version": SCHEMA_VERSION,
         "lift_confidence": LIFT_CONFIDENCE,
+        # How the lift by assignment's anytime-valid interval is drawn (docs/nudges.md).
+        "lift_sequence": {
+            "method": "normal-mixture confidence sequence",
+            "alpha": ALPHA,
+            "tightest_at_users": TARGET,
+            "min_users_per_arm": MIN_PER_ARM,
+            "cuped_covariate": "active days in the 28 days before assignment",
+        },
         "settings": None if settings is None else settings.to_dict(),
         "report": _plain(report),
     }

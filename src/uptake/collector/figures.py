@@ -10,15 +10,18 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from datetime import date, timedelta, tzinfo
+from typing import Any
 
 from ..definitions import compose_score, writable
 from ..rules.engagement import Engagement, declining
+from .lift import ArmSums, Lift, lift_of
 from .metrics import (
     AccountStat,
     FeatureStat,
     LifecycleWeek,
     MilestoneStat,
     NudgeStat,
+    ProgrammeStat,
     Report,
     RetentionCohort,
     SegmentStat,
@@ -251,7 +254,75 @@ def account_stat(
 
 
 #: What a nudge decision is counted as, from its event name ("Nudge Fired": "fired").
-NUDGE_KINDS = ("fired", "held out", "shown", "clicked", "dismissed")
+NUDGE_KINDS = ("fired", "held out", "global holdout", "shown", "clicked", "dismissed")
+
+
+#: Assignment sums by (arm, goal window ended): ``arm`` is "fired", "held out" or
+#: "global holdout"; with the latest assignment time of any of them.
+Arms = Mapping[tuple[str, bool], ArmSums]
+#: How long without a new assignment before an experiment counts as no longer growing.
+STILL_GROWING_S = 7 * 86_400.0
+
+
+def decision_kind(event: str, data: Mapping[str, object]) -> str:
+    """Return what a "Nudge ..." event counts as: "fired", "held out", "global holdout" (held out
+    with a positive ``global_holdout``), "shown" ..."""
+    kind = event[len("Nudge ") :].lower()
+    if kind == "held out" and positive(data.get("global_holdout")) is not None:
+        return "global holdout"
+    return kind
+
+
+def assignment_lift(
+    arms: Arms, last_assigned: float | None, end: float, control: str = "held out"
+) -> tuple[Lift | None, int]:
+    """Return the lift by assignment of "fired" over ``control`` among users whose window has
+    ended, and how many assigned users are still inside it."""
+    treated = arms.get(("fired", True), ArmSums())
+    held = arms.get((control, True), ArmSums())
+    pending = sum(s.n for (arm, done), s in arms.items() if not done and arm in ("fired", control))
+    growing = last_assigned is not None and last_assigned >= end - STILL_GROWING_S
+    return lift_of(treated, held, growing=growing), pending
+
+
+def _itt(lift: Lift | None, pending: int) -> dict[str, Any]:
+    if lift is None:
+        return {"pending": pending}
+    return {
+        "treated": lift.treated,
+        "control": lift.control,
+        "pending": pending,
+        "treated_rate": lift.treated_rate,
+        "control_rate": lift.control_rate,
+        "itt_lift": lift.lift,
+        "itt_low": lift.low,
+        "itt_high": lift.high,
+        "mde": lift.mde,
+        "variance_reduction": lift.variance_reduction,
+        "verdict": lift.verdict,
+    }
+
+
+def programme_stat(arms: Arms, last_assigned: float | None, end: float) -> ProgrammeStat | None:
+    """Return the programme's figures against the global holdout (None without one)."""
+    if not any(arm == "global holdout" for arm, _ in arms):
+        return None
+    lift, pending = assignment_lift(arms, last_assigned, end, control="global holdout")
+    fields: dict[str, Any] = dict.fromkeys(
+        (
+            "treated_rate",
+            "control_rate",
+            "itt_lift",
+            "itt_low",
+            "itt_high",
+            "mde",
+            "variance_reduction",
+            "verdict",
+        )
+    )
+    fields.update(treated=0, control=0)
+    fields.update(_itt(lift, pending))
+    return ProgrammeStat(outcome="retained: active 28-35 days after assignment", **fields)
 
 
 def nudge_stat(
@@ -260,8 +331,10 @@ def nudge_stat(
     suppressed: int,
     goal: tuple[str, float] | None,
     converted: Mapping[str, int],
+    itt: tuple[Lift | None, int] | None = None,
 ) -> NudgeStat:
-    """A nudge's figures from its users per decision and its conversions per group."""
+    """A nudge's figures from its users per decision and its conversions per group, and
+    its lift by assignment (``itt``, from :func:`assignment_lift`)."""
     n_shown, n_held = users.get("shown", 0), users.get("held out", 0)
     shown_conv, held_conv = converted.get("shown", 0), converted.get("held out", 0)
     shown_rate = shown_conv / n_shown if goal and n_shown else None
@@ -286,6 +359,8 @@ def nudge_stat(
         held_out_rate=held_rate,
         lift=lift,
         p_value=p_value,
+        global_held_out=users.get("global holdout", 0),
+        **(_itt(*itt) if goal and itt is not None else {}),
     )
 
 

@@ -30,6 +30,7 @@ __all__ = [
     "LifecycleWeek",
     "MilestoneStat",
     "NudgeStat",
+    "ProgrammeStat",
     "Record",
     "Report",
     "RetentionCohort",
@@ -137,6 +138,40 @@ class NudgeStat:
     held_out_rate: float | None
     lift: float | None  # shown_rate - held_out_rate
     p_value: float | None  # two-proportion z-test
+    # Intent to treat: users by their first assignment (fired or held out), whose goal
+    # window has ended; CUPED-adjusted lift with an anytime-valid interval (see lift.py).
+    global_held_out: int = 0  # users held out by the client's global holdout
+    treated: int = 0
+    control: int = 0
+    pending: int = 0  # assigned users whose goal window has not ended yet
+    treated_rate: float | None = None
+    control_rate: float | None = None
+    itt_lift: float | None = None
+    itt_low: float | None = None
+    itt_high: float | None = None
+    mde: float | None = None
+    variance_reduction: float | None = None
+    verdict: str | None = None
+
+
+@attrs.frozen
+class ProgrammeStat:
+    """What the whole nudge programme does: users assigned to any nudge against the
+    client's global holdout, by their first assignment; retained = active on a day 28 to
+    35 days after it (fields as :class:`NudgeStat`'s intent-to-treat ones)."""
+
+    outcome: str
+    treated: int  # users nudged (or held out of one nudge): the programme as it runs
+    control: int  # users in the global holdout
+    pending: int
+    treated_rate: float | None
+    control_rate: float | None
+    itt_lift: float | None
+    itt_low: float | None
+    itt_high: float | None
+    mde: float | None
+    variance_reduction: float | None
+    verdict: str | None
 
 
 @attrs.frozen
@@ -215,6 +250,8 @@ class Report:
     segments: tuple[SegmentStat, ...] = ()
     #: What computed the figures: "duckdb", "chdb" or "python".
     engine: str = "python"
+    #: The nudge programme against the global holdout (one row, when there is one).
+    programme: tuple[ProgrammeStat, ...] = ()
 
 
 ENGINES = ("duckdb", "chdb", "python")

@@ -29,6 +29,7 @@ from .figures import (
     by_share,
     by_size,
     day_date,
+    decision_kind,
     duration_of,
     feature_stat,
     inactive_report,
@@ -37,7 +38,6 @@ from .figures import (
     median,
     milestone_stat,
     name_of,
-    nudge_stat,
     positive,
     quantile,
     retention_cohort,
@@ -48,6 +48,7 @@ from .figures import (
     zone_name,
 )
 from .metrics import DailyActive, Record, Report, SegmentStat
+from .reference_lift import nudge_lift, programme
 
 __all__ = ["compute_reference"]
 
@@ -88,6 +89,7 @@ def compute_reference(
     milestones: dict[tuple[str, str], dict[str, tuple[float, float | None]]] = {}
     nudge_first: dict[tuple[str, str], dict[str, float]] = defaultdict(dict)
     suppressed: dict[str, int] = defaultdict(int)
+    assigned: dict[str, dict[str, tuple[float, int, str]]] = defaultdict(dict)
     goals: dict[str, tuple[str, float]] = {}
     reached_at: dict[tuple[str, str], list[float]] = defaultdict(list)
     session_starts: dict[int, int] = defaultdict(int)
@@ -122,7 +124,18 @@ def compute_reference(
                 if length is not None:
                     lengths.append(length)
             elif data is not None:
-                _own_event(event, user, account, t, data, milestones, nudge_first, suppressed)
+                _own_event(
+                    event,
+                    user,
+                    account,
+                    t,
+                    data,
+                    milestones,
+                    nudge_first,
+                    suppressed,
+                    assigned,
+                    day,
+                )
                 _goal(event, user, t, data, goals, reached_at)
             continue
         user_days[user].add(day)
@@ -138,13 +151,17 @@ def compute_reference(
                 acct_features[account][feature].add(day)
 
     lengths.sort()
+    end_t = rows[-1][0] if rows else 0.0
     base: dict[str, Any] = {
         "events": len(rows),
         "skipped": skipped,
         "accounts": len(accounts_seen),
         "timezone": zone_name(tz),
         "milestones": _milestones(milestones, first_t, first_acct),
-        "nudges": _nudges(nudge_first, suppressed, goals, reached_at),
+        "nudges": _nudges(nudge_first, suppressed, goals, reached_at, assigned, user_days, end_t),
+        "programme": programme(assigned[""], user_days, end_t, max(days_of, default=0))
+        if any(kind == "global holdout" for _, _, kind in assigned[""].values())
+        else (),
         "session_lengths": len(lengths),
         "session_median_s": median(lengths) if lengths else None,
         "session_p90_s": quantile(lengths, 0.9) if lengths else None,
@@ -237,6 +254,8 @@ def _own_event(
     milestones: dict[tuple[str, str], dict[str, tuple[float, float | None]]],
     nudge_first: dict[tuple[str, str], dict[str, float]],
     suppressed: dict[str, int],
+    assigned: dict[str, dict[str, tuple[float, int, str]]],
+    day: int,
 ) -> None:
     """Take in a milestone or a nudge decision."""
     if event == "Milestone Reached":
@@ -253,8 +272,12 @@ def _own_event(
         return
     if event == "Nudge Suppressed":
         suppressed[name] += 1
-    else:
-        nudge_first[(name, event[len("Nudge ") :].lower())].setdefault(user, t)
+        return
+    kind = decision_kind(event, data)
+    nudge_first[(name, kind)].setdefault(user, t)
+    if kind in ("fired", "held out", "global holdout"):  # assignments, first one counts
+        assigned[name].setdefault(user, (t, day, kind))
+        assigned[""].setdefault(user, (t, day, kind))
 
 
 def _goal(
@@ -398,6 +421,9 @@ def _nudges(
     suppressed: Mapping[str, int],
     goals: Mapping[str, tuple[str, float]],
     reached_at: Mapping[tuple[str, str], list[float]],
+    assigned: Mapping[str, Mapping[str, tuple[float, int, str]]],
+    user_days: Mapping[str, set[int]],
+    end: float,
 ) -> tuple[Any, ...]:
     names = sorted({name for name, _ in nudge_first} | set(suppressed))
     out = []
@@ -412,5 +438,18 @@ def _nudges(
                     times = reached_at.get((target, user), ())
                     converted[group] += any(t0 <= g <= t0 + within for g in times)
         users = {kind: len(members) for kind, members in groups.items()}
-        out.append(nudge_stat(name, users, suppressed.get(name, 0), goal, converted))
+        first = assigned.get(name, {})
+        out.append(
+            nudge_lift(
+                name,
+                users,
+                suppressed.get(name, 0),
+                goal,
+                converted,
+                first,
+                user_days,
+                reached_at,
+                end,
+            )
+        )
     return tuple(out)

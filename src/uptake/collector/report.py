@@ -2,9 +2,9 @@
 
 Both draw the same :class:`~uptake.collector.metrics.Report` with the same wording
 (:mod:`uptake.collector.figures`): every figure says whether it counts users, accounts,
-events or decisions, and a nudge's lift is shown with its 95% confidence interval and
-p-value. The settings that shaped the numbers (:mod:`uptake.collector.settings`) are
-printed at the top of both.
+events or decisions, and a nudge's lift by assignment is shown with its anytime-valid 95%
+interval, its verdict and the smallest effect detectable at its size. The settings that
+shaped the numbers (:mod:`uptake.collector.settings`) are printed at the top of both.
 
 Charts (:mod:`uptake.collector.charts`) are drawn by plotly.js, inlined once in the page
 (no CDN: the file works offline). Every string that comes from events is escaped: in
@@ -30,9 +30,11 @@ from typing import Any
 
 from ..definitions import writable
 from .charts import charts
-from .metrics import AccountStat, MilestoneStat, NudgeStat, Report
+from .html_parts import chart_div, table
+from .metrics import AccountStat, MilestoneStat, Report
+from .report_nudges import nudge_lines, nudge_section, programme_lines
 from .settings import ReportSettings
-from .wording import lift_interval, lift_text, num, p_text, pct, plural, printable, skipped_text
+from .wording import num, pct, plural, printable, skipped_text
 
 __all__ = ["render_html", "summary"]
 
@@ -48,21 +50,6 @@ def summary(report: Report, settings: ReportSettings | None = None) -> list[str]
 
 def _reached(m: MilestoneStat) -> str:
     return plural(m.reached, "account" if m.scope == "account" else "user")
-
-
-def _nudge_lines(n: NudgeStat) -> list[str]:
-    counts = (
-        f"users fired {n.fired:,}, shown {n.shown:,}, held out {n.held_out:,}, clicked "
-        f"{n.clicked:,}, dismissed {n.dismissed:,}; {n.suppressed:,} decisions suppressed"
-    )
-    if n.lift is None:
-        return [f"nudge {n.name}: {counts}"]
-    return [
-        f"nudge {n.name}: lift {lift_text(n)}; {counts}",
-        f"  goal {n.goal} within {num(n.goal_within_days, 0)} d: {n.shown_converted:,} of "
-        f"{n.shown:,} users shown converted ({pct(n.shown_rate, 1)}) vs "
-        f"{n.held_out_converted:,} of {n.held_out:,} held out ({pct(n.held_out_rate, 1)})",
-    ]
 
 
 def _summary(report: Report) -> list[str]:
@@ -112,7 +99,9 @@ def _summary(report: Report) -> list[str]:
             text += ": " + ", ".join(falling[:5]) + (", ..." if len(falling) > 5 else "")
         lines.append(text)
     for n in report.nudges:
-        lines.extend(_nudge_lines(n))
+        lines.extend(nudge_lines(n))
+    for p in report.programme:
+        lines.extend(programme_lines(p))
     return lines
 
 
@@ -126,14 +115,6 @@ def _script_json(value: Any) -> str:
         .replace("\u2028", "\\u2028")
         .replace("\u2029", "\\u2029")
     )
-
-
-def _table(headers: Sequence[str], rows: Iterable[Sequence[object]], cls: str = "") -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows
-    )
-    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
 def _cards(report: Report) -> str:
@@ -153,79 +134,6 @@ def _cards(report: Report) -> str:
         f'<div class="k">{html.escape(k)}</div></div>'
         for k, v in items
     )
-
-
-def _chart_div(chart_id: str) -> str:
-    return f'<div class="chart" id="chart-{chart_id}"></div>'
-
-
-def _interval(n: NudgeStat) -> str:
-    ci = lift_interval(n)
-    return "" if ci is None else f"{ci[0] * 100:+.1f} to {ci[1] * 100:+.1f}"
-
-
-def _converted(converted: int, of: int, rate: float | None) -> str:
-    return "" if rate is None else f"{converted:,}/{of:,} ({pct(rate, 1)})"
-
-
-def _nudge_section(report: Report, present: set[str]) -> list[str]:
-    lifts = (
-        (
-            n.name,
-            "n/a" if n.lift is None else f"{n.lift * 100:+.1f} pts",
-            _interval(n),
-            p_text(n.p_value),
-            "" if n.goal is None else f"{n.goal} within {num(n.goal_within_days, 0)} d",
-            _converted(n.shown_converted, n.shown, n.shown_rate),
-            _converted(n.held_out_converted, n.held_out, n.held_out_rate),
-        )
-        for n in report.nudges
-    )
-    reach = (
-        (
-            n.name,
-            f"{n.fired:,}",
-            f"{n.shown:,}",
-            f"{n.clicked:,}",
-            f"{n.dismissed:,}",
-            f"{n.held_out:,}",
-            f"{n.suppressed:,}",
-        )
-        for n in report.nudges
-    )
-    return [
-        _table(
-            [
-                "nudge",
-                "lift",
-                "95% CI (pts)",
-                "p-value",
-                "goal",
-                "shown: converted (users)",
-                "held out: converted (users)",
-            ],
-            lifts,
-            "nudges",
-        ),
-        _chart_div("nudge-lift") if "nudge-lift" in present else "",
-        "<p class=note>Lift = goal conversion of users shown the nudge, within the goal window "
-        "after they were first shown it, minus that of users held out of it, from the moment "
-        "they were held out. The interval is a 95% Wald interval of the difference; the "
-        "p-value is a two-sided pooled two-proportion z-test.</p>",
-        _table(
-            [
-                "nudge",
-                "users fired",
-                "users shown",
-                "users clicked",
-                "users dismissed",
-                "users held out",
-                "decisions suppressed",
-            ],
-            reach,
-            "nudge-reach",
-        ),
-    ]
 
 
 def _account_rows(accounts: Iterable[AccountStat]) -> Iterable[Sequence[object]]:
@@ -251,14 +159,14 @@ def _sections(report: Report, present: set[str]) -> list[str]:
         sections.append(f"<section><h2>{html.escape(heading)}</h2>{''.join(parts)}</section>")
 
     if report.nudges:
-        section("Nudges: do they work?", *_nudge_section(report, present))
+        section("Nudges: do they work?", *nudge_section(report, present))
     if "active-users" in present:
         section(
             "Active users",
-            _chart_div("active-users"),
+            chart_div("active-users"),
             '<div class="row">',
-            _chart_div("l7"),
-            _chart_div("l28"),
+            chart_div("l7"),
+            chart_div("l28"),
             "</div>",
             "<p class=note>Stickiness is the mean of DAU/MAU over the last 30 days; "
             f"active events per MAU user (30 days): "
@@ -267,8 +175,8 @@ def _sections(report: Report, present: set[str]) -> list[str]:
     if "lifecycle" in present:
         section(
             "Lifecycle (users)",
-            _chart_div("lifecycle"),
-            _table(
+            chart_div("lifecycle"),
+            table(
                 ["week of", "active", "new", "returning", "resurrecting", "dormant", "quick ratio"],
                 (
                     (
@@ -287,8 +195,8 @@ def _sections(report: Report, present: set[str]) -> list[str]:
     if "milestones" in present:
         section(
             "Activation",
-            _chart_div("milestones"),
-            _table(
+            chart_div("milestones"),
+            table(
                 ["milestone", "scope", "reached", "share", "median days", "p90 days"],
                 (
                     (
@@ -306,8 +214,8 @@ def _sections(report: Report, present: set[str]) -> list[str]:
     if "features" in present:
         section(
             "Feature adoption",
-            _chart_div("features"),
-            _table(
+            chart_div("features"),
+            table(
                 ["feature", "users (30 d)", "share of MAU", "days used per user", "users ever"],
                 (
                     (
@@ -325,8 +233,8 @@ def _sections(report: Report, present: set[str]) -> list[str]:
         week = report.last_day - timedelta(days=report.last_day.weekday())
         section(
             "Accounts (declining first, then lowest score)",
-            _chart_div("tiers"),
-            _table(
+            chart_div("tiers"),
+            table(
                 [
                     "account",
                     "score",
@@ -439,8 +347,11 @@ td {{ white-space: nowrap; }}
 th {{ color: #374151; background: #f9fafb; vertical-align: bottom; font-weight: 600; }}
 table.nudges td:nth-child(2), table.nudges td:nth-child(3), table.nudges td:nth-child(4) {{
   font-weight: 600; background: #eff6ff; }}
-table.nudges td:first-child, table.nudges td:nth-child(5) {{ white-space: normal; min-width: 8em;
+table.programme td:nth-child(2), table.programme td:nth-child(3),
+table.programme td:nth-child(4) {{ font-weight: 600; background: #eff6ff; }}
+table.nudges td:first-child, table.nudges td:nth-child(6) {{ white-space: normal; min-width: 8em;
   overflow-wrap: anywhere; }}
+table.nudge-reach th {{ white-space: normal; }}
 .note {{ color: #6b7280; font-size: 13px; }}
 </style>
 <script>{plotly}</script>

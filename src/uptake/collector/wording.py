@@ -10,10 +10,12 @@ import math
 import re
 
 from ..definitions import writable
-from .metrics import NudgeStat, Report
+from .metrics import NudgeStat, ProgrammeStat, Report
 
 __all__ = [
     "LIFT_CONFIDENCE",
+    "itt_interval_text",
+    "itt_text",
     "lift_interval",
     "lift_text",
     "num",
@@ -22,6 +24,7 @@ __all__ = [
     "plural",
     "printable",
     "skipped_text",
+    "verdict_text",
 ]
 
 #: The confidence of the lift interval the report shows.
@@ -95,3 +98,37 @@ def lift_text(nudge: NudgeStat) -> str:
         text += f" (95% CI {_pts(interval[0])} to {_pts(interval[1])})"
     p = nudge.p_value
     return text + f", p{'' if p is not None and p < 0.001 else '='}{p_text(p)}"
+
+
+def verdict_text(stat: NudgeStat | ProgrammeStat) -> str:
+    """Say what the lift by assignment found: "positive", "keep running"... ("n/a": no goal;
+    "no holdout": fired for users but never held any out)."""
+    if stat.verdict is not None:
+        return stat.verdict
+    if isinstance(stat, NudgeStat):
+        if stat.goal is None:
+            return "n/a"
+        if stat.fired and not stat.held_out:
+            return "no holdout"  # nothing to compare with: give the nudge a holdout
+    return "keep running"  # nobody's goal window has ended yet
+
+
+def itt_interval_text(stat: NudgeStat | ProgrammeStat) -> str:
+    """Return the anytime-valid interval in points: "-2.0 to +18.2" ("" until there is one)."""
+    if stat.itt_low is None or stat.itt_high is None:
+        return ""
+    return f"{_pts(stat.itt_low)} to {_pts(stat.itt_high)}"
+
+
+def itt_text(stat: NudgeStat | ProgrammeStat) -> str:
+    """Return the lift by assignment, its anytime-valid interval and the detectable effect:
+    "+8.1 pts (anytime 95% -2.0 to +18.2; detectable at this size: 12.0 pts)"."""
+    if stat.itt_lift is None:
+        return "n/a"
+    text = f"{_pts(stat.itt_lift)} pts"
+    if stat.itt_low is not None and stat.mde is not None:
+        text += (
+            f" (anytime {LIFT_CONFIDENCE:.0%} {itt_interval_text(stat)}; detectable at this "
+            f"size: {stat.mde * 100:.1f} pts)"
+        )
+    return text

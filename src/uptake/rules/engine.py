@@ -66,6 +66,7 @@ class RulesEngine:
         store: Store,
         tz: tzinfo | None,
         inactive_events: frozenset[str],
+        global_holdout: float = 0.0,
     ) -> None:
         self.store = store
         self.calendar = Calendar(tz)
@@ -92,6 +93,7 @@ class RulesEngine:
             rate_limit=rate_limit,
             declining=user_engagement.declining_at if user_engagement is not None else None,
             next_week=self.calendar.next_week,
+            global_holdout=global_holdout,
         )
         account_names = {m.name for m in milestones if m.scope == "account"}
         # Whether a user's nudges look at what their account reached.

@@ -268,6 +268,8 @@ class RulesFacade:
                 name = "Nudge Fired" if kind == "fired" else "Nudge Held Out"
                 properties["priority"] = nudge.priority
                 properties["holdout"] = nudge.holdout
+                if kind == "global_holdout":  # the programme's control group
+                    properties["global_holdout"] = self.engine.nudges.global_holdout
                 if nudge.goal is not None:
                     properties["goal"] = nudge.goal
                     properties["goal_within_s"] = nudge.goal_within.total_seconds()
@@ -338,6 +340,7 @@ class RulesFacade:
             engagement=engine.engagement,
             nudges=nudges,
             rate_limit=engine.nudges.rate_limit,
+            global_holdout=engine.nudges.global_holdout,
             tz=engine.calendar.tz,
             inactive_events=engine.inactive_events,
             parse=parse_track,

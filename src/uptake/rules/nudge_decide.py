@@ -4,7 +4,9 @@ Evaluation order for each nudge, in priority order: schedule, audience by traits
 ``unless``, caps (dismissal, max_shows, snooze, cooldown), then the host's ``audience``
 callable (asked last: it is host code and may be slow); the nudges that pass all of them
 go through the per-user rate limit one by one, and each is either held out (a stable hash
-of nudge and user puts the user in the control group: recorded, never shown) or fired.
+of the user puts them in the client's global holdout, or one of nudge and user in the
+nudge's control group: recorded, never shown) or fired. Both arms are recorded at this
+same point, which is what makes the report's lift a comparison by assignment.
 
 :meth:`Decider.decide` is used both to decide (on the live state, inside a store update)
 and to explain (on a copy, with ``why`` given: only then are reason strings built), so an
@@ -34,6 +36,7 @@ from .nudge_spec import (
     Nudge,
     NudgeStatus,
     Reached,
+    in_global_holdout,
     iso,
     span,
     timestamp_of,
@@ -174,6 +177,7 @@ class Decider:
 
     nudges: tuple[Nudge, ...]
     rate_limit: float | None
+    global_holdout: float
     fingerprint: str
     _unless: dict[str, tuple[str, ...]]
     _declining: Callable[[SubjectState, float], bool] | None
@@ -230,6 +234,17 @@ class Decider:
             # A held-out user uses up the rate limit too: the control group must get what
             # the others get, minus this nudge, or lift would compare with another nudge.
             state.nudges[LAST] = t
+            if self.global_holdout and in_global_holdout(context.user_id, self.global_holdout):
+                # Assigned to the programme's control group: recorded like a held-out user
+                # of this nudge (same moment, same caps), marked global by the facade.
+                if why is not None:
+                    detail = (
+                        f"in the {self.global_holdout:.0%} global holdout: no nudge ever "
+                        "fires for this user"
+                    )
+                    why[nudge.name] = ("global_holdout", detail, None)
+                actions.append(("global_holdout", nudge, nudge.trigger.describe()))
+                continue
             if nudge.held_out(context.user_id):
                 if why is not None:
                     detail = f"in the {nudge.holdout:.0%} control group"

@@ -55,8 +55,10 @@ class NudgeRules(Decider):
         rate_limit: float | None,
         declining: Callable[[SubjectState, float], bool] | None,
         next_week: Callable[[float], float] | None = None,
+        global_holdout: float = 0.0,
     ) -> None:
         self.nudges = tuple(sorted(nudges, key=lambda n: (-n.priority, n.name)))
+        self.global_holdout = global_holdout
         self.by_name = {n.name: n for n in self.nudges}
         self.rate_limit = rate_limit
         self._declining = declining

@@ -8,12 +8,12 @@ moment, on a copy of the state, asking it to record its reasons; nothing is stor
 from __future__ import annotations
 
 from .nudge_decide import FIRES, PENDING, Context, Decider, Why
-from .nudge_spec import NudgeExplanation, utc
+from .nudge_spec import NudgeExplanation, in_global_holdout, utc
 from .state import SubjectState
 
 __all__ = ["explain"]
 
-_FIRING = ("would_fire", "held_out")
+_FIRING = ("would_fire", "held_out", "global_holdout")
 
 
 def explain(
@@ -34,8 +34,12 @@ def explain(
     # (A nudge an ``unless`` milestone made pointless was just dropped from pending.)
     pending = pending_before.intersection((state.nudges or {}).get(PENDING, ()))
     out: list[NudgeExplanation] = []
+    fraction = rules.global_holdout
+    everywhere = in_global_holdout(context.user_id, fraction)
     for nudge in rules.nudges:
         status, detail, until = why[nudge.name]
+        if everywhere and status != "global_holdout":  # whatever else stops it now
+            detail += f"; the user is in the {fraction:.0%} global holdout: no nudge ever fires"
         waiting = nudge.name in pending
         if waiting:  # fired and waiting: what the host should know first
             if status in _FIRING:

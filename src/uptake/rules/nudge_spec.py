@@ -280,6 +280,19 @@ class Nudge:
         return int.from_bytes(digest, "big") / 2**64 < self.holdout
 
 
+def in_global_holdout(user: str, fraction: float) -> bool:
+    """Whether a user is in the client's global holdout of ``fraction`` (no nudge fires).
+
+    A stable hash of the user id alone, salted apart from every nudge's own holdout hash
+    (a nudge name never holds a NUL), so the two are independent and the same in every
+    process and language that hashes the same way.
+    """
+    if not fraction:
+        return False
+    digest = hashlib.blake2b(f"\x00global\x00{user}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64 < fraction
+
+
 def timestamp_of(value: datetime) -> float:
     if value.tzinfo is None:
         value = value.replace(tzinfo=timezone.utc)
@@ -322,6 +335,7 @@ NudgeStatus = Literal[
     "cooldown",
     "rate_limited",
     "held_out",
+    "global_holdout",
 ]
 
 
@@ -337,8 +351,10 @@ class NudgeExplanation:
     Attributes:
         name: The nudge.
         status: ``"would_fire"``, ``"held_out"`` (would fire, but the user is in its
-            control group), ``"pending"`` (fired, not yet shown, and not due to fire
-            again), or what stops it: ``"not_scheduled"``, ``"not_in_audience"``,
+            control group), ``"global_holdout"`` (would fire, but the user is in the
+            client's ``global_holdout``: no nudge ever fires for them), ``"pending"``
+            (fired, not yet shown, and not due to fire again), or what stops it:
+            ``"not_scheduled"``, ``"not_in_audience"``,
             ``"trigger_not_met"``, ``"suppressed"`` (an ``unless`` milestone),
             ``"max_shows"``, ``"dismissed"``, ``"snoozed"``, ``"cooldown"``,
             ``"rate_limited"``.
@@ -356,7 +372,7 @@ class NudgeExplanation:
     pending: bool = False
 
 
-#: One decision: ("fired" | "held_out" | "suppressed", nudge, reason).
+#: One decision: ("fired" | "held_out" | "global_holdout" | "suppressed", nudge, reason).
 Action = tuple[str, Nudge, str]
 
 

@@ -90,6 +90,7 @@ def simulate(
     tz: tzinfo | None,
     inactive_events: frozenset[str],
     parse: Callable[[object], Parsed | None],
+    global_holdout: float = 0.0,
 ) -> Simulation:
     """Run history through a private engine and count every nudge decision."""
     engine = RulesEngine(
@@ -100,6 +101,7 @@ def simulate(
         store=MemoryStore(max_users=10_000_000),
         tz=tz,
         inactive_events=inactive_events,
+        global_holdout=global_holdout,
     )
     applied = skipped = 0
     users: set[str] = set()
@@ -140,7 +142,7 @@ def simulate(
             name=n.name,
             users=len(fired_users[n.name]),
             fires=counts[n.name]["fired"],
-            held_out=counts[n.name]["held_out"],
+            held_out=counts[n.name]["held_out"] + counts[n.name]["global_holdout"],
             rate_limited=counts[n.name]["suppressed"],
             first=datetime.fromtimestamp(min(when), timezone.utc) if when else None,
             last=datetime.fromtimestamp(max(when), timezone.utc) if when else None,

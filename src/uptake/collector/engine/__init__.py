@@ -22,6 +22,7 @@ from ..figures import (
     MONTH,
     WINDOW,
     account_stat,
+    assignment_lift,
     by_adoption,
     by_concern,
     by_share,
@@ -33,10 +34,12 @@ from ..figures import (
     lifecycle_week,
     milestone_stat,
     nudge_stat,
+    programme_stat,
     retention_cohort,
     session_week,
     zone_name,
 )
+from ..lift import ArmSums
 from ..metrics import DailyActive, Record, Report, SegmentStat
 from ..sources import Source
 from . import model
@@ -150,12 +153,14 @@ def report_from(
     ((events, accounts, any_day),) = db.rows(model.totals())
     ((users, first, last_active, active_accounts),) = db.rows(model.active_totals())
     lengths, median_s, p90_s = _session_lengths(db)
+    nudges, programme = _nudges(db)
     base: dict[str, Any] = {
         "events": int(events),
         "skipped": skipped,
         "accounts": int(accounts),
         "timezone": zone_name(tz),
-        "nudges": _nudges(db),
+        "nudges": nudges,
+        "programme": programme,
         "session_lengths": lengths,
         "session_median_s": median_s,
         "session_p90_s": p90_s,
@@ -339,15 +344,37 @@ def _accounts(db: Backend, config: Engagement, last: int) -> tuple[Any, ...]:
     return by_concern(out)
 
 
-def _nudges(db: Backend) -> tuple[Any, ...]:
+def _arms(db: Backend, sql: str) -> dict[str, tuple[dict[tuple[str, bool], ArmSums], float]]:
+    """Per nudge: assignment sums by (arm, window ended), and the latest assignment."""
+    out: dict[str, tuple[dict[tuple[str, bool], ArmSums], float]] = {}
+    for nudge, arm, done, n, y, x, x2, xy, last in db.rows(sql):
+        sums, latest = out.get(nudge, ({}, -math.inf))
+        sums[(str(arm), bool(done))] = ArmSums(
+            int(n), float(y), float(y), float(x), float(x2), float(xy)
+        )
+        out[nudge] = (sums, max(latest, float(last)))
+    return out
+
+
+def _nudges(db: Backend) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
     users: dict[str, dict[str, int]] = defaultdict(dict)
     for nudge, kind, n in db.rows(model.nudge_users()):
         users[nudge][kind] = int(n)
     goals = {n: (str(g), float(w)) for n, g, w in db.rows(model.nudge_goals())}
     converted: dict[str, dict[str, int]] = defaultdict(dict)
+    arms: dict[str, tuple[dict[tuple[str, bool], ArmSums], float]] = {}
+    end = 0.0
+    if users:
+        ((end,),) = db.rows("SELECT max(t) FROM ev")
     if goals:
         for nudge, kind, n in db.rows(model.nudge_conversions()):
             converted[nudge][kind] = int(n)
+        arms = _arms(db, model.nudge_arms())
+    programme: tuple[Any, ...] = ()
+    if any("global holdout" in kinds for kinds in users.values()):
+        sums, last = _arms(db, model.programme_arms()).get("", ({}, -math.inf))
+        stat = programme_stat(sums, last, float(end))
+        programme = () if stat is None else (stat,)
     return tuple(
         nudge_stat(
             name,
@@ -355,6 +382,7 @@ def _nudges(db: Backend) -> tuple[Any, ...]:
             users[name].get("suppressed", 0),
             goals.get(name),
             converted.get(name, {}),
+            assignment_lift(*arms[name], float(end)) if name in arms else None,
         )
         for name in sorted(users)
-    )
+    ), programme

@@ -286,3 +286,81 @@ def nudge_conversions() -> str:
         "ON r.user = f.user AND r.target = g.goal "
         "WHERE r.t >= f.t0 AND r.t <= f.t0 + g.goal_within GROUP BY f.nudge, f.nudge_kind"
     )
+
+
+#: Each user's first assignment per nudge (fired, held out or global holdout): the moment
+#: intent to treat measures from.
+_FIRST = (
+    "SELECT nudge, user, nudge_kind AS arm, t AS t0, day AS d0 FROM (SELECT nudge, user, "
+    "nudge_kind, t, day, row_number() OVER (PARTITION BY nudge, user ORDER BY t, seq) AS rn "
+    "FROM ev WHERE nudge_kind IN ('fired', 'held out', 'global holdout')) f WHERE rn = 1"
+)
+_ARMS = f"SELECT * FROM ({_FIRST}) a0 WHERE arm <> 'global holdout'"
+#: When a goal (an event or a milestone) was reached, per user.
+_TARGETS = (
+    f"SELECT user, name AS target, t FROM ev WHERE name IN (SELECT goal FROM ({_GOALS}) gn) "
+    f"UNION ALL SELECT user, milestone AS target, t FROM ev WHERE milestone IN "
+    f"(SELECT goal FROM ({_GOALS}) gm)"
+)
+
+
+def _pre(assigned: str, per_nudge: bool) -> str:
+    """Per assigned user: active days in the 28 days before the assignment day (CUPED)."""
+    key, group = ("a.nudge AS nudge, ", "a.nudge, ") if per_nudge else ("", "")
+    return (
+        f"SELECT {key}a.user AS user, count(*) AS x FROM ({assigned}) a JOIN ud u "
+        f"ON u.user = a.user WHERE u.day >= a.d0 - 28 AND u.day < a.d0 GROUP BY {group}a.user"
+    )
+
+
+def _sums(nudge: str, arm: str, done: str, assigned: str, joins: str) -> str:
+    x, y = "coalesce(p.x, 0)", "coalesce(c.y, 0)"
+    return (
+        f"SELECT {nudge} AS gn, {arm} AS ga, CASE WHEN {done} THEN 1 ELSE 0 END AS gd, "
+        f"count(*), sum({y}), sum({x}), sum({x} * {x}), sum({x} * {y}), max(a.t0) "
+        f"FROM ({assigned}) a {joins} GROUP BY gn, ga, gd"
+    )
+
+
+def nudge_arms() -> str:
+    """Per nudge, arm (fired or held out) and whether the goal window has ended: users by
+    their first assignment, and the sums of reached-the-goal ``y`` and pre-assignment
+    active days ``x`` (``y``, ``x``, ``x²``, ``xy``), and the latest assignment."""
+    converted = (
+        f"SELECT a.nudge AS nudge, a.user AS user, 1 AS y FROM ({_ARMS}) a JOIN ({_GOALS}) g "
+        f"ON g.nudge = a.nudge JOIN ({_TARGETS}) r ON r.user = a.user AND r.target = g.goal "
+        "WHERE r.t >= a.t0 AND r.t <= a.t0 + g.goal_within GROUP BY a.nudge, a.user"
+    )
+    joins = (
+        f"JOIN ({_GOALS}) g ON g.nudge = a.nudge LEFT JOIN ({converted}) c ON "
+        f"c.nudge = a.nudge AND c.user = a.user LEFT JOIN ({_pre(_ARMS, True)}) p "
+        "ON p.nudge = a.nudge AND p.user = a.user"
+    )
+    done = "a.t0 + g.goal_within <= (SELECT max(t) FROM ev)"
+    return _sums("a.nudge", "a.arm", done, _ARMS, joins)
+
+
+#: Days after the first assignment in which a user counts as retained (the programme).
+RETAINED_FROM, RETAINED_TO = 28, 35
+
+
+def programme_arms() -> str:
+    """The whole nudge programme: users by the arm of their first assignment to any nudge
+    (global holdout or not), retained = active on a day 28-35 days after it, with the
+    same sums as :func:`nudge_arms`."""
+    first = (
+        "SELECT user, arm, t0, d0 FROM (SELECT user, nudge_kind AS arm, t AS t0, day AS d0, "
+        "row_number() OVER (PARTITION BY user ORDER BY t, seq) AS rn FROM ev WHERE "
+        "nudge_kind IN ('fired', 'held out', 'global holdout')) f WHERE rn = 1"
+    )
+    retained = (
+        f"SELECT a.user AS user, 1 AS y FROM ({first}) a JOIN ud u ON u.user = a.user WHERE "
+        f"u.day >= a.d0 + {RETAINED_FROM} AND u.day <= a.d0 + {RETAINED_TO} GROUP BY a.user"
+    )
+    joins = (
+        f"LEFT JOIN ({retained}) c ON c.user = a.user LEFT JOIN ({_pre(first, False)}) p "
+        "ON p.user = a.user"
+    )
+    arm = "CASE WHEN a.arm = 'global holdout' THEN 'global holdout' ELSE 'fired' END"
+    done = f"a.d0 + {RETAINED_TO} <= (SELECT max(day) FROM ev)"
+    return _sums("''", arm, done, first, joins)

@@ -85,6 +85,7 @@ _PATHS = (
     "$.properties.goal",
     "$.properties.goal_within_s",
     "$.properties.duration_s",
+    "$.properties.global_holdout",
 )
 
 
@@ -105,6 +106,7 @@ def _typed_sql(seats: str, trait: str | None, now: float, day: str) -> str:
                 "goal",
                 "within",
                 "duration",
+                "global",
                 "seats",
                 "trait",
             )
@@ -154,7 +156,11 @@ def _typed_sql(seats: str, trait: str | None, now: float, day: str) -> str:
             f"THEN 0.0 WHEN {number('took')} >= 0 THEN {number('took')} END"
         ),
         "nudge": f"CASE WHEN {nudge} THEN {text('nudge')} END",
-        "nudge_kind": f"CASE WHEN {nudge} THEN lower(event[7:]) END",
+        "nudge_kind": (
+            f"CASE WHEN {nudge} THEN CASE WHEN event = 'Nudge Held Out' AND "
+            f"coalesce({number('global')} > 0, false) THEN 'global holdout' "
+            "ELSE lower(event[7:]) END END"
+        ),
         "goal": f"CASE WHEN {decision} THEN {text('goal')} END",
         "goal_within": f"CASE WHEN {decision} THEN {number('within')} END",
         "seats": (

@@ -17,7 +17,8 @@ name       the name it counts under as activity (``activity_name``), else NULL
 feature    "Feature Used": its ``feature``
 milestone  "Milestone Reached": its ``milestone``; ``scope`` user or account, ``took``
            its ``time_to_reach_s``
-nudge      a "Nudge ..." event: its ``nudge``; ``nudge_kind`` fired, held out, shown ...;
+nudge      a "Nudge ..." event: its ``nudge``; ``nudge_kind`` fired, held out, shown ...
+           ("global holdout": held out with a positive ``global_holdout``);
            ``goal`` and ``goal_within`` (seconds) on a fired or held-out decision
 seats      a group call: the account's seats trait
 duration   "Session Ended": its ``duration_s``
@@ -36,6 +37,7 @@ from ...definitions import activity_name
 from ...rules.calendar import Calendar, week_of
 from ..figures import (
     SESSION_ENDED,
+    decision_kind,
     duration_of,
     name_of,
     positive,
@@ -96,8 +98,8 @@ def _typed(
         elif name is not None and name.startswith("Nudge "):
             nudge = name_of(data.get("nudge"))
             if nudge is not None:
-                nudge_kind = name[len("Nudge ") :].lower()
-                if nudge_kind in ("fired", "held out"):
+                nudge_kind = decision_kind(name, data)
+                if nudge_kind in ("fired", "held out", "global holdout"):
                     goal, within = name_of(data.get("goal")), positive(data.get("goal_within_s"))
                     if goal is None or within is None:
                         goal = within = None
