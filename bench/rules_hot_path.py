@@ -51,7 +51,7 @@ def tracking(client: uptake.Client, users: list[str]) -> Callable[[int], None]:
 
 
 def engine_updates(client: uptake.Client, users: list[str]) -> Callable[[int], None]:
-    engine = client._rules  # the rules engine alone, as track() calls it
+    engine = client._rules.engine  # the rules engine alone, as track() calls it
     update = engine.update
     n = len(users)
     t0 = time.time()
@@ -69,7 +69,7 @@ def engine_updates(client: uptake.Client, users: list[str]) -> Callable[[int], N
 
 
 def milestone_applies(client: uptake.Client) -> Callable[[int], None]:
-    rules = client._rules.user
+    rules = client._rules.engine.user
     state = SubjectState()
     t0 = time.time()
 
