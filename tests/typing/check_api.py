@@ -55,3 +55,9 @@ sent: list[dict[str, object]] = [dict(e) for e in mock.events]
 store: uptake.Store = uptake.MemoryStore()
 replayed: uptake.ReplayResult = tested.replay([])
 options = IntegrationOptions(skip_paths=["/health"])
+
+
+def activation(path: str) -> list[str]:
+    found = uptake.discover(path, unit="account", goal="Plan Upgraded", window=(0, 35), days=[7])
+    rate: float | None = found.rate
+    return [f"{c.label}: {c.lift:+.2f} ({c.score:.3f})" for c in found.strong] + [str(rate)]

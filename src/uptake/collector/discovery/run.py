@@ -1,0 +1,178 @@
+"""Run a discovery: load the events into the engine, count in SQL, measure in closed form."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import date, tzinfo
+from itertools import combinations
+
+from ...definitions import OWN_EVENTS
+from ..engine import _ingest, _zone
+from ..engine.backends import Backend, open_backend
+from ..figures import _EPOCH, day_date, zone_name
+from ..metrics import Record
+from . import queries
+from .candidates import Candidate, Discovery, Raw, measure, rank, singles
+from .options import DiscoverOptions
+from .stats import family_z
+
+__all__ = ["run"]
+
+
+def run(
+    records: Iterable[Record],
+    options: DiscoverOptions,
+    *,
+    tz: tzinfo | None = None,
+    inactive: Iterable[str] = (),
+    until: date | None = None,
+    engine: str = "duckdb",
+    seats_trait: str = "seats",
+) -> Discovery:
+    """Find the candidates in event records (see :func:`uptake.discover`)."""
+    zone = _zone(tz)
+    db = open_backend(engine)
+    try:
+        db.create()
+        days_known = _ingest(db, records, seats_trait, None, tz, zone)
+        return _discover(db, options, tz, inactive, until, days_known, zone)
+    finally:
+        db.close()
+
+
+def _discover(
+    db: Backend,
+    options: DiscoverOptions,
+    tz: tzinfo | None,
+    inactive: Iterable[str],
+    until: date | None,
+    days_known: bool,
+    zone: tuple[str | None, float],
+) -> Discovery:
+    last = queries.prepare(
+        db,
+        day_sql=db.day(*zone),
+        days_known=days_known,
+        until=None if until is None else (until - _EPOCH).days,
+        inactive=sorted(OWN_EVENTS | frozenset(inactive)),
+        goal=options.goal,
+    )
+    empty = Discovery(
+        options=options,
+        timezone=zone_name(tz),
+        engine=db.name,
+        data_end=None if last is None else day_date(last),
+        cohort=0,
+        outcome=0,
+        first_signup=None,
+        last_signup=None,
+        weeks=0,
+        tested=0,
+        z=0.0,
+        candidates=(),
+        variants=(),
+    )
+    if last is None:
+        return empty
+    queries.cohort(
+        db,
+        unit=options.unit,
+        window=options.outcome_window,
+        last=last,
+        goal=options.goal is not None,
+    )
+    totals: dict[int, tuple[int, int]] = {}
+    for week, y, n in queries.cohort_totals(db):
+        old = totals.get(week, (0, 0))
+        totals[week] = (old[0] + n, old[1] + (n if y else 0))
+    if not totals:
+        return empty
+    ((first, final),) = db.rows("SELECT min(first_day), max(first_day) FROM dsub")
+    queries.counts(db, options.days)
+    keys = queries.keys(db)
+    rows = queries.candidate_counts(db, len(options.days), options.max_count)
+    raw = singles(keys, rows, totals, options)
+    picks = _positive_families(raw, totals)[: options.pairs]
+    pairs = list(combinations(range(len(picks)), 2))
+    z = family_z(len(raw) + len(pairs))
+    measured = [measure(*r, totals=totals, z=z) for r in raw]
+    paired = _pairs(db, picks, pairs, keys, measured, totals, options, z)
+    cohort = sum(n for n, _ in totals.values())
+    return Discovery(
+        options=options,
+        timezone=zone_name(tz),
+        engine=db.name,
+        data_end=day_date(last),
+        cohort=cohort,
+        outcome=sum(r for _, r in totals.values()),
+        first_signup=day_date(int(first)),
+        last_signup=day_date(int(final)),
+        weeks=len(totals),
+        tested=len(measured) + len(paired),
+        z=z,
+        candidates=tuple(rank(measured, paired)),
+        variants=tuple(sorted(measured + paired, key=lambda c: (-c.score, c.days, c.count))),
+    )
+
+
+def _positive_families(raw: list[Raw], totals: dict[int, tuple[int, int]]) -> list[Raw]:
+    """The best variant of each family positively associated with the outcome, by phi
+    (the score before its adjustment, which needs to know how many pairs are tested)."""
+    n = sum(t for t, _ in totals.values())
+    retained = sum(r for _, r in totals.values())
+    best: dict[tuple[str, str | None], tuple[float, Raw]] = {}
+    for r in raw:
+        did = sum(d for d, _ in r[4].values())
+        a = sum(x for _, x in r[4].values())
+        lift = a / did - (retained - a) / (n - did)
+        spread = did / n * (1 - did / n)
+        strength = lift * spread**0.5
+        family = (r[0], r[1])
+        if lift > 0 and (family not in best or strength > best[family][0]):
+            best[family] = (strength, r)
+    return [r for _, r in sorted(best.values(), key=lambda x: -x[0])]
+
+
+def _pairs(
+    db: Backend,
+    picks: list[Raw],
+    pairs: list[tuple[int, int]],
+    keys: dict[int, tuple[str, str]],
+    measured: list[Candidate],
+    totals: dict[int, tuple[int, int]],
+    options: DiscoverOptions,
+    z: float,
+) -> list[Candidate]:
+    """Measure the AND of each pair of picked candidates."""
+    if not pairs:
+        return []
+    ids = {(kind, key or None): kid for kid, (kind, key) in keys.items()}
+    where = [(ids[(r[0], r[1])], options.days.index(r[3]), r[2]) for r in picks]
+    found = {(c.kind, c.name, c.count, c.days): c for c in measured}
+    parts = [found[(r[0], r[1], r[2], r[3])] for r in picks]
+    weekly: list[dict[int, tuple[int, int]]] = [{} for _ in pairs]
+    for week, y, both in queries.pair_counts(db, where, pairs):
+        for j, n in enumerate(both):
+            old = weekly[j].get(week, (0, 0))
+            weekly[j][week] = (old[0] + n, old[1] + (n if y else 0))
+    cohort = sum(t for t, _ in totals.values())
+    least = max(options.min_users, options.min_reach * cohort)
+    out = []
+    for (i, j), counts in zip(pairs, weekly, strict=True):
+        did = sum(d for d, _ in counts.values())
+        if did < least or cohort - did < least:
+            continue
+        first, second = parts[i], parts[j]
+        out.append(
+            measure(
+                "pair",
+                None,
+                0,
+                max(first.days, second.days),
+                counts,
+                totals,
+                z,
+                parts=(first, second),
+            )
+        )
+    return out
