@@ -70,3 +70,27 @@ def planted_records(
     out.append((START + 103 * DAY, "late-user", None, "track", "Dashboard Viewed", None))
     rng.shuffle(out)
     return out
+
+
+def wire(
+    records: list[tuple[float, str, str | None, str, str | None, Mapping[str, Any] | None]],
+) -> list[dict[str, Any]]:
+    """The records as Segment-spec events, as a client sends them."""
+    from datetime import datetime, timezone
+
+    out = []
+    for i, (t, user, account, kind, event, data) in enumerate(records):
+        message: dict[str, Any] = {
+            "type": kind,
+            "messageId": f"m{i}",
+            "userId": user,
+            "timestamp": datetime.fromtimestamp(t, timezone.utc).isoformat(),
+        }
+        if event is not None:
+            message["event"] = event
+        if data is not None:
+            message["properties"] = dict(data)
+        if account is not None:
+            message["context"] = {"groupId": account}
+        out.append(message)
+    return out

@@ -67,6 +67,7 @@ def report(args: argparse.Namespace) -> int:
         report,
         title=f"uptake engagement report: {os.path.basename(args.source)}",
         settings=settings,
+        extra_sections=_discovery(args, settings, until),
     )
     try:
         with open(args.out, "w", encoding="utf-8") as out:
@@ -87,6 +88,17 @@ def report(args: argparse.Namespace) -> int:
         print(line, file=text)
     print(f"wrote {', '.join(wrote)} in {time.monotonic() - started:.1f}s", file=text)
     return 0
+
+
+def _discovery(args: argparse.Namespace, settings: ReportSettings, until: date | None) -> list[str]:
+    """The section "What retained users did first", when an SQL engine computes the report
+    and the data has a cohort (docs/discover.md); it reads the source a second time."""
+    if args.engine == "python" or args.no_discover:
+        return []
+    from .collector.discovery import discover, html_section
+
+    found = discover(args.source, settings=settings, until=until, engine=args.engine or "duckdb")
+    return [html_section(found)] if found.cohort else []
 
 
 def _write_json(path: str, document: str) -> list[str]:

@@ -274,6 +274,12 @@ def _parser() -> argparse.ArgumentParser:
         choices=["duckdb", "chdb", "python"],
         help="what computes the figures (default: DuckDB, in process)",
     )
+    report.add_argument(
+        "--no-discover",
+        action="store_true",
+        help='leave out "What retained users did first" (uptake discover), which reads '
+        "the source a second time",
+    )
     _add_discover(commands)
     demo = commands.add_parser(
         "demo", help="simulate a product end to end: SDK, collector, engagement report"

@@ -7,13 +7,16 @@ from datetime import date, tzinfo
 from itertools import combinations
 
 from ...definitions import OWN_EVENTS
+from ...rules.calendar import Calendar
 from ..engine import _ingest, _zone
-from ..engine.backends import Backend, open_backend
+from ..engine.backends import Backend, DuckDBBackend, open_backend
 from ..figures import _EPOCH, day_date, zone_name
 from ..metrics import Record
+from ..sources import Source
 from . import queries
 from .candidates import Candidate, Discovery, Raw, measure, rank, singles
 from .options import DiscoverOptions
+from .reader import read_store
 from .stats import family_z
 
 __all__ = ["run"]
@@ -34,7 +37,14 @@ def run(
     db = open_backend(engine)
     try:
         db.create()
-        days_known = _ingest(db, records, seats_trait, None, tz, zone)
+        days_known = isinstance(records, Source) and read_store(
+            db,
+            records,
+            db.day(*zone) if db.name == "duckdb" else DuckDBBackend.day(*zone),
+            Calendar(tz),
+        )
+        if not days_known:
+            days_known = _ingest(db, records, seats_trait, None, tz, zone)
         return _discover(db, options, tz, inactive, until, days_known, zone)
     finally:
         db.close()
