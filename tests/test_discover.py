@@ -6,6 +6,7 @@ import math
 from collections import defaultdict
 from datetime import date, timedelta
 from functools import cache
+from pathlib import Path
 
 import pytest
 
@@ -198,3 +199,41 @@ def test_importing_uptake_leaves_the_engine_unimported() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "discover"
+
+
+def test_declared_milestones_are_measured_with_the_candidates(tmp_path: Path) -> None:
+    settings = tmp_path / "events.toml"
+    settings.write_text(
+        '[[milestones]]\nname = "reports"\ncounts = { "Report Created" = 3 }\nwithin_days = 7\n\n'
+        '[[milestones]]\nname = "browsed"\nall_of = ["Template Browsed", "Report Created"]\n'
+        "within_days = 5\n\n"
+        '[[milestones]]\nname = "ever"\nall_of = ["Report Created"]\n\n'
+        '[[milestones]]\nname = "teams"\nfeatures = 1\nscope = "account"\n'
+    )
+    records = planted_records(1)
+    d = uptake.discover(records, settings=settings)
+    assert 5 in d.options.days
+    reports, browsed = d.declared
+    same = next(c for c in d.variants if (c.name, c.count, c.days) == (PLANTED, 3, 7))
+    assert (reports.name, reports.did, reports.did_retained) == (
+        "reports",
+        same.did,
+        same.did_retained,
+    )
+    assert reports.score == same.score and browsed.days == 5
+    first: dict[str, float] = {}
+    for t, user, *_ in records:
+        first[user] = min(first.get(user, math.inf), t)
+    early: dict[str, set[str]] = defaultdict(set)
+    for t, user, _, _, name, _ in records:
+        if name is not None and t - first[user] <= 5 * DAY:
+            early[user].add(name)
+    both = {"Template Browsed", PLANTED}
+    assert browsed.did == sum(1 for u in first if u != "late-user" and both <= early[u])
+    assert dict(d.not_measured) == {
+        "ever": "no within: nothing ties it to the first days",
+        "teams": "its scope is account; this run's unit is user",
+    }
+    data = to_data(d)
+    assert [c["name"] for c in data["declared"]] == ["reports", "browsed"]
+    assert "declared milestone reports (within 7 days)" in "\n".join(lines(d))

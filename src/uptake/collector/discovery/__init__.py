@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
-from datetime import date
+from datetime import date, timedelta
 from typing import Literal
 
 from ..metrics import Record
@@ -83,8 +83,8 @@ def discover(
             minus it).
         min_users: ... or under this many subjects on either side.
         pairs: How many of the strongest families are combined in pairs.
-        settings: The report's settings (or their TOML file): time zone and inactive
-            events.
+        settings: The report's settings (or their TOML file): time zone, inactive
+            events, and declared milestones (measured too; their windows join ``days``).
         until: Last day of the data used (default: the last event's).
         engine: ``"duckdb"`` or ``"chdb"``.
 
@@ -93,11 +93,22 @@ def discover(
         ValueError: an unknown engine.
         ImportError: the engine is not installed (``pip install 'uptake[report]'``).
     """
+    if settings is None:
+        settings = ReportSettings()
+    elif not isinstance(settings, ReportSettings):
+        settings = load(os.fspath(settings))
+    # the windows of declared milestones join the early windows, so they can be measured
+    declared = [
+        int(m.within / timedelta(days=1))
+        for m in settings.milestones
+        if m.within is not None
+        and m.within / timedelta(days=1) == int(m.within / timedelta(days=1))
+    ]
     options = DiscoverOptions(
         unit=unit,
         goal=goal,
         window=window,
-        days=days,
+        days=[*days, *declared] if isinstance(days, Sequence) else days,
         max_count=max_count,
         min_reach=min_reach,
         min_users=min_users,
@@ -105,10 +116,6 @@ def discover(
     )
     if engine not in ("duckdb", "chdb"):
         raise ValueError(f"engine must be 'duckdb' or 'chdb', not {engine!r}")
-    if settings is None:
-        settings = ReportSettings()
-    elif not isinstance(settings, ReportSettings):
-        settings = load(os.fspath(settings))
     records = open_source(source) if isinstance(source, (str, os.PathLike)) else source
     return run(
         records,
@@ -118,4 +125,5 @@ def discover(
         until=until,
         engine=engine,
         seats_trait=settings.seats_trait,
+        declared=settings.milestones,
     )

@@ -25,7 +25,7 @@ __all__ = ["KINDS", "Candidate", "Discovery", "measure", "rank", "singles"]
 
 #: What a candidate counts: an event, one feature, distinct active days, distinct
 #: features, or a pair of two others.
-KINDS = ("event", "feature", "active_days", "features", "pair")
+KINDS = ("event", "feature", "active_days", "features", "pair", "milestone")
 #: A signup week counts towards stability when at least this many did and did not.
 WEEK_MIN = 10
 
@@ -38,8 +38,8 @@ class Candidate:
     """One candidate rule and how it relates to the outcome (docs/discover.md).
 
     Attributes:
-        kind: One of :data:`KINDS`.
-        name: The event or feature; None for the other kinds.
+        kind: One of :data:`KINDS` ("milestone": one declared in the settings file).
+        name: The event, feature or declared milestone; None for the other kinds.
         count: At least this many times (events, features used, active days, distinct
             features); 0 for a pair.
         days: Within this many days of first seen (a pair: the longer of its parts).
@@ -93,6 +93,8 @@ class Candidate:
         """The rule in words: "Report Created at least 3 times within 7 days"."""
         if self.kind == "pair":
             return " AND ".join(p.label for p in self.parts)
+        if self.kind == "milestone":
+            return f"declared milestone {self.name} (within {self.days} days)"
         times = "once" if self.count == 1 else f"{self.count} times"
         within = f"within {self.days} day{'s' if self.days != 1 else ''}"
         if self.kind == "event":
@@ -121,6 +123,9 @@ class Discovery:
         z: The family-wise normal quantile of the score (Bonferroni over ``tested``).
         candidates: The ranked table, one row per family, best first.
         variants: Every candidate measured, best score first.
+        declared: The settings file's milestones, measured as candidates (the same
+            figures, outside the ranking).
+        not_measured: Declared milestones that could not be measured, and why.
     """
 
     options: DiscoverOptions
@@ -136,6 +141,8 @@ class Discovery:
     z: float
     candidates: tuple[Candidate, ...]
     variants: tuple[Candidate, ...]
+    declared: tuple[Candidate, ...] = ()
+    not_measured: tuple[tuple[str, str], ...] = ()
 
     @property
     def rate(self) -> float | None:

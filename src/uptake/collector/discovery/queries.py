@@ -24,7 +24,15 @@ from ..engine.backends import Backend
 from ..engine.model import ACTIVE, WEEK
 from ..engine.table import COLUMNS
 
-__all__ = ["candidate_counts", "cohort_totals", "keys", "pair_counts", "prepare"]
+__all__ = [
+    "candidate_counts",
+    "cohort",
+    "cohort_totals",
+    "counts",
+    "keys",
+    "prepare",
+    "rule_counts",
+]
 
 DAY = 86_400
 
@@ -164,19 +172,22 @@ def candidate_counts(
     ]
 
 
-def pair_counts(
-    db: Backend, picks: Sequence[tuple[int, int, int]], pairs: Sequence[tuple[int, int]]
+def rule_counts(
+    db: Backend, picks: Sequence[tuple[int, int, int]], rules: Sequence[Sequence[int]]
 ) -> list[tuple[int, int, list[int]]]:
-    """Subjects who met both of each pair of picked candidates, by signup week and outcome.
+    """Subjects who met every criterion of each rule, by signup week and outcome.
 
-    ``picks`` are (family id, window index, count); ``pairs`` index into them. Returns
-    (week, y, [subjects per pair]).
+    ``picks`` are criteria (family id, window index, at least this count); a rule (a
+    pair, or a declared milestone) lists the picks it needs. Returns (week, y,
+    [subjects per rule]).
     """
     flags = ", ".join(
         f"max(CASE WHEN kid = {int(kid)} AND n{int(w)} >= {int(k)} THEN 1 ELSE 0 END) AS f{j}"
         for j, (kid, w, k) in enumerate(picks)
     )
-    both = ", ".join(f"CAST(sum(f{i} * f{j}) AS BIGINT)" for i, j in pairs)
+    both = ", ".join(
+        "CAST(sum(" + " * ".join(f"f{int(i)}" for i in rule) + ") AS BIGINT)" for rule in rules
+    )
     rows = db.rows(
         f"SELECT week, y, {both} FROM (SELECT s, week, y, {flags} FROM dcnt "
         "GROUP BY s, week, y) p GROUP BY week, y"

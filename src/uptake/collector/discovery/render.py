@@ -181,6 +181,8 @@ def to_data(d: Discovery, *, variants: bool = False) -> dict[str, Any]:
         "tested": d.tested,
         "z": d.z,
         "candidates": [_candidate_data(c, o.unit) for c in d.candidates],
+        "declared": [_candidate_data(c, o.unit) for c in d.declared],
+        "not_measured": [{"name": name, "reason": why} for name, why in d.not_measured],
         "warning": CAUSATION,
     }
     if variants:
@@ -246,6 +248,12 @@ def lines(d: Discovery, *, top: int = 15, snippets: int = 3) -> list[str]:
         out.append("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
     if len(d.candidates) > top:
         out.append(f"... {len(d.candidates) - top} more (--top, or --json for all)")
+    for c in d.declared:
+        out.append(
+            f"{c.label}: reach {pct(c.reach, 1)}, rate {pct(c.precision, 1)} / "
+            f"{pct(c.rate_without, 1)}, lift {_lift(c)}, score {c.score:.3f}"
+        )
+    out += [f"declared milestone {name}: not measured: {why}" for name, why in d.not_measured]
     strong = d.strong
     if not strong:
         out.append("no strong candidate: no rule's lift is clearly above 0 for this cohort")

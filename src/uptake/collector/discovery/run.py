@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from datetime import date, tzinfo
+from collections.abc import Iterable, Sequence
+from datetime import date, timedelta, tzinfo
 from itertools import combinations
+
+import attrs
 
 from ...definitions import OWN_EVENTS
 from ...rules.calendar import Calendar
+from ...rules.milestones import Milestone
 from ..engine import _ingest, _zone
 from ..engine.backends import Backend, DuckDBBackend, open_backend
 from ..figures import _EPOCH, day_date, zone_name
@@ -31,8 +34,10 @@ def run(
     until: date | None = None,
     engine: str = "duckdb",
     seats_trait: str = "seats",
+    declared: Sequence[Milestone] = (),
 ) -> Discovery:
-    """Find the candidates in event records (see :func:`uptake.discover`)."""
+    """Find the candidates in event records (see :func:`uptake.discover`), and measure
+    the ``declared`` milestones."""
     zone = _zone(tz)
     db = open_backend(engine)
     try:
@@ -45,7 +50,8 @@ def run(
         )
         if not days_known:
             days_known = _ingest(db, records, seats_trait, None, tz, zone)
-        return _discover(db, options, tz, inactive, until, days_known, zone)
+        found = _discover(db, options, tz, inactive, until, days_known, zone)
+        return _measure_declared(db, found, declared) if declared and found.cohort else found
     finally:
         db.close()
 
@@ -91,10 +97,7 @@ def _discover(
         last=last,
         goal=options.goal is not None,
     )
-    totals: dict[int, tuple[int, int]] = {}
-    for week, y, n in queries.cohort_totals(db):
-        old = totals.get(week, (0, 0))
-        totals[week] = (old[0] + n, old[1] + (n if y else 0))
+    totals = _totals(db)
     if not totals:
         return empty
     ((first, final),) = db.rows("SELECT min(first_day), max(first_day) FROM dsub")
@@ -161,7 +164,7 @@ def _pairs(
     found = {(c.kind, c.name, c.count, c.days): c for c in measured}
     parts = [found[(r[0], r[1], r[2], r[3])] for r in picks]
     weekly: list[dict[int, tuple[int, int]]] = [{} for _ in pairs]
-    for week, y, both in queries.pair_counts(db, where, pairs):
+    for week, y, both in queries.rule_counts(db, where, pairs):
         for j, n in enumerate(both):
             old = weekly[j].get(week, (0, 0))
             weekly[j][week] = (old[0] + n, old[1] + (n if y else 0))
@@ -186,3 +189,77 @@ def _pairs(
             )
         )
     return out
+
+
+def _criteria(
+    m: Milestone, unit: str, days: Sequence[int]
+) -> list[tuple[str, str | None, int]] | str:
+    """A declared milestone's criteria as (family kind, key, count), or why it cannot be
+    measured as a candidate."""
+    if m.scope != unit:
+        return f"its scope is {m.scope}; this run's unit is {unit}"
+    if m.any_of:
+        return "any_of is not measured (only criteria that must all hold)"
+    if m.within is None:
+        return "no within: nothing ties it to the first days"
+    if m.within / timedelta(days=1) not in days:
+        return "within is not a whole number of days"
+    criteria: list[tuple[str, str | None, int]] = [("event", e, 1) for e in m.all_of]
+    criteria += [("event", e, n) for e, n in m.counts.items()]
+    if m.features:
+        criteria.append(("features", None, m.features))
+    if m.active_days:
+        criteria.append(("active_days", None, m.active_days))
+    return criteria
+
+
+def _measure_declared(db: Backend, found: Discovery, declared: Sequence[Milestone]) -> Discovery:
+    """Measure each declared milestone as a candidate over the same cohort."""
+    options = found.options
+    ids = {(kind, key or None): kid for kid, (kind, key) in queries.keys(db).items()}
+    picks: list[tuple[int, int, int]] = []
+    rules: list[tuple[Milestone, list[int]]] = []
+    skipped: list[tuple[str, str]] = []
+    for m in declared:
+        criteria = _criteria(m, options.unit, options.days)
+        if isinstance(criteria, str):
+            skipped.append((m.name, criteria))
+            continue
+        assert m.within is not None
+        window = options.days.index(int(m.within / timedelta(days=1)))
+        missing = [key for kind, key, _ in criteria if (kind, key) not in ids]
+        if missing:
+            skipped.append((m.name, f"no subject of the cohort did {missing[0]} early"))
+            continue
+        rule = []
+        for kind, key, k in criteria:
+            rule.append(len(picks))
+            picks.append((ids[(kind, key)], window, k))
+        rules.append((m, rule))
+    totals = _totals(db)
+    weekly: list[dict[int, tuple[int, int]]] = [{} for _ in rules]
+    if rules:
+        for week, y, met in queries.rule_counts(db, picks, [r for _, r in rules]):
+            for j, n in enumerate(met):
+                old = weekly[j].get(week, (0, 0))
+                weekly[j][week] = (old[0] + n, old[1] + (n if y else 0))
+    measured = []
+    for (m, _), counts in zip(rules, weekly, strict=True):
+        did = sum(d for d, _ in counts.values())
+        if did in (0, found.cohort):
+            skipped.append(
+                (m.name, f"{'no' if did == 0 else 'every'} subject of the cohort reached it")
+            )
+            continue
+        days = int(m.within / timedelta(days=1)) if m.within is not None else 0
+        measured.append(measure("milestone", m.name, 0, days, counts, totals, found.z))
+    return attrs.evolve(found, declared=tuple(measured), not_measured=tuple(skipped))
+
+
+def _totals(db: Backend) -> dict[int, tuple[int, int]]:
+    """Cohort subjects and those with the outcome, by signup week."""
+    totals: dict[int, tuple[int, int]] = {}
+    for week, y, n in queries.cohort_totals(db):
+        old = totals.get(week, (0, 0))
+        totals[week] = (old[0] + n, old[1] + (n if y else 0))
+    return totals
