@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -105,11 +106,13 @@ def child(store: str, engine: str) -> None:
     started = time.perf_counter()
     found = uptake.discover(store, engine=engine)
     seconds = time.perf_counter() - started
+    usage = resource.getrusage(resource.RUSAGE_SELF)
     top = found.candidates[0].label if found.candidates else None
     print(
         json.dumps(
             {
                 "seconds": seconds,
+                "cpu_seconds": usage.ru_utime + usage.ru_stime,
                 "peak_rss_mb": _peak_rss_mb(),
                 "cohort": found.cohort,
                 "tested": found.tested,
@@ -147,11 +150,14 @@ def main() -> None:
         for engine in args.engines.split(","):
             r = measure(store, engine)
             seconds, rss = float(r["seconds"]), float(r["peak_rss_mb"])  # type: ignore[arg-type]
+            cpu = float(r["cpu_seconds"])  # type: ignore[arg-type]
+            load = os.getloadavg()[0]
             verdict = ""
             if n >= 10_000_000:
                 verdict = f"  (target 60 s: {'met' if seconds < 60 else 'MISSED'})"
             print(
-                f"{n:>11,} events {users:>8,} users  {engine:<7} {seconds:6.1f}s  "
+                f"{n:>11,} events {users:>8,} users  {engine:<7} {seconds:6.1f}s "
+                f"(CPU {cpu:5.1f}s, load {load:.1f})  "
                 f"peak RSS {rss:6.0f} MB  cohort {r['cohort']:,}  {r['tested']} measured  "
                 f"top: {r['top']}{verdict}"
             )

@@ -119,7 +119,7 @@ class Discovery:
         outcome: Of them, those with the outcome.
         first_signup, last_signup: The cohort's first-seen days.
         weeks: Signup weeks in the cohort.
-        tested: Candidates measured (they passed the reach filter), pairs included.
+        tested: Candidates that passed the reach filter, plus the pairs tried.
         z: The family-wise normal quantile of the score (Bonferroni over ``tested``).
         candidates: The ranked table, one row per family, best first.
         variants: Every candidate measured, best score first.

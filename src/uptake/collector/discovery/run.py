@@ -121,7 +121,7 @@ def _discover(
         first_signup=day_date(int(first)),
         last_signup=day_date(int(final)),
         weeks=len(totals),
-        tested=len(measured) + len(paired),
+        tested=len(raw) + len(pairs),
         z=z,
         candidates=tuple(rank(measured, paired)),
         variants=tuple(sorted(measured + paired, key=lambda c: (-c.score, c.days, c.count))),
