@@ -25,7 +25,7 @@ FEATURES = ("search", "alerts", "exports", "sharing")
 
 
 def planted_records(
-    seed: int, users: int = 2400, *, planted: bool = True, accounts: int = 0
+    seed: int, users: int = 1500, *, planted: bool = True, accounts: int = 0
 ) -> list[tuple[float, str, str | None, str, str | None, Mapping[str, Any] | None]]:
     """Records (as the report reads them) of ``users`` users signing up over 9 weeks;
     the data ends 40 days after the last signup."""

@@ -51,7 +51,7 @@ def test_the_planted_rule_comes_out_on_top(seed: int) -> None:
 @pytest.mark.parametrize("seed", SEEDS)
 def test_no_strong_candidate_when_retention_ignores_behaviour(seed: int) -> None:
     d = found(seed, planted=False)
-    assert d.cohort == 2400 and d.tested > 40
+    assert d.cohort == 1500 and d.tested > 40
     assert d.strong == ()
     assert all(c.lift_low < 0.1 for c in d.candidates)
     assert "no strong candidate" in "\n".join(lines(d))

@@ -30,6 +30,9 @@ from ..sources import _AHEAD, _EARLIEST, Source
 
 __all__ = ["read_store"]
 
+#: Rows appended to the engine at once: fewer, larger appends cost less than many small.
+APPEND_ROWS = 1 << 20
+
 _FEATURE = "type = 'track' AND event = 'Feature Used'"
 # SQLite: the stored columns, and the body of "Feature Used" events only. The first row
 # only fixes each column's Arrow type; it is dropped.
@@ -120,8 +123,9 @@ def _batches(path: Path, day: str, odd: list[int]) -> Iterator[Any]:
     SQLite reads the next batches in a thread while DuckDB types this one.
     """
     import duckdb
+    import pyarrow.compute as pc
 
-    names = ", ".join(n for n, _ in COLUMNS)
+    names = [n for n, _ in COLUMNS]
     uri = path.resolve().as_uri() + "?mode=ro"
     ready: queue.Queue[Any] = queue.Queue(maxsize=2)
     stop = threading.Event()
@@ -139,12 +143,11 @@ def _batches(path: Path, day: str, odd: list[int]) -> Iterator[Any]:
             if first:
                 batch, first = batch.slice(1), False
             con.register("b", batch)
-            con.execute(f"CREATE OR REPLACE TEMP TABLE typed AS {sql}")
+            typed = con.sql(sql).to_arrow_table()
             con.unregister("b")
-            odd.extend(
-                seq for (seq,) in con.execute("SELECT seq FROM typed WHERE NOT plain").fetchall()
-            )
-            yield con.sql(f"SELECT {names} FROM typed WHERE plain AND kept").to_arrow_table()
+            plain = typed.column("plain")
+            odd.extend(typed.filter(pc.invert(plain)).column("seq").to_pylist())
+            yield typed.filter(pc.and_(plain, typed.column("kept"))).select(names)
     finally:
         stop.set()
         con.close()
@@ -171,9 +174,17 @@ def read_store(db: Backend, source: Source, day: str, calendar: Calendar) -> boo
         "body",
     }:
         return False
+    import pyarrow as pa
+
     odd: list[int] = []
+    pending: list[Any] = []
     for arrow in _batches(Path(store), day, odd):
-        db.append(arrow)
+        pending.append(arrow)
+        if sum(t.num_rows for t in pending) >= APPEND_ROWS:
+            db.append(pa.concat_tables(pending))
+            pending = []
+    if pending:
+        db.append(pa.concat_tables(pending))
     for i in range(0, len(odd), 500):
         ids = ", ".join(str(int(rowid)) for rowid in odd[i : i + 500])
         load(db, batches(source.numbered(f"rowid IN ({ids})"), "seats", None, calendar))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from datetime import date, timedelta, tzinfo
 from itertools import combinations
@@ -42,11 +43,9 @@ def run(
     db = open_backend(engine)
     try:
         db.create()
+        # A store is typed in DuckDB whichever engine runs the queries.
         days_known = isinstance(records, Source) and read_store(
-            db,
-            records,
-            db.day(*zone) if db.name == "duckdb" else DuckDBBackend.day(*zone),
-            Calendar(tz),
+            db, records, DuckDBBackend.day(*zone), Calendar(tz)
         )
         if not days_known:
             days_known = _ingest(db, records, seats_trait, None, tz, zone)
@@ -106,9 +105,14 @@ def _discover(
     rows = queries.candidate_counts(db, len(options.days), options.max_count)
     raw = singles(keys, rows, totals, options)
     picks = _positive_families(raw, totals)[: options.pairs]
-    pairs = list(combinations(range(len(picks)), 2))
-    z = family_z(len(raw) + len(pairs))
+    # The adjustment counts every pair the picks could make; only the strong ones are
+    # paired (pairing weak rules would be a search the adjustment does not cover).
+    tested = len(raw) + math.comb(len(picks), 2)
+    z = family_z(tested)
     measured = [measure(*r, totals=totals, z=z) for r in raw]
+    scores = {(c.kind, c.name, c.count, c.days): c.score for c in measured}
+    picks = [r for r in picks if scores[(r[0], r[1], r[2], r[3])] > 0]
+    pairs = list(combinations(range(len(picks)), 2))
     paired = _pairs(db, picks, pairs, keys, measured, totals, options, z)
     cohort = sum(n for n, _ in totals.values())
     return Discovery(
@@ -121,7 +125,7 @@ def _discover(
         first_signup=day_date(int(first)),
         last_signup=day_date(int(final)),
         weeks=len(totals),
-        tested=len(raw) + len(pairs),
+        tested=tested,
         z=z,
         candidates=tuple(rank(measured, paired)),
         variants=tuple(sorted(measured + paired, key=lambda c: (-c.score, c.days, c.count))),
