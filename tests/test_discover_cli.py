@@ -107,3 +107,5 @@ def test_the_report_shows_what_retained_users_did_first(
     assert "What retained users did first" in html
     assert "Report Created at least 3 times within 7 days" in html
     assert "correlations, not causes" in html
+    assert main(["report", str(store), "--out", str(page), "--no-discover"]) == 0
+    assert "What retained users did first" not in page.read_text()

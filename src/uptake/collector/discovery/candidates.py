@@ -17,7 +17,6 @@ from datetime import date
 
 import attrs
 
-from ..figures import day_date
 from .options import DiscoverOptions
 from .stats import newcombe, phi, score
 
@@ -277,8 +276,3 @@ def rank(measured: Sequence[Candidate], pairs: Sequence[Candidate]) -> list[Cand
     rows = best_per_family(measured)
     rows += [p for p in pairs if all(p.score > part.score for part in p.parts)]
     return sorted(rows, key=_order)
-
-
-def signup_day(week: int) -> date:
-    """The Monday of an ISO week number (as :func:`uptake.rules.calendar.week_of`)."""
-    return day_date(week * 7 - 3)
