@@ -69,7 +69,7 @@ def from_entries(value: object) -> tuple[Milestone, ...]:
 
 
 def to_entry(m: Milestone) -> dict[str, Any]:
-    """A milestone as the plain data of its ``[[milestones]]`` entry."""
+    """Return a milestone as the plain data of its ``[[milestones]]`` entry."""
     entry: dict[str, Any] = {"name": m.name}
     if m.all_of:
         entry["all_of"] = list(m.all_of)

@@ -35,7 +35,7 @@ __all__ = [
 
 
 def open_source(path: str | os.PathLike[str]) -> Iterable[Record]:
-    """The records of a collector store (SQLite) or of a JSONL export.
+    """Open the records of a collector store (SQLite) or of a JSONL export.
 
     Raises:
         FileNotFoundError: no such file.

@@ -182,7 +182,7 @@ def measure(
     z: float,
     parts: tuple[Candidate, ...] = (),
 ) -> Candidate:
-    """A candidate's figures from the subjects who met it, per signup week.
+    """Measure a candidate from the subjects who met it, per signup week.
 
     Both groups (met it, did not) must be non-empty.
     """
@@ -231,7 +231,7 @@ def singles(
     totals: Weekly,
     options: DiscoverOptions,
 ) -> list[Raw]:
-    """The single candidates that pass the reach filter, from the engine's counts."""
+    """Return the single candidates that pass the reach filter, from the engine's counts."""
     n = sum(t for t, _ in totals.values())
     least = max(options.min_users, options.min_reach * n)
     hist: dict[tuple[int, int], dict[int, dict[int, list[int]]]] = defaultdict(
@@ -264,7 +264,7 @@ def _order(c: Candidate) -> tuple[float, int, int]:
 
 
 def best_per_family(measured: Sequence[Candidate]) -> list[Candidate]:
-    """Each family's best variant, best first."""
+    """Return each family's best variant, best first."""
     best: dict[tuple[str, str | None], Candidate] = {}
     for c in sorted(measured, key=_order):
         best.setdefault(c.family, c)
@@ -272,7 +272,7 @@ def best_per_family(measured: Sequence[Candidate]) -> list[Candidate]:
 
 
 def rank(measured: Sequence[Candidate], pairs: Sequence[Candidate]) -> list[Candidate]:
-    """The ranked table: one row per family, and the pairs that beat both their parts."""
+    """Rank the table: one row per family, and the pairs that beat both their parts."""
     rows = best_per_family(measured)
     rows += [p for p in pairs if all(p.score > part.score for part in p.parts)]
     return sorted(rows, key=_order)

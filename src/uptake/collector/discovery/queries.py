@@ -145,12 +145,12 @@ def counts(db: Backend, days: Sequence[int]) -> None:
 
 
 def keys(db: Backend) -> dict[int, tuple[str, str]]:
-    """Each family's id and (kind, key)."""
+    """Return each family's id and (kind, key)."""
     return {int(kid): (str(kind), str(key)) for kind, key, kid in db.rows("SELECT * FROM dkeys")}
 
 
 def cohort_totals(db: Backend) -> list[tuple[int, int, int]]:
-    """Cohort subjects by signup week and outcome: (week, y, subjects)."""
+    """Count cohort subjects by signup week and outcome: (week, y, subjects)."""
     return [
         (int(w), int(y), int(n))
         for w, y, n in db.rows("SELECT week, y, count(*) FROM dsub GROUP BY week, y")
@@ -160,7 +160,7 @@ def cohort_totals(db: Backend) -> list[tuple[int, int, int]]:
 def candidate_counts(
     db: Backend, windows: int, cap: int
 ) -> list[tuple[int, int, int, int, int, int]]:
-    """Subjects by family, window index, count (capped at ``cap``), signup week and outcome."""
+    """Count subjects by family, window index, count (capped), signup week and outcome."""
     parts = [
         f"SELECT kid, {i} AS w, least(n{i}, {int(cap)}) AS k, week, y, count(*) AS subjects "
         f"FROM dcnt WHERE n{i} > 0 GROUP BY kid, k, week, y"
@@ -175,7 +175,7 @@ def candidate_counts(
 def rule_counts(
     db: Backend, picks: Sequence[tuple[int, int, int]], rules: Sequence[Sequence[int]]
 ) -> list[tuple[int, int, list[int]]]:
-    """Subjects who met every criterion of each rule, by signup week and outcome.
+    """Count subjects who met every criterion of each rule, by signup week and outcome.
 
     ``picks`` are criteria (family id, window index, at least this count); a rule (a
     pair, or a declared milestone) lists the picks it needs. Returns (week, y,

@@ -118,7 +118,7 @@ def _read(uri: str, ready: queue.Queue[Any], stop: threading.Event) -> None:
 
 
 def _batches(path: Path, day: str, odd: list[int]) -> Iterator[Any]:
-    """The plain rows as typed Arrow tables; the row ids of the others go to ``odd``.
+    """Yield the plain rows as typed Arrow tables; the row ids of the others go to ``odd``.
 
     SQLite reads the next batches in a thread while DuckDB types this one.
     """

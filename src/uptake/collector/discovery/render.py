@@ -32,7 +32,7 @@ def _slug(text: str) -> str:
 
 
 def _criteria(c: Candidate) -> dict[str, Any] | None:
-    """A single candidate's Milestone criteria; None when no Milestone states it."""
+    """Return a single candidate's Milestone criteria; None when no Milestone states it."""
     if c.kind == "event" and c.name is not None:
         return {"all_of": [c.name]} if c.count == 1 else {"counts": {c.name: c.count}}
     if c.kind == "features":
@@ -53,7 +53,7 @@ def _name(c: Candidate) -> str:
 
 
 def milestone_spec(c: Candidate) -> dict[str, Any] | None:
-    """The Milestone arguments that state a candidate (None when none can).
+    """Return the Milestone arguments that state a candidate (None when none can).
 
     A pair needs both parts stated with the same window and neither on active days (a
     Milestone's ``within`` is the rolling window of ``active_days``, not a deadline).
@@ -79,14 +79,14 @@ def milestone_spec(c: Candidate) -> dict[str, Any] | None:
 
 
 def _no_milestone(c: Candidate) -> str:
-    """Why no Milestone states a candidate."""
+    """Say why no Milestone states a candidate."""
     if c.kind == "feature" or any(p.kind == "feature" for p in c.parts):
         return "a Milestone counts events, not one feature's uses: track it as its own event"
     return "no one Milestone states both (different windows, or active days): declare two"
 
 
 def milestone_code(c: Candidate, unit: str = "user") -> str | None:
-    """A ready ``uptake.Milestone(...)`` expression (needs ``from datetime import timedelta``)."""
+    """Return a ready ``uptake.Milestone(...)`` expression (it uses ``timedelta``)."""
     spec = milestone_spec(c)
     if spec is None:
         return None
@@ -111,7 +111,7 @@ def _toml(value: Any) -> str:
 
 
 def settings_entry(c: Candidate, unit: str = "user") -> str | None:
-    """The candidate as a ``[[milestones]]`` entry of the settings file (TOML)."""
+    """Return the candidate as a ``[[milestones]]`` entry of the settings file (TOML)."""
     spec = milestone_spec(c)
     if spec is None:
         return None
@@ -151,7 +151,7 @@ def _candidate_data(c: Candidate, unit: str) -> dict[str, Any]:
 
 
 def to_data(d: Discovery, *, variants: bool = False) -> dict[str, Any]:
-    """The discovery as plain data (the ``--json`` document, docs/discover.md#json)."""
+    """Return the discovery as plain data (the ``--json`` document, docs/discover.md#json)."""
     o = d.options
     data: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
@@ -199,7 +199,7 @@ def _stable(c: Candidate) -> str:
 
 
 def lines(d: Discovery, *, top: int = 15, snippets: int = 3) -> list[str]:
-    """The discovery for the terminal: the cohort, the ranked table, milestones to paste."""
+    """Return the discovery as terminal lines: the cohort, the ranked table, milestones to paste."""
     o = d.options
     units = "accounts" if o.unit == "account" else "users"
     out = [
@@ -271,7 +271,7 @@ def lines(d: Discovery, *, top: int = 15, snippets: int = 3) -> list[str]:
 
 
 def html_section(d: Discovery, *, top: int = 10) -> str:
-    """The report's section "What retained users did first" ("" without a cohort)."""
+    """Return the report's section "What retained users did first" ("" without a cohort)."""
     if not d.cohort:
         return ""
     rows = "".join(

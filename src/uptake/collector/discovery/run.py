@@ -133,7 +133,7 @@ def _discover(
 
 
 def _positive_families(raw: list[Raw], totals: dict[int, tuple[int, int]]) -> list[Raw]:
-    """The best variant of each family positively associated with the outcome, by phi
+    """Return the best variant of each family positively associated with the outcome, by phi
     (the score before its adjustment, which needs to know how many pairs are tested)."""
     n = sum(t for t, _ in totals.values())
     retained = sum(r for _, r in totals.values())
@@ -198,7 +198,7 @@ def _pairs(
 def _criteria(
     m: Milestone, unit: str, days: Sequence[int]
 ) -> list[tuple[str, str | None, int]] | str:
-    """A declared milestone's criteria as (family kind, key, count), or why it cannot be
+    """Return a declared milestone's criteria as (family kind, key, count), or why it cannot be
     measured as a candidate."""
     if m.scope != unit:
         return f"its scope is {m.scope}; this run's unit is {unit}"
@@ -261,7 +261,7 @@ def _measure_declared(db: Backend, found: Discovery, declared: Sequence[Mileston
 
 
 def _totals(db: Backend) -> dict[int, tuple[int, int]]:
-    """Cohort subjects and those with the outcome, by signup week."""
+    """Count cohort subjects and those with the outcome, by signup week."""
     totals: dict[int, tuple[int, int]] = {}
     for week, y, n in queries.cohort_totals(db):
         old = totals.get(week, (0, 0))

@@ -28,13 +28,13 @@ __all__ = ["family_z", "newcombe", "phi", "score", "wilson"]
 
 
 def family_z(tested: int, level: float = 0.95) -> float:
-    """The two-sided normal quantile at ``level``, Bonferroni-adjusted for ``tested`` tests."""
+    """Return the two-sided normal quantile at ``level``, Bonferroni-adjusted for ``tested``."""
     alpha = (1 - level) / max(tested, 1)
     return NormalDist().inv_cdf(1 - alpha / 2)
 
 
 def wilson(x: int, n: int, z: float) -> tuple[float, float]:
-    """The Wilson score interval of the proportion ``x / n`` (``n`` > 0)."""
+    """Return the Wilson score interval of the proportion ``x / n`` (``n`` > 0)."""
     p = x / n
     z2 = z * z
     centre = (p + z2 / (2 * n)) / (1 + z2 / n)
@@ -43,7 +43,7 @@ def wilson(x: int, n: int, z: float) -> tuple[float, float]:
 
 
 def newcombe(a: int, n1: int, c: int, n0: int, z: float) -> tuple[float, float]:
-    """Newcombe's hybrid score interval of ``a / n1 - c / n0`` (both groups non-empty)."""
+    """Return Newcombe's hybrid score interval of ``a / n1 - c / n0`` (both groups non-empty)."""
     p1, p0 = a / n1, c / n0
     l1, u1 = wilson(a, n1, z)
     l0, u0 = wilson(c, n0, z)
@@ -54,7 +54,7 @@ def newcombe(a: int, n1: int, c: int, n0: int, z: float) -> tuple[float, float]:
 
 
 def phi(a: int, b: int, c: int, d: int) -> float | None:
-    """The phi coefficient of a 2 x 2 table; None when a margin is empty."""
+    """Return the phi coefficient of a 2 x 2 table; None when a margin is empty."""
     margins = (a + b) * (c + d) * (a + c) * (b + d)
     if margins == 0:
         return None
@@ -62,7 +62,7 @@ def phi(a: int, b: int, c: int, d: int) -> float | None:
 
 
 def score(lift_low: float, reach: float, rate: float) -> float:
-    """Phi at the lift's lower bound: ``lift_low * sqrt(r(1 - r) / (q(1 - q)))``.
+    """Return phi at the lift's lower bound: ``lift_low * sqrt(r(1 - r) / (q(1 - q)))``.
 
     ``rate`` is the cohort's outcome rate q; 0 when q is 0 or 1 (nothing to predict).
     """
