@@ -53,7 +53,8 @@ def test_no_strong_candidate_when_retention_ignores_behaviour(seed: int) -> None
     d = found(seed, planted=False)
     assert d.cohort == 1500 and d.tested > 40
     assert d.strong == ()
-    assert all(c.lift_low < 0.1 for c in d.candidates)
+    assert all(c.lift_low < 0.1 and c.lift > 0 for c in d.candidates)
+    assert any(c.lift < 0 for c in d.variants)  # measured, not ranked
     assert "no strong candidate" in "\n".join(lines(d))
 
 

@@ -4,9 +4,11 @@ Near-duplicates are handled by *family*: the same event (or feature, or the acti
 or distinct-features rule) at every count k and window N is one family, and the ranked
 table shows each family once, at its best-scoring (k, N); ties go to the shorter window,
 then the smaller count (the simpler milestone). Every variant that passed the filters is
-kept in :attr:`Discovery.variants`. A pair (two families, both required) is shown only
-when it scores above each of its parts alone: a pair that merely repeats its stronger
-part (the usual case when the other part is only correlated with it) adds nothing.
+kept in :attr:`Discovery.variants`; a family whose best variant goes against the outcome
+(lift not above 0) is no activation candidate and is left out of the table. A pair (two
+families, both required) is shown only when it scores above each of its parts alone: a
+pair that merely repeats its stronger part (the usual case when the other part is only
+correlated with it) adds nothing.
 """
 
 from __future__ import annotations
@@ -272,7 +274,8 @@ def best_per_family(measured: Sequence[Candidate]) -> list[Candidate]:
 
 
 def rank(measured: Sequence[Candidate], pairs: Sequence[Candidate]) -> list[Candidate]:
-    """Rank the table: one row per family, and the pairs that beat both their parts."""
-    rows = best_per_family(measured)
+    """Rank the table: one row per family going with the outcome (lift above 0), and the
+    pairs that beat both their parts."""
+    rows = [c for c in best_per_family(measured) if c.lift > 0]
     rows += [p for p in pairs if all(p.score > part.score for part in p.parts)]
     return sorted(rows, key=_order)
