@@ -11,6 +11,7 @@ from pathlib import Path
 import attrs
 import pytest
 
+import uptake
 from uptake.cli import main
 from uptake.collector.figures import nudge_stat
 from uptake.collector.lift import ArmSums, lift_of
@@ -246,3 +247,31 @@ def test_a_nudge_without_a_holdout_says_so_instead_of_keep_running() -> None:
     assert verdict_text(stat) == "no holdout"
     assert verdict_text(attrs.evolve(stat, goal=None)) == "n/a"
     assert verdict_text(attrs.evolve(stat, held_out=3)) == "keep running"
+
+
+def test_declared_milestones_round_trip_and_name_their_mistakes() -> None:
+    text = (
+        '[[milestones]]\nname = "reports"\ncounts = { "Report Created" = 3 }\nwithin_days = 7\n'
+        '\n[[milestones]]\nname = "teams"\nfeatures = 2\nscope = "account"\n'
+    )
+    settings = loads(text)
+    assert settings.milestones == (
+        uptake.Milestone("reports", counts={"Report Created": 3}, within=dt.timedelta(days=7)),
+        uptake.Milestone("teams", features=2, scope="account"),
+    )
+    assert loads(dumps(settings)) == settings
+    assert settings.describe()[-1] == "declared milestones: reports, teams"
+    assert settings.to_dict()["milestones"][0] == {
+        "name": "reports",
+        "counts": {"Report Created": 3},
+        "within_days": 7,
+    }
+    for bad, message in (
+        ('[[milestones]]\nname = "x"\nwithin = 7\nall_of = ["A"]\n', "milestones\\[0\\].within:"),
+        ('[[milestones]]\nname = "x"\n', "milestones\\[0\\] \\('x'\\): milestone 'x' has no"),
+        ('[[milestones]]\nname = "x"\nall_of = ["A"]\nwithin_days = 0\n', "within_days"),
+        ('milestones = ["x"]\n', "must be a table"),
+        ('[[milestones]]\nname = "x"\nall_of = ["A"]\n' * 2, "declared twice"),
+    ):
+        with pytest.raises(SettingsError, match=message):
+            loads(bad)

@@ -3,6 +3,8 @@
 Start with :class:`uptake.Client`.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from ._context_api import Context
 from ._version import __version__
 from .buffer import Buffer, MemoryBuffer
@@ -35,6 +37,9 @@ from .stores import Store
 from .stores.memory import MemoryStore
 from .stores.redis import RedisStore
 from .stores.sqlite import SqliteStore
+
+if TYPE_CHECKING:
+    from .collector.discovery import discover
 
 __all__ = [
     "Audience",
@@ -69,4 +74,14 @@ __all__ = [
     "StoreUnavailable",
     "UptakeError",
     "__version__",
+    "discover",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import ``discover`` on first use: it needs the report extra (DuckDB)."""
+    if name == "discover":
+        from .collector.discovery import discover
+
+        return discover
+    raise AttributeError(f"module 'uptake' has no attribute {name!r}")

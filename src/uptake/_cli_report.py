@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from ._cli_common import UsageError, folder_of, needs_extra
 
 if TYPE_CHECKING:
+    from .collector.metrics import Report
     from .collector.settings import ReportSettings
 
 __all__ = ["day", "report"]
@@ -67,6 +68,7 @@ def report(args: argparse.Namespace) -> int:
         report,
         title=f"uptake engagement report: {os.path.basename(args.source)}",
         settings=settings,
+        extra_sections=_discovery(args, settings, until, report),
     )
     try:
         with open(args.out, "w", encoding="utf-8") as out:
@@ -87,6 +89,24 @@ def report(args: argparse.Namespace) -> int:
         print(line, file=text)
     print(f"wrote {', '.join(wrote)} in {time.monotonic() - started:.1f}s", file=text)
     return 0
+
+
+def _discovery(
+    args: argparse.Namespace, settings: ReportSettings, until: date | None, report: Report
+) -> list[str]:
+    """The section "What retained users did first", when an SQL engine computes the report
+    and the data has a cohort (docs/discover.md); it reads the source a second time."""
+    if args.engine == "python" or args.no_discover:
+        return []
+    from .collector.discovery import discover, html_section
+    from .collector.discovery.options import RETENTION_WINDOW
+
+    first, last = report.first_day, report.last_day
+    if first is None or last is None or (last - first).days < RETENTION_WINDOW[1]:
+        return []  # too short for anyone to be observed through the window: no cohort
+
+    found = discover(args.source, settings=settings, until=until, engine=args.engine or "duckdb")
+    return [html_section(found)] if found.cohort else []
 
 
 def _write_json(path: str, document: str) -> list[str]:

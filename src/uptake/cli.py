@@ -4,6 +4,7 @@
     uptake serve [--host 127.0.0.1] [--port 8787] [--db uptake-events.db] [--workers N]
     uptake report [uptake-events.db | EVENTS.jsonl] [--out uptake-report.html]
                   [--settings FILE] [--json FILE] [--csv FOLDER]
+    uptake discover [uptake-events.db | EVENTS.jsonl] [--goal EVENT] [--json FILE]
     uptake demo [--seed 7]
 
 ``serve`` takes its write keys from ``$UPTAKE_WRITE_KEY``, a file (``--write-key-file``
@@ -26,6 +27,8 @@ from collections.abc import Iterator, Sequence
 from typing import IO, TYPE_CHECKING, Any
 
 from ._cli_common import UsageError, folder_of, needs_extra
+from ._cli_discover import add_parser as _add_discover
+from ._cli_discover import discover_command as _discover
 from ._cli_report import day as _day
 from ._cli_report import report as _report
 from ._cli_serve import serve_command as _serve
@@ -48,10 +51,12 @@ In-app engagement tracking: the uptake command.
   uptake report [uptake-events.db | EVENTS.jsonl] [--out uptake-report.html]
       the engagement report from what the collector stored, or from an export;
       settings from SOURCE.toml or --settings; --json FILE and --csv FOLDER for data
+  uptake discover [uptake-events.db | EVENTS.jsonl] [--goal EVENT]
+      which early behaviours go with retention: activation candidates, ranked
   uptake demo
       a simulated product through a client and a collector to such a report
 
-serve, report and demo need the collector extra: pip install 'uptake[collector]'.
+serve, report, discover and demo need the collector extra: pip install 'uptake[collector]'.
 """
 
 
@@ -269,6 +274,13 @@ def _parser() -> argparse.ArgumentParser:
         choices=["duckdb", "chdb", "python"],
         help="what computes the figures (default: DuckDB, in process)",
     )
+    report.add_argument(
+        "--no-discover",
+        action="store_true",
+        help='leave out "What retained users did first" (uptake discover), which reads '
+        "the source a second time",
+    )
+    _add_discover(commands)
     demo = commands.add_parser(
         "demo", help="simulate a product end to end: SDK, collector, engagement report"
     )
@@ -285,7 +297,13 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``uptake`` command; return its exit status."""
     args = _parser().parse_args(argv)
-    commands = {"serve": _serve, "report": _report, "demo": _demo, "replay": _replay}
+    commands = {
+        "serve": _serve,
+        "report": _report,
+        "discover": _discover,
+        "demo": _demo,
+        "replay": _replay,
+    }
     try:
         status = commands[args.command](args)
         sys.stdout.flush()  # a closed pipe shows here, not at exit

@@ -74,3 +74,9 @@ def check_context(client: uptake.Client) -> None:
         assert user == "u1"
     current: uptake.Context | None = client.current_context()
     assert current is None
+
+
+def activation(path: str) -> list[str]:
+    found = uptake.discover(path, unit="account", goal="Plan Upgraded", window=(0, 35), days=[7])
+    rate: float | None = found.rate
+    return [f"{c.label}: {c.lift:+.2f} ({c.score:.3f})" for c in found.strong] + [str(rate)]

@@ -267,6 +267,7 @@ def render_html(
     plotly_js: str | None = None,
     title: str = "",
     settings: ReportSettings | None = None,
+    extra_sections: Sequence[str] = (),
 ) -> str:
     """Return the report as one HTML page with plotly.js inlined.
 
@@ -276,6 +277,8 @@ def render_html(
             package ships).
         title: Shown at the top (escaped).
         settings: The settings the report was computed with, shown at the top.
+        extra_sections: HTML sections (escaped by their maker) shown after the others,
+            such as discovery's "What retained users did first".
 
     Raises:
         ImportError: plotly is not installed (it comes with the ``collector`` extra).
@@ -286,7 +289,7 @@ def render_html(
         plotly_js = get_plotlyjs()
     drawn = charts(report)
     present = {chart_id for chart_id, _, _ in drawn}
-    sections = _sections(report, present)
+    sections = _sections(report, present) + list(extra_sections)
     period = (
         f"{report.first_day} to {report.last_day} ({report.timezone})"
         if report.first_day

@@ -23,6 +23,8 @@ import attrs
 
 from ..errors import ConfigurationError
 from ..rules.engagement import ACCOUNT_COMPONENTS, Engagement
+from ..rules.milestones import Milestone
+from .milestone_entries import from_entries, to_entry
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -104,6 +106,13 @@ def _touchpoint_window_days(value: object) -> int:
     return _whole(value, "touchpoint_window_days", 1, 365)
 
 
+def _milestones(value: object) -> tuple[Milestone, ...]:
+    try:
+        return from_entries(value)
+    except ConfigurationError as exc:
+        raise SettingsError(str(exc)) from None
+
+
 def _weights(value: object) -> dict[str, float]:
     if not isinstance(value, Mapping):
         raise SettingsError(f"account_weights: must be a table of weights, not {value!r}")
@@ -148,6 +157,8 @@ class ReportSettings:
         touchpoint_target: Touchpoint days in the window that count as full marks.
         touchpoint_window_days: How far back touchpoints count.
         seats_trait: The group trait holding an account's seats.
+        milestones: Milestones declared as ``[[milestones]]`` (``uptake discover``
+            measures them; docs/discover.md).
         path: The file these came from (None: defaults or the command line).
     """
 
@@ -168,6 +179,7 @@ class ReportSettings:
         default=_DEFAULTS.touchpoint_window.days, converter=_touchpoint_window_days
     )
     seats_trait: str = attrs.field(default=_DEFAULTS.seats_trait)
+    milestones: tuple[Milestone, ...] = attrs.field(default=(), converter=_milestones)
     path: str | None = attrs.field(default=None, eq=False)
 
     def __attrs_post_init__(self) -> None:
@@ -212,7 +224,11 @@ class ReportSettings:
             + (", ".join(self.core_features) if self.core_features else "every feature used")
             + f"; touchpoints {', '.join(self.touchpoints) or 'none'}"
             + f"; weights {weights}; tiers high >= {self.high:g}, medium >= {self.medium:g}",
-        ]
+        ] + (
+            [f"declared milestones: {', '.join(m.name for m in self.milestones)}"]
+            if self.milestones
+            else []
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """The settings as plain data (the JSON report's ``settings``)."""
@@ -227,6 +243,7 @@ class ReportSettings:
             "touchpoint_target": self.touchpoint_target,
             "touchpoint_window_days": self.touchpoint_window_days,
             "seats_trait": self.seats_trait,
+            "milestones": [to_entry(m) for m in self.milestones],
             "path": self.path,
         }
 
@@ -242,6 +259,7 @@ _KEYS = {
     "touchpoint_target",
     "touchpoint_window_days",
     "seats_trait",
+    "milestones",
 }
 
 
@@ -340,4 +358,16 @@ seats_trait = {_toml(settings.seats_trait)}
 [tiers]
 high = {_toml(settings.high)}
 medium = {_toml(settings.medium)}
-"""
+""" + "".join(_entry_toml(m) for m in settings.milestones)
+
+
+def _entry_toml(m: Milestone) -> str:
+    """A ``[[milestones]]`` table."""
+    lines = ["", "[[milestones]]"]
+    for key, value in to_entry(m).items():
+        if isinstance(value, dict):
+            pairs = ", ".join(f"{_toml(k)} = {_toml(v)}" for k, v in value.items())
+            lines.append(f"{key} = {{ {pairs} }}")
+        else:
+            lines.append(f"{key} = {_toml(value)}")
+    return "\n".join(lines) + "\n"
