@@ -15,6 +15,7 @@ event's whole JSON (``json=COLUMN``). See docs/report.md#clickhouse.
 from __future__ import annotations
 
 import os
+import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from datetime import date, tzinfo
@@ -150,26 +151,29 @@ class _ConnectRunner:
         self._client.close()
 
 
+_CAUSE = re.compile(r"\[(?:Errno -?\d+|SSL[^\]]*)\][^\"')(]*|timed out|Name or service not known")
+
+
 def _one_line(exc: BaseException, location: ClickHouseLocation) -> str:
     """What went wrong, in one line, naming the server and never the password."""
     text = " ".join(str(exc).split())
-    if location.password:
-        text = text.replace(location.password, "***")
-    code = None
-    marker = text.find("Code: ")
-    if marker >= 0:
-        code = text[marker + 6 :].split(".", 1)[0]
-        text = text[marker:]
-        end = text.find("(version")
-        if end > 0:
-            text = text[:end].rstrip()
     where = f"ClickHouse at {location.host}:{location.port}"
+    secret = location.password
+    if secret and secret in text:
+        if len(secret) < 4:  # too short to mask without garbling the message
+            return f"{where}: {type(exc).__name__} (details withheld: they hold the password)"
+        text = text.replace(secret, "***")
+    marker = text.find("Code: ")
+    if marker < 0:
+        cause = _CAUSE.search(text)
+        return f"cannot reach {where}: {cause.group(0).strip() if cause else text[:300]}"
+    text = text[marker:]
+    code = text[6:].split(".", 1)[0]
+    for tail in (" (version", " (for url"):
+        if tail in text:
+            text = text[: text.index(tail)]
     if code in ("516", "192", "194"):
         return f"{where} refused user {location.user!r}: {text}"
-    if code is None and any(
-        w in text.lower() for w in ("connect", "refused", "timed out", "resolve", "unreachable")
-    ):
-        return f"cannot reach {where}: {text[:300]}"
     return f"{where}: {text[:500]}"
 
 

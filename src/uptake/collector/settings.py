@@ -119,6 +119,22 @@ def _weights(value: object) -> dict[str, float]:
     return out
 
 
+def _clickhouse(value: object) -> dict[str, str]:
+    from .engine.chtable import ROLES
+
+    if not isinstance(value, Mapping):
+        raise SettingsError(f"clickhouse: must be a table of column names, not {value!r}")
+    known = ("table", "json", *ROLES)
+    out = {}
+    for key, column in value.items():
+        if key not in known:
+            raise SettingsError(f"clickhouse.{key}: unknown key; known: {', '.join(known)}")
+        if not isinstance(column, str) or not column:
+            raise SettingsError(f"clickhouse.{key}: must be a non-empty string, not {column!r}")
+        out[key] = column
+    return out
+
+
 def _zone(value: object) -> str:
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -148,6 +164,8 @@ class ReportSettings:
         touchpoint_target: Touchpoint days in the window that count as full marks.
         touchpoint_window_days: How far back touchpoints count.
         seats_trait: The group trait holding an account's seats.
+        clickhouse: Where a ClickHouse source's events are (``table``) and how its
+            columns map to an event's fields (docs/report.md#clickhouse).
         path: The file these came from (None: defaults or the command line).
     """
 
@@ -168,6 +186,7 @@ class ReportSettings:
         default=_DEFAULTS.touchpoint_window.days, converter=_touchpoint_window_days
     )
     seats_trait: str = attrs.field(default=_DEFAULTS.seats_trait)
+    clickhouse: Mapping[str, str] = attrs.field(factory=dict, converter=_clickhouse, hash=False)
     path: str | None = attrs.field(default=None, eq=False)
 
     def __attrs_post_init__(self) -> None:
@@ -242,6 +261,7 @@ _KEYS = {
     "touchpoint_target",
     "touchpoint_window_days",
     "seats_trait",
+    "clickhouse",
 }
 
 
@@ -340,4 +360,12 @@ seats_trait = {_toml(settings.seats_trait)}
 [tiers]
 high = {_toml(settings.high)}
 medium = {_toml(settings.medium)}
-"""
+""" + _clickhouse_toml(settings.clickhouse)
+
+
+def _clickhouse_toml(mapping: Mapping[str, str]) -> str:
+    if not mapping:
+        return ""
+    lines = "".join(f"{key} = {_toml(column)}\n" for key, column in mapping.items())
+    header = "\n# a ClickHouse source: its table, and its columns named otherwise\n"
+    return header + "[clickhouse]\n" + lines

@@ -206,6 +206,25 @@ def _json_role(pairs: str, role: str) -> str:
     return f"if(JSONType({raw}) = 'String', JSONExtractString({raw}), NULL)"
 
 
+def _trait(*doc: str) -> str:
+    """A trait's value as a segment name, as :func:`uptake.collector.figures.trait_of`
+    gives it: true/false, a whole number, a fraction as Python writes it (``2.0``), a
+    non-empty string. ``doc`` is JSON text and the key, or the value's raw JSON.
+
+    (The raw JSON of a repeated key is ClickHouse's rewriting, which writes ``2.0`` as
+    ``2``: only a repeated trait key may lose the ``.0``.)
+    """
+    at = ", ".join(doc)
+    kind, number = f"JSONType({at})", f"JSONExtractFloat({at})"
+    return (
+        f"multiIf({kind} = 'Bool', if(JSONExtractBool({at}), 'true', 'false'), "
+        f"{kind} = 'Int64', toString(JSONExtractInt({at})), {kind} = 'UInt64', "
+        f"toString(JSONExtractUInt({at})), {kind} = 'Double', if({number} = trunc({number}) "
+        f"AND abs({number}) < 1e16, concat(toString(toInt64({number})), '.0'), "
+        f"toString({number})), {kind} = 'String', nullIf(JSONExtractString({at}), ''), NULL)"
+    )
+
+
 def resolve(location: ClickHouseLocation, described: Mapping[str, str]) -> dict[str, str]:
     """Each role's SQL over the events table, given its columns (name to type).
 
@@ -260,9 +279,20 @@ def typed_select(
     values = {**null, **objects, **roles}
     source = location.qualified()
     if location.json is not None:
-        doc = f"JSONExtractKeysAndValuesRaw(ifNull({_fixed(quote(location.json))}, ''))"
-        source = f"(SELECT {doc} AS doc FROM {source}) j"
+        body = f"ifNull({_fixed(quote(location.json))}, '')"
+        source = (
+            f"(SELECT body, JSONExtractKeysAndValuesRaw(body) AS doc FROM (SELECT {body} "
+            f"AS body FROM {source}) b) j"
+        )
     first = ", ".join(f"{values[r]} AS k_{r}" for r in ROLES)
+    # Where the traits are in the event's own text (for a trait's JSON type; the raw JSON
+    # of a value is ClickHouse's rewriting of it, which writes 2.0 as 2), and whether a
+    # repeated key makes that text's first value the wrong one.
+    traits_at: tuple[str, ...] = ("k_traits",)
+    repeated = ""
+    if location.json is not None:
+        first += ", body AS k_body, countEqual(arrayMap(p -> p.1, doc), 'traits') > 1 AS k_twice"
+        traits_at, repeated = ("k_body", "'traits'"), "k_twice OR "
     now = time.time() if now is None else now
     with_data = ", ".join(literal(e) for e in _WITH_DATA)
     context = "JSONExtractKeysAndValuesRaw(k_context)"
@@ -275,11 +305,12 @@ def typed_select(
         "SELECT rowNumberInAllBlocks() AS seq, "
         f"{t} AS t, coalesce(nullIf(k_user_id, ''), nullIf(k_anonymous_id, '')) AS user, "
         f"coalesce(nullIf(k_group_id, ''), {_text(_member(context, 'groupId'))}) AS account, "
-        "k_type AS kind, k_event AS event, JSONExtractKeysAndValuesRaw(multiIf(kind = 'track' "
+        "k_type AS kind, k_event AS event, multiIf(kind = 'track' "
         f"AND event IN ({with_data}), k_properties, kind IN ('identify', 'group'), k_traits, "
-        "'')) AS kv, multiIf(NOT isFinite(ifNull(t, nan)), 1, NOT (t >= "
+        "'') AS data, JSONExtractKeysAndValuesRaw(data) AS kv, "
+        "multiIf(NOT isFinite(ifNull(t, nan)), 1, NOT (t >= "
         f"{_EARLIEST!r} AND t <= {now + _AHEAD!r}), 2, user IS NULL, 3, kind IS NULL, 4, 0) "
-        f"AS reason FROM (SELECT {first} FROM {source}) l0"
+        f"AS reason, * FROM (SELECT {first} FROM {source}) l0"
     )
 
     def v(key: str) -> str:
@@ -297,16 +328,10 @@ def typed_select(
     )
     trait = "CAST(NULL, 'Nullable(String)')"
     if segment_by is not None:
-        raw = v(segment_by)
-        number = f"JSONExtractFloat({raw})"
         trait = (
-            f"if(kind IN ('identify', 'group'), multiIf(JSONType({raw}) = 'Bool', "
-            f"if(JSONExtractBool({raw}), 'true', 'false'), JSONType({raw}) = 'Int64', "
-            f"toString(JSONExtractInt({raw})), JSONType({raw}) = 'UInt64', "
-            f"toString(JSONExtractUInt({raw})), JSONType({raw}) = 'Double', "
-            f"if({number} = trunc({number}) AND abs({number}) < 1e16, "
-            f"concat(toString(toInt64({number})), '.0'), toString({number})), "
-            f"{_text(raw)}), NULL)"
+            f"if(kind IN ('identify', 'group'), if({repeated}countEqual(arrayMap(p -> p.1, kv), "
+            f"{literal(segment_by)}) > 1, {_trait(v(segment_by))}, "
+            f"{_trait(*traits_at, literal(segment_by))}), NULL)"
         )
     columns = {
         "seq": "seq",
