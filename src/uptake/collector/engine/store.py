@@ -88,22 +88,26 @@ _PATHS = (
 )
 
 
-def _repeated(keys: tuple[str, ...]) -> str:
-    """DuckDB: whether a body may name one of ``keys`` twice (a key inside properties or
-    traits, or those themselves). Such a row takes the Python path, which reads the last
-    of the two, as Python's and JavaScript's JSON readers do; DuckDB's reads the first.
-    A key named twice at different depths only sends the row to Python, still exact."""
-    names = "|".join(re.escape(k) for k in dict.fromkeys(keys))
-    found = f"regexp_extract_all(body, '\"({names})\"\\s*:', 1)"
-    return f"coalesce(len({found}) > len(list_distinct({found})), false)"
+def _repeated(properties: str, traits: str) -> str:
+    """DuckDB: whether a body names ``properties`` or ``traits`` twice, or a key twice
+    inside them (given as their JSON text). Such a row takes the Python path, which
+    reads the last of the two, as Python's and JavaScript's JSON readers do; DuckDB's
+    reads the first."""
+
+    def twice(key: str) -> str:
+        return f"strpos(substr(body, strpos(body, '\"{key}\"') + {len(key) + 2}), '\"{key}\"') > 0"
+
+    def inside(obj: str) -> str:
+        return f"len(json_keys({obj})) > len(list_distinct(json_keys({obj})))"
+
+    either = " OR ".join((twice("properties"), twice("traits"), inside(properties), inside(traits)))
+    return f"coalesce({either}, false)"
 
 
-def _typed_sql(
-    seats: str, trait: str | None, now: float, day: str, keys: tuple[str, ...] = ()
-) -> str:
+def _typed_sql(seats: str, trait: str | None, now: float, day: str) -> str:
     """DuckDB: a batch ``b`` from :data:`_READ` as :data:`.table.COLUMNS`, plus ``reason``
     (0 kept, 1 out of range, 2 no user) and ``plain``."""
-    paths = [*_PATHS, seats, trait or "$.none"]
+    paths = [*_PATHS, seats, trait or "$.none", "$.properties", "$.traits"]
     listed = ", ".join(f"'{p}'" for p in paths)
     v = {
         name: f"j[{i + 1}]"
@@ -185,7 +189,7 @@ def _typed_sql(
     odd_trait = f"json_type({v['trait']}) = 'DOUBLE'" if trait is not None else "false"
     plain = (
         "t IS NOT NULL AND abs(t) < 1e300 AND type IS NOT NULL AND (NOT data OR "
-        f"(readable AND NOT coalesce({odd_trait}, false) AND NOT {_repeated(keys)}))"
+        f"(readable AND NOT coalesce({odd_trait}, false) AND NOT {_repeated('j[11]', 'j[12]')}))"
     )
     reason = (
         f"CASE WHEN NOT (t >= {_EARLIEST!r} AND t <= {now + _AHEAD!r}) THEN 1 "
@@ -251,10 +255,7 @@ def arrow_batches(
         conn.close()
     if not columns >= _STORED:  # not a store, or one from before event_time: Python's
         return None
-    keys = ("properties", "traits", *(p.rsplit(".", 1)[1] for p in _PATHS), seats_trait)
-    if segment_by is not None:
-        keys += (segment_by,)
-    sql = _typed_sql(seats, trait, time.time(), day, keys)
+    sql = _typed_sql(seats, trait, time.time(), day)
     names = ", ".join(n for n, _ in COLUMNS)
     labels = {1: OUT_OF_RANGE, 2: NO_USER}
 
