@@ -294,6 +294,18 @@ def test_the_url_and_its_mapping() -> None:
             parse_url(bad, env={})
 
 
+def test_the_settings_file_maps_the_columns() -> None:
+    from uptake.collector.settings import SettingsError, dumps, loads
+
+    settings = loads('[clickhouse]\ntable = "tracks"\nuser_id = "uid"\n', path="s.toml")
+    assert dict(settings.clickhouse) == {"table": "tracks", "user_id": "uid"}
+    assert loads(dumps(settings)) == settings
+    assert parse_url("clickhouse://h", mapping=settings.clickhouse).columns == {"user_id": "uid"}
+    for bad in ('[clickhouse]\ncolour = "x"\n', "[clickhouse]\nevent = 3\n", "clickhouse = 1\n"):
+        with pytest.raises(SettingsError, match="clickhouse"):
+            loads(bad)
+
+
 @pytest.fixture(scope="module")
 def served(chdb_run: ChdbRunner) -> Iterator[tuple[ChdbHttpServer, list[dict[str, Any]]]]:
     events = events_of(5)
