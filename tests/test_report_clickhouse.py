@@ -429,3 +429,22 @@ def test_a_real_clickhouse_server(tmp_path: Path) -> None:  # pragma: no cover -
     finally:
         runner.command(f"DROP TABLE IF EXISTS {location.qualified()}")
         runner.close()
+
+
+def test_lone_surrogate_escapes_read_as_python_reads_them(chdb_run: ChdbRunner) -> None:
+    from uptake.collector.engine.chtable import _fixed, _member, _text
+    from uptake.definitions import writable
+
+    cases = [
+        r'{"a":"x\ud800y"}',
+        r'{"a":"\ud83d\ude00"}',  # a pair: one character
+        r'{"a":"\\ud800"}',  # an escaped backslash: text
+        r'{"a":"\udc00\ud800"}',
+        r'{"a":"\\\ud800"}',
+        r'{"a":"\ud800\ud83d\ude00z", "b": 1}',
+        r'{"a":"\uD800"}',
+    ]
+    for case in cases:
+        pairs = f"JSONExtractKeysAndValuesRaw({_fixed(literal(case))})"
+        ((got,),) = chdb_run.rows(f"SELECT {_text(_member(pairs, 'a'))}")
+        assert got == writable(json.loads(case)["a"]), case
