@@ -88,26 +88,22 @@ _PATHS = (
 )
 
 
-def _repeated(properties: str, traits: str) -> str:
-    """DuckDB: whether a body names ``properties`` or ``traits`` twice, or a key twice
-    inside them (given as their JSON text). Such a row takes the Python path, which
-    reads the last of the two, as Python's and JavaScript's JSON readers do; DuckDB's
-    reads the first."""
-
-    def twice(key: str) -> str:
-        return f"strpos(substr(body, strpos(body, '\"{key}\"') + {len(key) + 2}), '\"{key}\"') > 0"
-
-    def inside(obj: str) -> str:
-        return f"len(json_keys({obj})) > len(list_distinct(json_keys({obj})))"
-
-    either = " OR ".join((twice("properties"), twice("traits"), inside(properties), inside(traits)))
-    return f"coalesce({either}, false)"
+def _repeated(keys: tuple[str, ...]) -> str:
+    """DuckDB: whether a body may name one of ``keys`` twice (``properties``, ``traits``,
+    or a key the report reads inside them). Such a row takes the Python path, which reads
+    the last of the two, as Python's and JavaScript's JSON readers do; DuckDB's reads the
+    first. A key named twice at different depths only sends the row to Python, still
+    exact. (One regular expression: a few times cheaper than listing the keys.)"""
+    either = "|".join(f'"{re.escape(k)}"\\s*:.*"{re.escape(k)}"\\s*:' for k in dict.fromkeys(keys))
+    return f"coalesce(regexp_matches(body, '{either}'), false)"
 
 
-def _typed_sql(seats: str, trait: str | None, now: float, day: str) -> str:
+def _typed_sql(
+    seats: str, trait: str | None, now: float, day: str, keys: tuple[str, ...] = ()
+) -> str:
     """DuckDB: a batch ``b`` from :data:`_READ` as :data:`.table.COLUMNS`, plus ``reason``
     (0 kept, 1 out of range, 2 no user) and ``plain``."""
-    paths = [*_PATHS, seats, trait or "$.none", "$.properties", "$.traits"]
+    paths = [*_PATHS, seats, trait or "$.none"]
     listed = ", ".join(f"'{p}'" for p in paths)
     v = {
         name: f"j[{i + 1}]"
@@ -189,7 +185,7 @@ def _typed_sql(seats: str, trait: str | None, now: float, day: str) -> str:
     odd_trait = f"json_type({v['trait']}) = 'DOUBLE'" if trait is not None else "false"
     plain = (
         "t IS NOT NULL AND abs(t) < 1e300 AND type IS NOT NULL AND (NOT data OR "
-        f"(readable AND NOT coalesce({odd_trait}, false) AND NOT {_repeated('j[11]', 'j[12]')}))"
+        f"(readable AND NOT coalesce({odd_trait}, false) AND NOT {_repeated(keys)}))"
     )
     reason = (
         f"CASE WHEN NOT (t >= {_EARLIEST!r} AND t <= {now + _AHEAD!r}) THEN 1 "
@@ -255,7 +251,10 @@ def arrow_batches(
         conn.close()
     if not columns >= _STORED:  # not a store, or one from before event_time: Python's
         return None
-    sql = _typed_sql(seats, trait, time.time(), day)
+    keys = ("properties", "traits", *(p.rsplit(".", 1)[1] for p in _PATHS), seats_trait)
+    if segment_by is not None:
+        keys += (segment_by,)
+    sql = _typed_sql(seats, trait, time.time(), day, keys)
     names = ", ".join(n for n, _ in COLUMNS)
     labels = {1: OUT_OF_RANGE, 2: NO_USER}
 
