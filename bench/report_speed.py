@@ -1,6 +1,7 @@
-"""How long ``uptake report`` takes on large collector stores, on DuckDB and on chdb.
+"""How long ``uptake report`` takes on large collector stores (DuckDB, chdb) and on ClickHouse.
 
     python bench/report_speed.py [--events 1000000,10000000] [--dir /tmp]
+                                 [--only report,clickhouse,jsonl]
 
 For each size it fills a collector store (``uptake.collector.EventStore``, the file
 ``uptake serve`` writes) with synthetic product events, in the wire format the SDK sends:
