@@ -1,6 +1,7 @@
-"""How long ``uptake report`` takes on large collector stores, on DuckDB and on chdb.
+"""How long ``uptake report`` takes on large collector stores (DuckDB, chdb) and on ClickHouse.
 
     python bench/report_speed.py [--events 1000000,10000000] [--dir /tmp]
+                                 [--only report,clickhouse,jsonl]
 
 For each size it fills a collector store (``uptake.collector.EventStore``, the file
 ``uptake serve`` writes) with synthetic product events, in the wire format the SDK sends:
@@ -14,7 +15,12 @@ Then, each in a fresh process (so peak RSS is the run's own):
 
 1. ``compute(from_store(...))`` on DuckDB (the default) and on chdb;
 2. for comparison, what reading the raw JSONL costs: DuckDB's ``read_json`` and chdb's
-   ``JSONEachRow``, each parsing every line and counting distinct users per day.
+   ``JSONEachRow``, each parsing every line and counting distinct users per day;
+3. the ClickHouse source (``uptake report clickhouse://...``): the export loaded once into
+   a wide ``events`` table of a chdb database kept on disk beside the store (columns as
+   RudderStack lands them: type, event, user_id, timestamp as DateTime64, properties and
+   context as JSON text), then the report computed in ClickHouse SQL over it
+   (``compute_clickhouse``), chdb standing in for the server.
 
 Target: 10M events in under 60 s with peak RSS under 1.5 GB on the 2-core machine.
 Needs the collector and clickhouse extras and chdb: ``pip install -e '.[test]'``.
@@ -130,6 +136,61 @@ def run_report(store: str, engine: str) -> dict[str, object]:
     }
 
 
+_WIDE = (
+    "type String, event Nullable(String), user_id Nullable(String), anonymous_id "
+    "Nullable(String), timestamp DateTime64(3, 'UTC'), properties String, context String"
+)
+
+
+def load_clickhouse(jsonl: Path, folder: Path, n: int) -> None:
+    """Load the export into a wide events table of a chdb database in ``folder`` (kept)."""
+    from chdb import session
+
+    db = session.Session(str(folder))
+    try:
+        try:
+            stored = int(str(db.query("SELECT count() FROM default.events", "CSV")).strip())
+        except Exception:  # no table yet
+            stored = -1
+        if stored == n:
+            return
+        started = time.perf_counter()
+        db.query("DROP TABLE IF EXISTS default.events")
+        db.query(f"CREATE TABLE default.events ({_WIDE}) ENGINE = MergeTree ORDER BY timestamp")
+        db.query(
+            "INSERT INTO default.events SELECT type, event, userId, anonymousId, "
+            "parseDateTime64BestEffort(timestamp, 3, 'UTC'), properties, context FROM "
+            f"file('{jsonl.resolve()}', JSONEachRow, 'type String, event Nullable(String), "
+            "userId Nullable(String), anonymousId Nullable(String), timestamp String, "
+            "properties String, context String')"
+        )
+        took = time.perf_counter() - started
+        print(f"loaded {n:,} events into a chdb events table in {took:.1f}s")
+    finally:
+        db.close()
+
+
+def run_clickhouse(folder: str) -> dict[str, object]:
+    """The report of a ClickHouse source, computed in ClickHouse SQL (chdb as the server)."""
+    from chdb import session
+
+    from uptake.collector.clickhouse import ClickHouseLocation, compute_clickhouse
+    from uptake.collector.engine.remote import ChdbRunner
+
+    started = time.perf_counter()
+    runner = ChdbRunner(session.Session(folder))
+    try:
+        report = compute_clickhouse(runner, ClickHouseLocation("chdb", 0, table="events"))
+    finally:
+        runner.session.close()
+    return {
+        "seconds": time.perf_counter() - started,
+        "events": report.events,
+        "users": report.users,
+        "skipped": report.skipped,
+    }
+
+
 def run_jsonl(jsonl: str, engine: str) -> dict[str, object]:
     """Parse every line of the export and count distinct users per day."""
     started = time.perf_counter()
@@ -163,7 +224,12 @@ def _peak_rss_mb() -> float:
 
 
 def child(kind: str, target: str, engine: str) -> None:
-    result = run_report(target, engine) if kind == "report" else run_jsonl(target, engine)
+    if kind == "clickhouse":
+        result = run_clickhouse(target)
+    elif kind == "report":
+        result = run_report(target, engine)
+    else:
+        result = run_jsonl(target, engine)
     result["peak_rss_mb"] = _peak_rss_mb()
     print(json.dumps(result))
 
@@ -183,6 +249,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", default="1000000,10000000")
     parser.add_argument("--dir", default="/tmp")
+    parser.add_argument(
+        "--only", help="comma-separated runs: report, clickhouse, jsonl (default: all)"
+    )
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -192,19 +261,31 @@ def main() -> None:
         store = Path(args.dir) / f"uptake-report-bench-{n}.db"
         jsonl = store.with_suffix(".jsonl")
         fill(store, jsonl, n)
-        for kind, target in (("report", store), ("jsonl", jsonl)):
-            for engine in ("duckdb", "chdb"):
-                r = measure(kind, target, engine)
-                seconds, rss = float(r["seconds"]), float(r["peak_rss_mb"])  # type: ignore[arg-type]
-                verdict = ""
-                if kind == "report" and n >= 10_000_000:
-                    ok = seconds < 60 and rss < 1536
-                    verdict = f"  (target 60 s / 1.5 GB: {'met' if ok else 'MISSED'})"
-                label = "uptake report" if kind == "report" else "raw JSONL scan"
-                print(
-                    f"{n:>11,} events  {label:<15} {engine:<7} {seconds:6.1f}s  "
-                    f"peak RSS {rss:6.0f} MB{verdict}"
-                )
+        folder = store.with_suffix(".chdb")
+        runs = [("report", store, "duckdb"), ("report", store, "chdb")]
+        runs += [
+            ("clickhouse", folder, "chdb"),
+            ("jsonl", jsonl, "duckdb"),
+            ("jsonl", jsonl, "chdb"),
+        ]
+        runs = [r for r in runs if not args.only or r[0] in args.only.split(",")]
+        if any(kind == "clickhouse" for kind, _, _ in runs):
+            load_clickhouse(jsonl, folder, n)
+        for kind, target, engine in runs:
+            r = measure(kind, target, engine)
+            seconds, rss = float(r["seconds"]), float(r["peak_rss_mb"])  # type: ignore[arg-type]
+            verdict = ""
+            if kind == "report" and n >= 10_000_000:
+                ok = seconds < 60 and rss < 1536
+                verdict = f"  (target 60 s / 1.5 GB: {'met' if ok else 'MISSED'})"
+            label = {"report": "uptake report", "clickhouse": "ClickHouse source"}.get(
+                kind, "raw JSONL scan"
+            )
+            print(
+                f"{n:>11,} events  {label:<17} {engine:<7} {seconds:6.1f}s  "
+                f"peak RSS {rss:6.0f} MB  ({r['events']:,} events){verdict}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sqlite3
 import sys
@@ -39,34 +40,39 @@ def report(args: argparse.Namespace) -> int:
     from .collector.sources import from_jsonl, from_store
 
     until = day(args.until)
-    if not os.path.isfile(args.source):
+    remote = _is_clickhouse(args.source)
+    if not remote and not os.path.isfile(args.source):
         print(f"uptake: no such file: {args.source}", file=sys.stderr)
         return 2
     settings = _report_settings(args)
     folder_of(args.out, "the report to")
     if args.json not in (None, "-"):
         folder_of(args.json, "the JSON report to")
-    is_sqlite = _is_event_source(args.source)
     started = time.monotonic()
-    try:
-        source = from_store(args.source) if is_sqlite else from_jsonl(args.source)
-        report = compute(
-            source,
-            tz=settings.tzinfo(),
-            inactive=settings.inactive,
-            engagement=settings.engagement(),
-            until=until,
-            engine=args.engine,
+    if remote:
+        report, name = _from_clickhouse(args, settings, until)
+    else:
+        is_sqlite = _is_event_source(args.source)
+        try:
+            source = from_store(args.source) if is_sqlite else from_jsonl(args.source)
+            report = compute(
+                source,
+                tz=settings.tzinfo(),
+                inactive=settings.inactive,
+                engagement=settings.engagement(),
+                until=until,
+                engine=args.engine,
+            )
+        except sqlite3.DatabaseError as exc:
+            print(f"uptake: {args.source} is not a collector's event store: {exc}", file=sys.stderr)
+            return 2
+        report = attrs.evolve(
+            report, skipped=source.skipped, skipped_by=tuple(source.skipped_by.most_common())
         )
-    except sqlite3.DatabaseError as exc:
-        print(f"uptake: {args.source} is not a collector's event store: {exc}", file=sys.stderr)
-        return 2
-    report = attrs.evolve(
-        report, skipped=source.skipped, skipped_by=tuple(source.skipped_by.most_common())
-    )
+        name = os.path.basename(args.source)
     page = render_html(
         report,
-        title=f"uptake engagement report: {os.path.basename(args.source)}",
+        title=f"uptake engagement report: {name}",
         settings=settings,
         extra_sections=_discovery(args, settings, until, report),
     )
@@ -96,8 +102,8 @@ def _discovery(
 ) -> list[str]:
     """The section "What retained users did first", when an SQL engine computes the report
     and the data has a cohort (docs/discover.md); it reads the source a second time."""
-    if args.engine == "python" or args.no_discover:
-        return []
+    if args.engine == "python" or args.no_discover or _is_clickhouse(args.source):
+        return []  # (discovery runs on the local engines only)
     from .collector.discovery import discover, html_section
     from .collector.discovery.options import RETENTION_WINDOW
 
@@ -107,6 +113,51 @@ def _discovery(
 
     found = discover(args.source, settings=settings, until=until, engine=args.engine or "duckdb")
     return [html_section(found)] if found.cohort else []
+
+
+def _is_clickhouse(source: str) -> bool:
+    return source.startswith(("clickhouse://", "clickhouses://"))
+
+
+def _from_clickhouse(
+    args: argparse.Namespace, settings: ReportSettings, until: date | None
+) -> tuple[Report, str]:
+    """The report computed on a ClickHouse server, and the name the page gives it.
+
+    Raises:
+        UsageError: the source cannot be used (one line, never the password).
+    """
+    if args.engine is not None:
+        raise UsageError("--engine does not apply to a ClickHouse source: the server computes")
+    try:
+        import clickhouse_connect  # noqa: F401
+    except ImportError:
+        raise UsageError(
+            "a ClickHouse source needs the clickhouse extra: pip install 'uptake[clickhouse]'"
+        ) from None
+    from .collector.clickhouse import ClickHouseError, compute_clickhouse, connect, parse_url
+
+    # The driver logs a failed request before raising it: the one line below says it all.
+    logging.getLogger("clickhouse_connect").addHandler(logging.NullHandler())
+    logging.getLogger("clickhouse_connect").propagate = False
+
+    try:
+        location = parse_url(args.source, mapping=settings.clickhouse)
+        runner = connect(location)
+        try:
+            report = compute_clickhouse(
+                runner,
+                location,
+                tz=settings.tzinfo(),
+                inactive=settings.inactive,
+                engagement=settings.engagement(),
+                until=until,
+            )
+        finally:
+            runner.close()
+    except ClickHouseError as exc:
+        raise UsageError(str(exc)) from None
+    return report, location.redacted()
 
 
 def _write_json(path: str, document: str) -> list[str]:
@@ -135,7 +186,7 @@ def _report_settings(args: argparse.Namespace) -> ReportSettings:
     try:
         if args.settings is not None:
             settings = load(args.settings)
-        elif beside(args.source).is_file():
+        elif not _is_clickhouse(args.source) and beside(args.source).is_file():
             settings = load(beside(args.source))
         else:
             settings = ReportSettings()

@@ -2,7 +2,7 @@
 
     uptake replay EVENTS.jsonl --client myapp.analytics:client
     uptake serve [--host 127.0.0.1] [--port 8787] [--db uptake-events.db] [--workers N]
-    uptake report [uptake-events.db | EVENTS.jsonl] [--out uptake-report.html]
+    uptake report [uptake-events.db | EVENTS.jsonl | clickhouse://...] [--out uptake-report.html]
                   [--settings FILE] [--json FILE] [--csv FOLDER]
     uptake discover [uptake-events.db | EVENTS.jsonl] [--goal EVENT] [--json FILE]
     uptake demo [--seed 7]
@@ -49,7 +49,9 @@ In-app engagement tracking: the uptake command.
       run the reference collector (Segment's HTTP API) that stores what clients send;
       write keys from $UPTAKE_WRITE_KEY or --write-key-file
   uptake report [uptake-events.db | EVENTS.jsonl] [--out uptake-report.html]
-      the engagement report from what the collector stored, or from an export;
+      the engagement report from what the collector stored, or from an export,
+      or computed on a ClickHouse server (clickhouse://user@host:8123/db?table=events,
+      password in $UPTAKE_CLICKHOUSE_PASSWORD; needs the clickhouse extra);
       settings from SOURCE.toml or --settings; --json FILE and --csv FOLDER for data
   uptake discover [uptake-events.db | EVENTS.jsonl] [--goal EVENT]
       which early behaviours go with retention: activation candidates, ranked
@@ -228,7 +230,8 @@ def _parser() -> argparse.ArgumentParser:
         "source",
         nargs="?",
         default="uptake-events.db",
-        help="the collector's SQLite file (uptake serve --db) or a JSONL export "
+        help="the collector's SQLite file (uptake serve --db), a JSONL export, or a "
+        "ClickHouse table: clickhouse[s]://user@host:port/db?table=events "
         "(default: uptake-events.db)",
     )
     report.add_argument("--out", default="uptake-report.html", help="HTML file to write")

@@ -128,6 +128,22 @@ def _weights(value: object) -> dict[str, float]:
     return out
 
 
+def _clickhouse(value: object) -> dict[str, str]:
+    from .engine.chtable import ROLES
+
+    if not isinstance(value, Mapping):
+        raise SettingsError(f"clickhouse: must be a table of column names, not {value!r}")
+    known = ("table", "json", *ROLES)
+    out = {}
+    for key, column in value.items():
+        if key not in known:
+            raise SettingsError(f"clickhouse.{key}: unknown key; known: {', '.join(known)}")
+        if not isinstance(column, str) or not column:
+            raise SettingsError(f"clickhouse.{key}: must be a non-empty string, not {column!r}")
+        out[key] = column
+    return out
+
+
 def _zone(value: object) -> str:
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -159,6 +175,8 @@ class ReportSettings:
         seats_trait: The group trait holding an account's seats.
         milestones: Milestones declared as ``[[milestones]]`` (``uptake discover``
             measures them; docs/discover.md).
+        clickhouse: Where a ClickHouse source's events are (``table``) and how its
+            columns map to an event's fields (docs/report.md#clickhouse).
         path: The file these came from (None: defaults or the command line).
     """
 
@@ -180,6 +198,7 @@ class ReportSettings:
     )
     seats_trait: str = attrs.field(default=_DEFAULTS.seats_trait)
     milestones: tuple[Milestone, ...] = attrs.field(default=(), converter=_milestones)
+    clickhouse: Mapping[str, str] = attrs.field(factory=dict, converter=_clickhouse, hash=False)
     path: str | None = attrs.field(default=None, eq=False)
 
     def __attrs_post_init__(self) -> None:
@@ -260,6 +279,7 @@ _KEYS = {
     "touchpoint_window_days",
     "seats_trait",
     "milestones",
+    "clickhouse",
 }
 
 
@@ -330,7 +350,8 @@ def dumps(settings: ReportSettings) -> str:
         else "# core_features = [...]  (left out: every feature the account used)"
     )
     weights = "\n".join(f"{k} = {_toml(v)}" for k, v in settings.account_weights.items())
-    return f"""\
+    return (
+        f"""\
 # uptake report settings: everything besides the events that changes the report's numbers.
 # Read by `uptake report` from SOURCE's name with .toml (or --settings FILE); see docs/report.md.
 
@@ -358,7 +379,10 @@ seats_trait = {_toml(settings.seats_trait)}
 [tiers]
 high = {_toml(settings.high)}
 medium = {_toml(settings.medium)}
-""" + "".join(_entry_toml(m) for m in settings.milestones)
+"""
+        + _clickhouse_toml(settings.clickhouse)
+        + "".join(_entry_toml(m) for m in settings.milestones)
+    )
 
 
 def _entry_toml(m: Milestone) -> str:
@@ -371,3 +395,11 @@ def _entry_toml(m: Milestone) -> str:
         else:
             lines.append(f"{key} = {_toml(value)}")
     return "\n".join(lines) + "\n"
+
+
+def _clickhouse_toml(mapping: Mapping[str, str]) -> str:
+    if not mapping:
+        return ""
+    lines = "".join(f"{key} = {_toml(column)}\n" for key, column in mapping.items())
+    header = "\n# a ClickHouse source: its table, and its columns named otherwise\n"
+    return header + "[clickhouse]\n" + lines

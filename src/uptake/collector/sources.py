@@ -160,6 +160,8 @@ def from_store(path: str | os.PathLike[str]) -> Source:
                 f"CASE WHEN NOT ((type = 'track' AND event IN ({marks})) "
                 "OR type IN ('group', 'identify')) "
                 "THEN NULL WHEN NOT json_valid(body) THEN 0 "
+                # SQLite reads the first of two keys alike, Python the last: the body
+                f"WHEN {_twice('properties')} OR {_twice('traits')} THEN '!' || body "
                 "WHEN type = 'track' AND json_type(body, '$.properties') = 'object' "
                 "THEN json_extract(body, '$.properties') "
                 "WHEN type IN ('group', 'identify') AND json_type(body, '$.traits') = 'object' "
@@ -178,7 +180,15 @@ def from_store(path: str | os.PathLike[str]) -> Source:
                 data,
             ) in conn.execute(query, _WITH_DATA):
                 parsed = None
-                if data is not None:
+                if isinstance(data, str) and data.startswith("!"):  # the whole body
+                    whole = _strict_json(data[1:])
+                    if whole is None:
+                        source.read += 1
+                        source.skip(UNREADABLE)
+                        continue
+                    inner = whole.get("properties" if kind == "track" else "traits")
+                    parsed = inner if isinstance(inner, dict) else None
+                elif data is not None:
                     parsed = _strict_json(data)
                     if parsed is None:
                         source.read += 1
@@ -199,6 +209,12 @@ def from_store(path: str | os.PathLike[str]) -> Source:
     source.store = location
     source._where = rows
     return source
+
+
+def _twice(key: str) -> str:
+    """SQLite: whether ``"key"`` appears at least twice in ``body``."""
+    quoted = f"'\"{key}\"'"
+    return f"instr(substr(body, instr(body, {quoted}) + {len(key) + 2}), {quoted}) > 0"
 
 
 def _json(text: object) -> Any:
