@@ -23,15 +23,13 @@ from typing import Any
 
 from ...definitions import PAGE_EVENT, SCREEN_EVENT
 from ...rules.calendar import Calendar
-from ..engine.backends import Backend, load
-from ..engine.store import _ODD, fast_path_available
+from ..engine.backends import Backend, append_all, load
+from ..engine.store import _ODD, fast_path_available, read_rows
 from ..engine.table import COLUMNS, batches
 from ..sources import _AHEAD, _EARLIEST, Source
 
 __all__ = ["read_store"]
 
-#: Rows appended to the engine at once: fewer, larger appends cost less than many small.
-APPEND_ROWS = 1 << 20
 
 _FEATURE = "type = 'track' AND event = 'Feature Used'"
 # SQLite: the stored columns, and the body of "Feature Used" events only. The first row
@@ -92,31 +90,6 @@ def _typed(day: str, now: float) -> str:
     )
 
 
-def _read(uri: str, ready: queue.Queue[Any], stop: threading.Event) -> None:
-    """Put the store's rows on ``ready`` as Arrow batches, then None (or the error)."""
-    import adbc_driver_sqlite.dbapi as adbc
-
-    def put(item: Any) -> bool:
-        while not stop.is_set():
-            try:
-                ready.put(item, timeout=0.1)
-            except queue.Full:
-                continue
-            return True
-        return False
-
-    try:
-        with adbc.connect(uri) as conn, conn.cursor() as cur:
-            cur.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": "131072"})
-            cur.execute(_READ)
-            for batch in cur.fetch_record_batch():
-                if not put(batch):
-                    return
-        put(None)
-    except Exception as exc:  # handed to the consumer, which raises it
-        put(exc)
-
-
 def _batches(path: Path, day: str, odd: list[int]) -> Iterator[Any]:
     """Yield the plain rows as typed Arrow tables; the row ids of the others go to ``odd``.
 
@@ -130,7 +103,7 @@ def _batches(path: Path, day: str, odd: list[int]) -> Iterator[Any]:
     ready: queue.Queue[Any] = queue.Queue(maxsize=2)
     stop = threading.Event()
     reader = threading.Thread(
-        target=_read, args=(uri, ready, stop), name="uptake-discover-reader", daemon=True
+        target=read_rows, args=(uri, _READ, ready, stop), name="uptake-discover-reader", daemon=True
     )
     reader.start()
     con = duckdb.connect(config={"threads": 1, "memory_limit": "256MB"})
@@ -174,17 +147,9 @@ def read_store(db: Backend, source: Source, day: str, calendar: Calendar) -> boo
         "body",
     }:
         return False
-    import pyarrow as pa
 
     odd: list[int] = []
-    pending: list[Any] = []
-    for arrow in _batches(Path(store), day, odd):
-        pending.append(arrow)
-        if sum(t.num_rows for t in pending) >= APPEND_ROWS:
-            db.append(pa.concat_tables(pending))
-            pending = []
-    if pending:
-        db.append(pa.concat_tables(pending))
+    append_all(db, _batches(Path(store), day, odd))
     for i in range(0, len(odd), 500):
         ids = ", ".join(str(int(rowid)) for rowid in odd[i : i + 500])
         load(db, batches(source.numbered(f"rowid IN ({ids})"), "seats", None, calendar))

@@ -27,7 +27,7 @@ from ...definitions import PAGE_EVENT, SCREEN_EVENT
 from ..sources import _AHEAD, _EARLIEST, _WITH_DATA, NO_USER, OUT_OF_RANGE, Source
 from .table import COLUMNS
 
-__all__ = ["arrow_batches", "fast_path_available", "trait_path"]
+__all__ = ["arrow_batches", "fast_path_available", "read_rows", "trait_path"]
 
 #: Rows whose JSON body the report reads (NULL-safe: an unknown event reads it too).
 _DATA = (
@@ -207,8 +207,9 @@ def _typed_sql(
     )
 
 
-def _read(uri: str, ready: queue.Queue[Any], stop: threading.Event) -> None:
-    """Put the store's rows on ``ready`` as Arrow batches, then None (or the error)."""
+def read_rows(uri: str, query: str, ready: queue.Queue[Any], stop: threading.Event) -> None:
+    """Put the rows of ``query`` on the store ``uri`` on ``ready`` as Arrow batches, then
+    None (or the error); give up when ``stop`` is set. Runs in a reader thread."""
     import adbc_driver_sqlite.dbapi as adbc
 
     def put(item: Any) -> bool:
@@ -223,7 +224,7 @@ def _read(uri: str, ready: queue.Queue[Any], stop: threading.Event) -> None:
     try:
         with adbc.connect(uri) as conn, conn.cursor() as cur:
             cur.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": "131072"})
-            cur.execute(_READ)
+            cur.execute(query)
             for batch in cur.fetch_record_batch():
                 if not put(batch):
                     return
@@ -269,7 +270,10 @@ def arrow_batches(
         ready: queue.Queue[Any] = queue.Queue(maxsize=2)
         stop = threading.Event()
         reader = threading.Thread(
-            target=_read, args=(uri, ready, stop), name="uptake-store-reader", daemon=True
+            target=read_rows,
+            args=(uri, _READ, ready, stop),
+            name="uptake-store-reader",
+            daemon=True,
         )
         reader.start()
         # One thread: the engine and the reader have the rest.
