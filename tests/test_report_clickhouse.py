@@ -14,6 +14,7 @@ import json
 import os
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -117,8 +118,31 @@ REPEATED = [
 ]
 
 
+def global_holdout_events() -> list[dict[str, Any]]:
+    """Decisions of one nudge, a third of them the global holdout's (the programme)."""
+    start = datetime(2026, 3, 2, 10, tzinfo=timezone.utc)
+    out: list[dict[str, Any]] = []
+    for i in range(30):
+        user, t = f"gh{i}", start + timedelta(minutes=i)
+        props: dict[str, Any] = {"nudge": "gh", "goal": "Paid", "goal_within_s": 86_400.0}
+        if i % 3 == 2:
+            props["global_holdout"] = 0.3
+        kind = "Nudge Fired" if i % 3 == 0 else "Nudge Held Out"
+        out.append({"type": "track", "event": "Viewed", "userId": user, "timestamp": _iso(t)})
+        decision = {"type": "track", "event": kind, "userId": user, "timestamp": _iso(t)}
+        out.append({**decision, "properties": props})
+        if i % 2:
+            paid = _iso(t + timedelta(hours=1))
+            out.append({"type": "track", "event": "Paid", "userId": user, "timestamp": paid})
+    return out
+
+
+def _iso(t: datetime) -> str:
+    return t.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
 def events_of(seed: int) -> list[dict[str, Any]]:
-    return dataset(seed, users=20, days=35) + odd_events()
+    return dataset(seed, users=20, days=35) + odd_events() + global_holdout_events()
 
 
 def wide_table(

@@ -323,6 +323,7 @@ def typed_select(
         _number(v(seats_trait)),
     )
     nudge = f"if(startsWith(name, 'Nudge '), {_text(v('nudge'))}, NULL)"
+    global_share = _number(v("global_holdout"))  # a held-out event of the global holdout
     decision = (
         f"nudge_kind IN ('fired', 'held out') AND {_text(v('goal'))} IS NOT NULL AND {within} > 0"
     )
@@ -366,8 +367,9 @@ def typed_select(
     select = (
         f"SELECT {listed} FROM (SELECT *, toInt64(floor((day + 3) / 7)) AS week FROM "
         f"(SELECT *, {day} AS day FROM (SELECT {typed} FROM (SELECT *, {name} AS name, "
-        f"{nudge} AS nudge, if(nudge IS NOT NULL, lowerUTF8(substring(name, 7)), NULL) "
-        f"AS nudge_kind FROM ({read}) r WHERE reason = 0) n) d) w) x"
+        f"{nudge} AS nudge, if(nudge IS NOT NULL, if(name = 'Nudge Held Out' AND "
+        f"ifNull({global_share} > 0, false), 'global holdout', lowerUTF8(substring(name, 7))), "
+        f"NULL) AS nudge_kind FROM ({read}) r WHERE reason = 0) n) d) w) x"
     )
     skipped = f"SELECT reason, count() FROM ({read}) r WHERE reason > 0 GROUP BY reason"
     return select, skipped
