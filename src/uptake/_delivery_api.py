@@ -45,12 +45,14 @@ class DeliveryApi:
             were given up, or the timeout passed first. Thread-safe.
         """
         check_timeout(timeout)
-        # Events the rules could not apply while their store was down, within the timeout.
-        self._rules.catch_up(until=time.monotonic() + timeout)
+        deadline = time.monotonic() + timeout
+        # Events the rules could not apply while their store was down: at most half the
+        # time (delivering what is queued matters more), and the whole call within it.
+        self._rules.catch_up(until=deadline - timeout / 2)
         if self._state is ClientState.CLOSED or not self._delivery.send:
             return self._nothing_lost() and not len(self._buffer)
         self._pipeline.sweep()
-        return self._flush(timeout)
+        return self._flush(max(0.0, deadline - time.monotonic()))
 
     def _flush(self, timeout: float) -> bool:
         clean = self._nothing_lost()
