@@ -7,6 +7,7 @@ import threading
 import warnings
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -400,14 +401,20 @@ class _ThreadStore(uptake.MemoryStore):
 
 
 @pytest.mark.parametrize(
-    ("in_process", "with_callback", "hops"),
-    [(True, False, False), (False, False, True), (True, True, True)],
+    ("in_process", "with_callback", "durable", "hops"),
+    [
+        (True, False, False, False),
+        (False, False, False, True),  # a store that waits on I/O
+        (True, True, False, True),  # host code
+        (True, False, True, True),  # an outbox that may commit or make a burst wait
+    ],
 )
 def test_recording_hops_off_the_loop_only_when_it_could_wait(
-    in_process: bool, with_callback: bool, hops: bool
+    in_process: bool, with_callback: bool, durable: bool, hops: bool, tmp_path: Path
 ) -> None:
     store = _ThreadStore(in_process)
-    client = make_client(store=store, milestones=[uptake.Milestone("m", features=1)])
+    buffer = uptake.SqliteBuffer(tmp_path / "outbox.db") if durable else None
+    client = make_client(store=store, buffer=buffer, milestones=[uptake.Milestone("m", features=1)])
     if with_callback:  # host code may block: never on the loop
         client.on_milestone()(lambda reached: None)
     middleware = uptake_asgi.UptakeMiddleware(

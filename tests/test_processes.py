@@ -141,3 +141,28 @@ def test_a_forked_child_forgets_the_parents_sessions() -> None:
     assert len(client._sessions) == 1
     client._after_fork_in_child()  # what os.fork() runs in the child
     assert len(client._sessions) == 0  # the child will not end the parent's session
+
+
+def test_callbacks_still_run_in_a_forked_child(collector: LoopbackCollector) -> None:
+    # A real fork: gunicorn --preload and Celery's prefork pool register the callbacks in
+    # the parent and track in the children.
+    script = textwrap.dedent(
+        f"""
+        import os, sys
+        import uptake
+        client = uptake.Client(write_key="k", endpoint={collector.url!r},
+                               milestones=[uptake.Milestone("went", counts={{"Go": 1}})])
+        seen = []
+        client.on_milestone("went")(lambda reached: seen.append(reached.user_id))
+        client.on_nudge()(lambda fired: None)
+        pid = os.fork()
+        if pid == 0:
+            client.track("child-user", "Go")
+            client.flush()
+            os._exit(0 if seen == ["child-user"] else 3)
+        _, status = os.waitpid(pid, 0)
+        sys.exit(os.waitstatus_to_exitcode(status))
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr.decode()

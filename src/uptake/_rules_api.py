@@ -323,11 +323,13 @@ class RulesApi:
 
     def _never_waits(self) -> bool:
         """True when recording an event cannot wait on I/O or run host code: an in-process
-        store, no ``before_send``, no callbacks, no callable audience. Async web
+        store, a buffer in memory (a durable outbox may commit, or make a burst wait for
+        its writer), no ``before_send``, no callbacks, no callable audience. Async web
         integrations then record on the event loop rather than hop to a worker thread."""
         pipeline = self._pipeline
         return (
             getattr(self._rules.engine.store, "in_process", False) is True
+            and not pipeline.buffer.durable
             and pipeline.before_send is None
             and not self._rules.runs_host_code()
         )

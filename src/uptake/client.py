@@ -219,9 +219,12 @@ class Client(ContextApi, DeliveryApi, IdentityApi, SessionsApi, RulesApi):
             flush_at=delivery.flush_at,
             before_send=self._before_send,
         )
+        previous = self._rules if in_child else None
         self._rules = RulesFacade(
             engine, self._pipeline, self._rule_settings.milestones, self._rule_settings.nudges
         )
+        if previous is not None:  # the host's callbacks hold in a forked child too
+            self._rules.keep_hooks(previous)
         if self._rules_on:
             self._pipeline.rules = self._rules
         transport = self._transport

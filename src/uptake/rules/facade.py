@@ -102,6 +102,11 @@ class RulesFacade:
         self.check_nudge(name, ConfigurationError)
         return _registrar(self._nudge_hooks, name, "on_nudge")
 
+    def keep_hooks(self, previous: RulesFacade) -> None:
+        """Take over the callbacks registered on ``previous`` (rebuilt after a fork)."""
+        self._hooks = previous._hooks
+        self._nudge_hooks = previous._nudge_hooks
+
     def runs_host_code(self) -> bool:
         """True when deciding may call the host: callbacks, or a callable ``audience``."""
         return bool(self._hooks or self._nudge_hooks) or any(
