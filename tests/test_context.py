@@ -37,8 +37,9 @@ def test_calls_inside_take_the_ids_and_properties(client: uptake.Client) -> None
             client.track("Typed", properties={"job": "mine", "n": 1})  # the event's win
             client.feature_used("reports")
             client.track("u2", "Other", account_id="beta")  # explicit arguments win
-            client.track("u3", "Same Account")
+            client.track("u3", "Another User")  # not u1's: neither u1's account nor session
             client.track("Visitor", anonymous_id="v1")  # an explicit id: the context's none
+            client.track("u1", "Named")  # the context's own user, named: all of it
         client.track("u1", "After")
     assert client.current_context() is None
     assert tracked(events) == [
@@ -47,8 +48,9 @@ def test_calls_inside_take_the_ids_and_properties(client: uptake.Client) -> None
         ("Typed", "u1", None, "acme"),
         ("Feature Used", "u1", None, "acme"),
         ("Other", "u2", None, "beta"),
-        ("Same Account", "u3", None, "acme"),
-        ("Visitor", None, "v1", "acme"),
+        ("Another User", "u3", None, None),
+        ("Visitor", None, "v1", None),
+        ("Named", "u1", None, "acme"),
         ("After", "u1", None, None),
     ]
     props = [e["properties"] for e in events]

@@ -81,6 +81,29 @@ def test_wsgi(client: uptake.Client) -> None:
     assert client.current_context() is None
 
 
+def test_an_event_for_another_user_is_not_in_the_requests_session(
+    client: uptake.Client,
+) -> None:
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        client.track("u42", "Plan Changed")  # an admin acting on a customer's account
+        start_response("200 OK", [])
+        return [b"ok"]
+
+    middleware = uptake_wsgi.UptakeMiddleware(
+        app,
+        client,
+        user_id=lambda environ: environ.get("HTTP_X_USER"),
+        account_id=lambda environ: environ.get("HTTP_X_ACCOUNT"),
+        features={},
+    )
+    with capture_events(client) as events:
+        call_wsgi(middleware, "/admin", headers=HEADERS)
+    (changed,) = [e for e in events if e["event"] == "Plan Changed"]
+    assert changed["userId"] == "u42"
+    assert changed["context"].get("groupId") is None  # acme is u1's account
+    assert changed["context"]["sessionId"] != "s-42"  # and s-42 u1's session
+
+
 def test_wsgi_anonymous_visitor(client: uptake.Client) -> None:
     def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
         export_report(client)

@@ -211,8 +211,9 @@ def fill(
 
     ``track("Report Exported")`` (no ``event``) names the event in its first argument and
     takes the ids from the context. Ids the call gives win; when it gives neither id, the
-    context's user and anonymous ids are used. The context's properties go under the
-    event's.
+    context's user and anonymous ids are used. The context's account and session go to
+    the context's own user only (an event for another user keeps neither); its
+    properties go under every event's.
 
     Raises:
         InvalidEventError: no event name, or only an event name outside any context.
@@ -230,12 +231,17 @@ def fill(
         return user_id, event, properties, account_id, anonymous_id, context
     if user_id is None and anonymous_id is None:
         user_id, anonymous_id = scope.user_id, scope.anonymous_id
-    if account_id is None:
+        same = True
+    else:  # another user's event (an admin acting on a customer) is not in this session
+        same = (user_id is not None and user_id == scope.user_id) or (
+            user_id is None and anonymous_id is not None and anonymous_id == scope.anonymous_id
+        )
+    if account_id is None and same:
         account_id = scope.account_id
     if scope.properties:
         own = _ev.check_mapping(properties, "properties")
         properties = {**scope.properties, **own} if own else dict(scope.properties)
-    session = scope.session_id
+    session = scope.session_id if same else None
     if session is not None and (context is None or context.get("sessionId") in (None, "")):
         _ev.check_mapping(context, "context")
         context = {**(context or {}), "sessionId": session}
