@@ -275,3 +275,13 @@ def test_declared_milestones_round_trip_and_name_their_mistakes() -> None:
     ):
         with pytest.raises(SettingsError, match=message):
             loads(bad)
+
+
+def test_any_name_survives_the_settings_file() -> None:
+    # Emoji (outside the BMP), quotes, control characters and DEL: JSON's \ud83d-style
+    # escapes would make a file TOML refuses.
+    names = ("🚀 Launch", 'say "hi"', "tab\there", "del\x7f")
+    settings = loads("")
+    settings = attrs.evolve(settings, core_features=names, inactive=names)
+    again = loads(dumps(settings))
+    assert again.core_features == names and again.inactive == names

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 
 __all__ = ["UsageError", "folder_of", "needs_extra"]
 
@@ -27,3 +28,16 @@ def folder_of(path: str, what: str) -> None:
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise UsageError(f"cannot write {what} {path}: no folder {folder}")
+
+
+_CREDENTIALS = re.compile(r"(?i)^([a-z][a-z0-9+.-]*://[^/@:]*):[^@/]*@")
+
+
+def is_clickhouse(source: str) -> bool:
+    """Whether ``source`` names a ClickHouse server (``clickhouse://``, ``clickhouses://``)."""
+    return source[:14].lower().startswith(("clickhouse://", "clickhouses://"))
+
+
+def shown(source: str) -> str:
+    """``source`` as a message may show it: a URL's password replaced by ``***``."""
+    return _CREDENTIALS.sub(r"\1:***@", source)

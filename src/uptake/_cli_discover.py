@@ -10,7 +10,7 @@ import sys
 import time
 from typing import Any
 
-from ._cli_common import UsageError, folder_of, needs_extra
+from ._cli_common import UsageError, folder_of, is_clickhouse, needs_extra, shown
 from ._cli_report import _is_event_source, _report_settings, day
 
 __all__ = ["add_parser", "discover_command"]
@@ -94,8 +94,13 @@ def discover_command(args: argparse.Namespace) -> int:
     from .errors import ConfigurationError
 
     until = day(args.until)
+    if is_clickhouse(args.source):
+        raise UsageError(
+            "uptake discover reads a collector store or a JSONL export; "
+            "a ClickHouse source is for uptake report"
+        )
     if not os.path.isfile(args.source):
-        raise UsageError(f"no such file: {args.source}")
+        raise UsageError(f"no such file: {shown(args.source)}")
     settings = _report_settings(args)
     if args.json not in (None, "-"):
         folder_of(args.json, "the JSON result to")

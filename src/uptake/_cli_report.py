@@ -12,7 +12,7 @@ import time
 from datetime import date
 from typing import TYPE_CHECKING
 
-from ._cli_common import UsageError, folder_of, needs_extra
+from ._cli_common import UsageError, folder_of, is_clickhouse, needs_extra, shown
 
 if TYPE_CHECKING:
     from .collector.metrics import Report
@@ -40,9 +40,9 @@ def report(args: argparse.Namespace) -> int:
     from .collector.sources import from_jsonl, from_store
 
     until = day(args.until)
-    remote = _is_clickhouse(args.source)
+    remote = is_clickhouse(args.source)
     if not remote and not os.path.isfile(args.source):
-        print(f"uptake: no such file: {args.source}", file=sys.stderr)
+        print(f"uptake: no such file: {shown(args.source)}", file=sys.stderr)
         return 2
     settings = _report_settings(args)
     folder_of(args.out, "the report to")
@@ -102,7 +102,7 @@ def _discovery(
 ) -> list[str]:
     """The section "What retained users did first", when an SQL engine computes the report
     and the data has a cohort (docs/discover.md); it reads the source a second time."""
-    if args.engine == "python" or args.no_discover or _is_clickhouse(args.source):
+    if args.engine == "python" or args.no_discover or is_clickhouse(args.source):
         return []  # (discovery runs on the local engines only)
     from .collector.discovery import discover, html_section
     from .collector.discovery.options import RETENTION_WINDOW
@@ -113,10 +113,6 @@ def _discovery(
 
     found = discover(args.source, settings=settings, until=until, engine=args.engine or "duckdb")
     return [html_section(found)] if found.cohort else []
-
-
-def _is_clickhouse(source: str) -> bool:
-    return source.startswith(("clickhouse://", "clickhouses://"))
 
 
 def _from_clickhouse(
@@ -186,7 +182,7 @@ def _report_settings(args: argparse.Namespace) -> ReportSettings:
     try:
         if args.settings is not None:
             settings = load(args.settings)
-        elif not _is_clickhouse(args.source) and beside(args.source).is_file():
+        elif not is_clickhouse(args.source) and beside(args.source).is_file():
             settings = load(beside(args.source))
         else:
             settings = ReportSettings()

@@ -57,7 +57,7 @@ __all__ = [
 
 def is_clickhouse_url(text: str) -> bool:
     """Whether a report source names a ClickHouse table rather than a file."""
-    return text.startswith(("clickhouse://", "clickhouses://"))
+    return text[:14].lower().startswith(("clickhouse://", "clickhouses://"))
 
 
 def parse_url(
@@ -156,13 +156,14 @@ _CAUSE = re.compile(r"\[(?:Errno -?\d+|SSL[^\]]*)\][^\"')(]*|timed out|Name or s
 
 def _one_line(exc: BaseException, location: ClickHouseLocation) -> str:
     """What went wrong, in one line, naming the server and never the password."""
-    text = " ".join(str(exc).split())
+    raw = str(exc)
     where = f"ClickHouse at {location.host}:{location.port}"
     secret = location.password
-    if secret and secret in text:
+    if secret and secret in raw:  # (masked before the spaces are folded: it may hold some)
         if len(secret) < 4:  # too short to mask without garbling the message
             return f"{where}: {type(exc).__name__} (details withheld: they hold the password)"
-        text = text.replace(secret, "***")
+        raw = raw.replace(secret, "***")
+    text = " ".join(raw.split())
     marker = text.find("Code: ")
     if marker < 0:
         cause = _CAUSE.search(text)

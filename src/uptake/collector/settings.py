@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 from collections.abc import Mapping
 from datetime import timedelta, tzinfo
@@ -332,14 +333,30 @@ def beside(source: str | Path) -> Path:
     return Path(source).with_suffix(".toml")
 
 
-def _toml(value: object) -> str:
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def toml_value(value: object) -> str:
+    """``value`` (text, number, list or table) written as a TOML value.
+
+    Text is a TOML basic string: JSON's escapes for quotes, backslashes and control
+    characters, every other character as itself (TOML refuses ``\\ud83d``-style halves
+    of a pair), DEL escaped, and a lone surrogate as U+FFFD.
+    """
     if isinstance(value, str):
-        return json.dumps(value)  # a TOML basic string: the same escapes
+        text = json.dumps(_SURROGATE.sub("\ufffd", value), ensure_ascii=False)
+        return text.replace("\x7f", "\\u007f")
     if isinstance(value, float):
         return repr(value)
     if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml(v) for v in value) + "]"
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, Mapping):
+        pairs = ", ".join(f"{toml_value(k)} = {toml_value(v)}" for k, v in value.items())
+        return "{ " + pairs + " }"
     return str(value)
+
+
+_toml = toml_value
 
 
 def dumps(settings: ReportSettings) -> str:

@@ -7,10 +7,10 @@ HTML escapes, and the Python and TOML snippets quote names as literals of their 
 from __future__ import annotations
 
 import html
-import json
 import re
 from typing import Any
 
+from ..settings import toml_value as _toml
 from ..wording import pct, printable
 from .candidates import Candidate, Discovery
 
@@ -98,16 +98,6 @@ def milestone_code(c: Candidate, unit: str = "user") -> str | None:
     if unit == "account":
         args.append('scope="account"')
     return f"uptake.Milestone({', '.join(args)})"
-
-
-def _toml(value: Any) -> str:
-    if isinstance(value, str):
-        return json.dumps(value)  # a TOML basic string takes JSON's escapes
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{ " + ", ".join(f"{_toml(k)} = {_toml(v)}" for k, v in value.items()) + " }"
-    return str(value)
 
 
 def settings_entry(c: Candidate, unit: str = "user") -> str | None:
