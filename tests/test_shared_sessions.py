@@ -1,10 +1,11 @@
-"""Sessions kept in a shared SqliteStore: one visit is one session in every process."""
+"""Sessions kept in a shared store (SQLite, Redis): one visit is one session everywhere."""
 
 from __future__ import annotations
 
 import ast
 import subprocess
 import sys
+import uuid
 from collections import Counter, defaultdict
 from datetime import datetime, timezone
 from pathlib import Path
@@ -18,6 +19,8 @@ from uptake._shared_sessions import SharedSessions
 from uptake.sessions import Sessionizer
 from uptake.testing import capture_events
 
+from .redis_server import RedisServer
+
 USERS = 30
 STEPS = 8
 
@@ -28,15 +31,19 @@ STEPS = 8
 SCRIPT = """
 import datetime as dt, multiprocessing as mp, sys, time, uptake
 from uptake.testing import MockTransport, capture_events
-where, users, steps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+kind, where, prefix = sys.argv[1], sys.argv[2], sys.argv[3]
+users, steps = int(sys.argv[4]), int(sys.argv[5])
 BASE = time.time() - 300  # both visits are over: a sweep ends the second
 
 def ts(s):
     return dt.datetime.fromtimestamp(BASE + s, dt.timezone.utc)
 
 def run(worker, barrier, out):
-    c = uptake.Client(transport=MockTransport(), session_timeout=20.0,
-                      store=uptake.SqliteStore(where, timeout=10.0))
+    if kind == "sqlite":
+        store = uptake.SqliteStore(where, timeout=10.0)
+    else:
+        store = uptake.RedisStore(where, prefix=prefix, timeout=5.0)
+    c = uptake.Client(transport=MockTransport(), session_timeout=20.0, store=store)
     with capture_events() as events:
         for visit in (0, 60):
             barrier.wait()
@@ -61,9 +68,28 @@ if __name__ == "__main__":
 """
 
 
-def test_two_processes_tracking_the_same_users_share_their_sessions(tmp_path: Path) -> None:
+@pytest.fixture(params=["sqlite", "redis"])
+def shared(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, str, str]:
+    """Where a shared store lives: (kind, file or URL, key prefix)."""
+    if request.param == "sqlite":
+        return "sqlite", str(tmp_path / "rules.db"), ""
+    server: RedisServer = request.getfixturevalue("redis_server")
+    return "redis", server.url, f"sessions-{uuid.uuid4().hex[:8]}:"
+
+
+def open_store(shared: tuple[str, str, str]) -> uptake.SqliteStore | uptake.RedisStore:
+    """A new store (its own connection, as another process has) on the shared place."""
+    kind, where, prefix = shared
+    if kind == "sqlite":
+        return uptake.SqliteStore(where)
+    return uptake.RedisStore(where, prefix=prefix, timeout=2.0)
+
+
+def test_two_processes_tracking_the_same_users_share_their_sessions(
+    shared: tuple[str, str, str],
+) -> None:
     done = subprocess.run(
-        [sys.executable, "-c", SCRIPT, str(tmp_path / "rules.db"), str(USERS), str(STEPS)],
+        [sys.executable, "-c", SCRIPT, *shared, str(USERS), str(STEPS)],
         capture_output=True,
         text=True,
         timeout=120,
@@ -100,11 +126,13 @@ def test_two_processes_tracking_the_same_users_share_their_sessions(tmp_path: Pa
     assert sum(len(v) for v in ended.values()) == 2 * USERS
 
 
-def two_clients(path: Path, **options: Any) -> tuple[uptake.Client, uptake.Client]:
-    """Two clients on one SQLite file (two connections, as two worker processes have)."""
+def two_clients(
+    shared: tuple[str, str, str], **options: Any
+) -> tuple[uptake.Client, uptake.Client]:
+    """Two clients on one shared store (two connections, as two worker processes have)."""
     return (
-        uptake.Client(send=False, store=uptake.SqliteStore(path), **options),
-        uptake.Client(send=False, store=uptake.SqliteStore(path), **options),
+        uptake.Client(send=False, store=open_store(shared), **options),
+        uptake.Client(send=False, store=open_store(shared), **options),
     )
 
 
@@ -115,17 +143,19 @@ def at(seconds: float) -> datetime:
 T0 = 1_780_000_000.0
 
 
-def test_sessions_live_in_the_store_only_when_it_is_shared(tmp_path: Path) -> None:
-    shared = uptake.Client(send=False, store=uptake.SqliteStore(tmp_path / "s.db"))
-    assert isinstance(shared._sessions, SharedSessions)
+def test_sessions_live_in_the_store_only_when_it_is_shared(
+    shared: tuple[str, str, str],
+) -> None:
+    client = uptake.Client(send=False, store=open_store(shared))
+    assert isinstance(client._sessions, SharedSessions)
     memory = uptake.Client(send=False)
     assert type(memory._sessions) is Sessionizer  # the in-process path is unchanged
 
 
 def test_an_idle_gap_ends_the_session_once_whichever_client_sees_the_next_event(
-    tmp_path: Path,
+    shared: tuple[str, str, str],
 ) -> None:
-    a, b = two_clients(tmp_path / "s.db", session_timeout=60.0)
+    a, b = two_clients(shared, session_timeout=60.0)
     with capture_events() as events:
         a.track("u1", "Page Viewed", timestamp=at(0))
         b.track("u1", "Page Viewed", timestamp=at(10))
@@ -142,9 +172,9 @@ def test_an_idle_gap_ends_the_session_once_whichever_client_sees_the_next_event(
 
 
 def test_an_explicit_session_started_in_one_client_is_joined_by_the_other(
-    tmp_path: Path,
+    shared: tuple[str, str, str],
 ) -> None:
-    a, b = two_clients(tmp_path / "s.db", session_timeout=60.0)
+    a, b = two_clients(shared, session_timeout=60.0)
     with capture_events() as events:
         session_id = a.session_start("u1", timestamp=at(0))
         b.track("u1", "Report Created", timestamp=at(500))  # explicit: no idle end
@@ -158,8 +188,10 @@ def test_an_explicit_session_started_in_one_client_is_joined_by_the_other(
     assert events[-1]["properties"] == {"duration_s": 600.0}
 
 
-def test_a_sweep_in_either_client_ends_an_idle_session_once(tmp_path: Path) -> None:
-    a, b = two_clients(tmp_path / "s.db", session_timeout=60.0)
+def test_a_sweep_in_either_client_ends_an_idle_session_once(
+    shared: tuple[str, str, str],
+) -> None:
+    a, b = two_clients(shared, session_timeout=60.0)
     a.track("u1", "Page Viewed", timestamp=at(0))
     b.track("u2", "Page Viewed", timestamp=at(0))
     assert [s.user_id for s in b._sessions.expire(now=T0 + 30)] == []  # not idle yet

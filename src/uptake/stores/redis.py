@@ -29,7 +29,9 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 from .._rulestate import SubjectState
+from .._sessionstate import SessionChange, SessionRecord
 from ..errors import ConfigurationError, StoreUnavailable
+from . import _redis_sessions as _sessions
 
 __all__ = ["RedisStore"]
 
@@ -270,6 +272,59 @@ class RedisStore:
             for node in self._client.get_nodes():
                 if node.redis_connection is not None:
                     node.redis_connection.connection_pool.reset()
+
+    # ------------------------------------------------------------------ sessions
+
+    def session_update(self, key: str, change: SessionChange[T]) -> T:
+        """Call ``change(record or None)`` on the open session of ``key``, atomically.
+
+        Optimistic, as :meth:`update`: two round trips when the session changes (a read,
+        then a script that writes only if nobody else did meanwhile), one otherwise.
+
+        Raises:
+            StoreUnavailable: Redis failed, was too slow, or is being given a rest.
+        """
+        self._check_available()
+        names = _sessions.keys(self.prefix)
+        raw = _sessions.text(self._call(lambda: self._client.hget(names[0], key)))
+        for _ in range(_ATTEMPTS):
+            current = _sessions.loads(key, raw)
+            kept, result = change(current)
+            if kept is current:
+                return result
+            args = _sessions.cas_args(key, raw, kept)
+            reply = self._call(lambda a=args: self._client.eval(_sessions.CAS, 3, *names, *a))
+            if reply[0] == 1:
+                return result
+            self.conflicts += 1
+            raw = _sessions.text(reply[1])
+        raise StoreUnavailable(f"{self!r}: the session of {key} kept changing")
+
+    def session_get(self, key: str) -> SessionRecord | None:
+        """The open session of ``key``, or None.
+
+        Raises:
+            StoreUnavailable: Redis failed, was too slow, or is being given a rest.
+        """
+        self._check_available()
+        name = _sessions.keys(self.prefix)[0]
+        return _sessions.loads(key, self._call(lambda: self._client.hget(name, key)))
+
+    def session_take(
+        self, idle_before: float, started_before: float, limit: int
+    ) -> list[SessionRecord]:
+        """Delete and return (at most ``limit``) sessions over, each to one caller only.
+
+        Raises:
+            StoreUnavailable: Redis failed, was too slow, or is being given a rest.
+        """
+        self._check_available()
+        names = _sessions.keys(self.prefix)
+        args = [repr(idle_before), repr(started_before), limit]
+        taken = self._call(lambda: self._client.eval(_sessions.TAKE, 3, *names, *args))
+        pairs = zip(taken[::2], taken[1::2], strict=True)
+        found = [_sessions.loads(_sessions.text(key), raw) for key, raw in pairs]
+        return [record for record in found if record is not None]
 
     def _landed(self, names: list[str], tokens: list[str]) -> bool:
         """Whether a write whose reply was lost did land: the keys hold its tokens.
