@@ -222,3 +222,17 @@ def test_an_unreachable_store_leaves_the_event_without_a_session_never_raises(
     assert sessions.end("u1", T0) is None
     assert sessions.failed == 4
     assert len([r for r in caplog.records if "could not be reached" in r.message]) == 1
+
+
+def test_events_less_than_a_second_apart_only_read_the_session(
+    shared: tuple[str, str, str],
+) -> None:
+    store = open_store(shared)
+    client = uptake.Client(send=False, store=store)
+    client.track("u1", "Page Viewed", timestamp=at(0))
+    client.track("u1", "Page Viewed", timestamp=at(0.5))  # a burst: nothing written
+    record = store.session_get("u1")
+    assert record is not None and record.last == T0
+    client.track("u1", "Page Viewed", timestamp=at(1.5))
+    record = store.session_get("u1")
+    assert record is not None and record.last == T0 + 1.5

@@ -33,6 +33,10 @@ T = TypeVar("T")
 
 #: Most idle sessions one sweep ends (a sweep runs on a tracking thread).
 SWEEP_LIMIT = 1000
+#: Seconds a session's latest event time may lag behind in the store: an event less than
+#: this after the recorded one is only read, not written (a burst of a request's events
+#: costs one write). Idle ends and durations are exact to this much.
+LAST_EVERY_S = 1.0
 _LOG_EVERY_S = 10.0
 
 
@@ -118,7 +122,7 @@ class SharedSessions(Sessionizer):
                     if t < started - idle:
                         return current, _NO_SESSION
                     kept = current
-                    if t > last:
+                    if t >= last + LAST_EVERY_S:
                         kept = current._replace(last=t)
                     elif t < started:
                         kept = current._replace(started=t)

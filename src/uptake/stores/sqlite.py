@@ -146,14 +146,21 @@ class SqliteStore:
         """Call ``change(record or None)`` on the open session of ``key`` in one transaction.
 
         ``change`` returns ``(record to keep, result)``: the record it was given keeps the
-        row as it is, ``None`` deletes it, another record replaces it. Every process
+        row as it is, ``None`` deletes it, another record replaces it. It is first called
+        on a plain read; only when it changes something is it called again, inside a
+        write transaction, and that call decides. Every process
         sharing the file sees the same session (see docs/stores.md, "Sessions").
 
         Raises:
             TimeoutError: the store stayed busy for longer than ``timeout``.
             sqlite3.Error: the file could not be read or written.
         """
-        with self._write() as conn:
+        with self._lock:  # first a plain read: most events leave the session as it is
+            current = _sessions.get(self._connection(), key)
+        kept, result = change(current)
+        if kept is current:
+            return result
+        with self._write() as conn:  # read again under the write lock, and decide there
             return _sessions.update(conn, key, change)
 
     def session_get(self, key: str) -> SessionRecord | None:
