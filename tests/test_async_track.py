@@ -175,3 +175,60 @@ def test_aidentify_merges_the_visitor_off_the_loop(tmp_path: Path) -> None:
     ]
     assert "visited" in client.state("u1")["reached"]  # merged into the user
     client.shutdown()
+
+
+def test_the_request_state_tracks_for_the_requests_user_off_the_loop() -> None:
+    from uptake.integrations import current_state
+    from uptake.integrations.asgi import UptakeMiddleware
+
+    client = gated_client(GatedStore())
+    threads: list[str] = []
+    client.on_nudge("tip")(lambda nudge: threads.append(threading.current_thread().name))
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        state = current_state()
+        assert state is not None
+        await state.atrack("Feature Used", {"feature": "exports"})
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async def main() -> None:
+        wrapped = UptakeMiddleware(app, client, user_id=lambda scope: "u7")
+        transport = httpx.ASGITransport(app=wrapped)
+        async with httpx.AsyncClient(transport=transport, base_url="http://app") as http:
+            assert (await http.get("/x")).text == "ok"
+
+    with capture_events() as events:
+        asyncio.run(main())
+    assert [(e["userId"], e["properties"]) for e in features(events)] == [
+        ("u7", {"feature": "exports"})
+    ]
+    assert len(threads) == 1 and threads[0].startswith("uptake-rules")
+    client.shutdown()
+
+
+def test_a_cancelled_call_still_runs_its_rules_once() -> None:
+    store = GatedStore()
+    client = gated_client(store)
+    fired = threading.Event()
+    shown: list[str] = []
+
+    @client.on_nudge("tip")
+    def show(nudge: uptake.NudgeFired) -> None:
+        shown.append(nudge.user_id)
+        fired.set()
+
+    async def main() -> None:
+        store.shut()
+        task = asyncio.create_task(client.afeature_used("u1", "reports"))
+        await wait_for(store.entered)
+        task.cancel()  # the visitor went away
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        store.release()
+        await wait_for(fired)
+
+    asyncio.run(main())
+    assert shown == ["u1"]
+    assert [n.name for n in client.pending_nudges("u1")] == ["tip"]
+    client.shutdown()
