@@ -155,8 +155,13 @@ class SqliteStore:
             TimeoutError: the store stayed busy for longer than ``timeout``.
             sqlite3.Error: the file could not be read or written.
         """
-        with self._lock:  # first a plain read: most events leave the session as it is
+        # First a plain read: most events leave the session as it is.
+        if not self._lock.acquire(timeout=self.timeout):
+            raise TimeoutError(f"the store {self.path!r} stayed busy for {self.timeout}s")
+        try:
             current = _sessions.get(self._connection(), key)
+        finally:
+            self._lock.release()
         kept, result = change(current)
         if kept is current:
             return result
