@@ -10,10 +10,11 @@ and with sessions kept in the process (what they did before, swapped in for comp
 Once without rules (the session round trip alone) and once with 20 milestones,
 engagement and 20 nudges (as ``store_cost.py``). MemoryStore is the in-process baseline.
 
-The events are given event times 2 s apart for each user (a user's next event comes 2 s
-after the previous one), so every event moves its session's latest time and the store
-is written each time: the costly case. (Events of one user less than a second apart,
-a request's burst, only read the session.)
+The events are given event times ``--gap`` seconds apart for each user (default 2 s: a
+user's next event comes 2 s after the previous one), so every event moves its session's
+latest time and the store is written each time: the costly case. With ``--gap 0.1``
+(a request's burst: events of one user less than a second apart) most events only
+read the session.
 """
 
 from __future__ import annotations
@@ -49,9 +50,9 @@ def client(store: object, rules: bool, in_process: bool) -> uptake.Client:
     return c
 
 
-def loop(c: uptake.Client, calls: int, users: list[str]) -> float:
-    """Wall microseconds per call; each user's events 2 s apart in event time."""
-    step = 2.0 / len(users)
+def loop(c: uptake.Client, calls: int, users: list[str], gap: float) -> float:
+    """Wall microseconds per call; each user's events ``gap`` seconds apart in event time."""
+    step = gap / len(users)
     base = time.time() - 3 * calls * step - 10
     props = {"plan": "pro", "amount": 1, "currency": "USD", "ok": True, "page": "/x"}
     utc = dt.timezone.utc
@@ -76,6 +77,7 @@ def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--calls", type=int, default=20_000)
     p.add_argument("--users", type=int, default=1_000)
+    p.add_argument("--gap", type=float, default=2.0, help="seconds between a user's events")
     a = p.parse_args()
     users = [f"user-{i}" for i in range(a.users)]
     proc, url = start_redis()
@@ -98,12 +100,13 @@ def main() -> int:
                     else:
                         store = uptake.RedisStore(url, prefix=f"bench-{uuid.uuid4().hex}:")
                     c = client(store, rules, in_process)
-                    cost = loop(c, a.calls, users)
+                    cost = loop(c, a.calls, users, a.gap)
                     results[store_name, rules, in_process].append(cost)
     finally:
         proc.kill()
         proc.wait()
-    print(f"### track(), {a.calls:,} calls over {a.users:,} users (us per call, wall)")
+    print(f"### track(), {a.calls:,} calls over {a.users:,} users, {a.gap} s apart per user")
+    print("(us per call, wall)")
     print("| rules | store | sessions in the process | sessions in the store | extra |")
     print("|---|---|---|---|---|")
     for rules in (False, True):

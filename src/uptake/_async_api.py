@@ -31,56 +31,17 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from . import events as _ev
-from .pipeline import Pipeline
 from .rules.facade import RulesFacade
 from .sessions import Sessionizer
 
-__all__ = ["LANES", "AsyncApi", "DeferrableRules", "Lanes"]
+__all__ = ["LANES", "AsyncApi", "Lanes"]
 
 T = TypeVar("T")
 
 #: Rules threads per client and process: a user's events always go to the same one.
 LANES = 4
 
-_Args = tuple[Any, ...]
 _LANES_LOCK = threading.Lock()
-
-
-class DeferrableRules:
-    """The pipeline's rules stage, which ``atrack`` can ask to hold its call (internal).
-
-    Plain tracking calls go straight to the facade (one context-variable lookup more).
-    Inside ``atrack``'s inline part, the call is kept, to be made on a rules thread.
-    """
-
-    __slots__ = ("facade", "held")
-
-    def __init__(self, facade: RulesFacade) -> None:
-        self.facade = facade
-        #: Set by atrack around its inline part: the calls to make later.
-        self.held: contextvars.ContextVar[list[_Args] | None] = contextvars.ContextVar(
-            "uptake_held_rules", default=None
-        )
-
-    def after_track(
-        self,
-        uid: str | None,
-        anon: str | None,
-        account: str | None,
-        event: str,
-        properties: Mapping[str, Any] | None,
-        t: float,
-        session_id: str | None,
-        stamped: bool,
-    ) -> None:
-        """Apply the event to the rules now, or keep it for ``atrack``'s rules thread."""
-        held = self.held.get()
-        if held is None:
-            self.facade.after_track(uid, anon, account, event, properties, t, session_id, stamped)
-            return
-        if properties is not None:  # a copy: the host may change its dict meanwhile
-            properties = dict(properties)
-        held.append((uid, anon, account, event, properties, t, session_id, stamped))
 
 
 class Lanes:
@@ -121,7 +82,8 @@ class AsyncApi:
     """Coroutine tracking methods of the client (a base class of :class:`~uptake.Client`)."""
 
     _context_var: contextvars.ContextVar[Any]
-    _pipeline: Pipeline
+    _rules: RulesFacade
+    _rules_on: bool
     _sessions: Sessionizer
     _lane_pool: Lanes | None = None
 
@@ -165,19 +127,18 @@ class AsyncApi:
             key = self._lane_key(user_id if event is not None else None, anonymous_id)
             await self._off_loop(key, lambda: self.track(user_id, event, properties, **kwargs))
             return
-        deferrable = self._pipeline.rules
-        if not isinstance(deferrable, DeferrableRules):  # no rules: nothing waits
+        if not self._rules_on:  # nothing else waits
             self.track(user_id, event, properties, **kwargs)
             return
-        held: list[_Args] = []
-        token = deferrable.held.set(held)
+        facade = self._rules
+        held: list[tuple[Any, ...]] = []
+        token = facade.held.set(held)
         try:
             self.track(user_id, event, properties, **kwargs)
         finally:
-            deferrable.held.reset(token)
-        if not held:  # rules off, or the client closed
+            facade.held.reset(token)
+        if not held:  # the client closed, or a future timestamp kept out of the rules
             return
-        facade = deferrable.facade
 
         def apply() -> None:
             for args in held:

@@ -18,7 +18,7 @@ from typing import Any
 
 from . import _config, _context_api, _lifecycle
 from . import events as _ev
-from ._async_api import AsyncApi, DeferrableRules
+from ._async_api import AsyncApi
 from ._config import MAX_BATCH_BYTES, BeforeSend
 from ._context_api import ContextApi
 from ._delivery_api import DeliveryApi
@@ -105,8 +105,7 @@ class Client(AsyncApi, ContextApi, DeliveryApi, IdentityApi, SessionsApi, RulesA
             :class:`uptake.testing.MockTransport` in your tests. ``write_key`` and
             ``endpoint`` are then optional.
 
-    Settings are fixed at construction (the attributes mirroring them are read-only). Where
-    each hook runs: docs/architecture.md, "Threads".
+    Settings are fixed at construction. Where each hook runs: docs/architecture.md.
     """
 
     def __init__(
@@ -222,7 +221,8 @@ class Client(AsyncApi, ContextApi, DeliveryApi, IdentityApi, SessionsApi, RulesA
         self._rules = RulesFacade(
             engine, self._pipeline, self._rule_settings.milestones, self._rule_settings.nudges
         )
-        self._pipeline.rules = DeferrableRules(self._rules) if self._rules_on else None
+        if self._rules_on:
+            self._pipeline.rules = self._rules
         transport = self._transport
         if transport is None:  # at fork, stay light: the child connects on first use
             transport = delivery.http_transport(self._reporter.retried, prepare=not in_child)
