@@ -137,7 +137,7 @@ class AsyncApi:
             self.track(user_id, event, properties, **kwargs)
         finally:
             facade.held.reset(token)
-        if not held:  # the client closed, or a future timestamp kept out of the rules
+        if not held:  # the client is closed: nothing reached the rules
             return
 
         def apply() -> None:
