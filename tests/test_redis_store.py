@@ -210,6 +210,24 @@ def test_a_redis_cluster_keeps_milestones_and_nudges_exact(cluster: RedisCluster
     assert client.engagement(account_id="acct-0", at=T0).active_users_28 == 12
 
 
+def test_a_redis_cluster_keeps_sessions_shared_in_one_slot(cluster: RedisCluster) -> None:
+    shared = prefix()
+    stores = [
+        uptake.RedisStore(cluster.url, prefix=shared, timeout=2.0, cluster=True) for _ in "ab"
+    ]
+    a, b = (uptake.Client(send=False, store=store, session_timeout=60.0) for store in stores)
+    with capture_events() as events:
+        for u in range(20):  # users spread over the slots; their sessions share one
+            for i, client in enumerate((a, b, a)):
+                client.track(f"user-{u}", "Go", timestamp=T0 + dt.timedelta(seconds=2 * i))
+    ended = a._sessions.expire(now=T0.timestamp() + 100)
+    sessions = {(e["userId"], e["context"].get("sessionId")) for e in events}
+    assert len(sessions) == 20 and all(session for _, session in sessions)
+    assert Counter(e["event"] for e in events) == {"Go": 60, "Session Started": 20}
+    assert sorted((s.user_id, s.session_id) for s in ended) == sorted(sessions)
+    assert sum(store.conflicts for store in stores) > 0  # a and b took turns
+
+
 def test_a_redis_cluster_merges_a_visitor_in_two_steps(cluster: RedisCluster) -> None:
     store = uptake.RedisStore(cluster.url, prefix=prefix(), timeout=2.0, cluster=True)
     client = uptake.Client(

@@ -7,6 +7,7 @@ the reporter's; these methods decide what to wait for and what to answer.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from . import _lifecycle
 from ._config import Delivery, check_timeout
@@ -34,6 +35,7 @@ class DeliveryApi:
     _shutdown_result: bool
     _state: ClientState
     _worker: Worker
+    _stop_lanes: Callable[[], None]
 
     # ------------------------------------------------------------------ delivery
 
@@ -95,6 +97,7 @@ class DeliveryApi:
         self._worker.abort_after(deadline - grace / 2)
         delivered = self._flush(timeout - grace) if self._delivery.send else self._nothing_lost()
         stopped = self._worker.stop(deadline)
+        self._stop_lanes()
         self._reporter.report_drops(rate_limited=True)
         self._shutdown_result = delivered and stopped
         return self._shutdown_result

@@ -18,6 +18,7 @@ from typing import Any
 
 from . import _config, _context_api, _lifecycle
 from . import events as _ev
+from ._async_api import AsyncApi
 from ._config import MAX_BATCH_BYTES, BeforeSend
 from ._context_api import ContextApi
 from ._delivery_api import DeliveryApi
@@ -25,6 +26,7 @@ from ._identity_api import IdentityApi
 from ._lifecycle import ClientState
 from ._rules_api import RulesApi, _when
 from ._sessions_api import SessionsApi
+from ._shared_sessions import sessionizer_for
 from .buffer import Buffer, MemoryBuffer
 from .errors import ConfigurationError, DeliveryError, InvalidEventError
 from .pipeline import Pipeline
@@ -33,7 +35,6 @@ from .rules.engine import RulesEngine
 from .rules.facade import RulesFacade
 from .rules.milestones import Milestone
 from .rules.nudges import Nudge
-from .sessions import Sessionizer
 from .stats import Reporter
 from .stores import Store
 from .stores.memory import MemoryStore
@@ -48,13 +49,13 @@ def _setting(group: str, name: str, doc: str) -> Any:
     return property(lambda self: getattr(getattr(self, group), name), doc=doc)
 
 
-class Client(ContextApi, DeliveryApi, IdentityApi, SessionsApi, RulesApi):
+class Client(AsyncApi, ContextApi, DeliveryApi, IdentityApi, SessionsApi, RulesApi):
     """Records events and delivers them in batches to a Segment-compatible collector.
 
-    Every tracking method is thread-safe, returns in microseconds and never waits on the
-    network: events are validated and encoded on the caller's thread, queued, and sent by a
-    background thread. Programming mistakes raise :class:`~uptake.InvalidEventError`; data
-    problems are coerced, or dropped and counted (see :attr:`stats`), never raised.
+    Tracking is thread-safe and never waits on the collector: events are checked and queued
+    on the caller's thread, sent by a background thread. A ``SqliteStore`` or ``RedisStore``
+    is waited for, up to its ``timeout`` (``atrack()`` never holds the event loop). Mistakes
+    raise :class:`~uptake.InvalidEventError`; bad data is coerced or dropped and counted.
 
     Args:
         write_key: The collector write key (default: ``$UPTAKE_WRITE_KEY``). Sent as HTTP
@@ -104,10 +105,7 @@ class Client(ContextApi, DeliveryApi, IdentityApi, SessionsApi, RulesApi):
             :class:`uptake.testing.MockTransport` in your tests. ``write_key`` and
             ``endpoint`` are then optional.
 
-    Settings are fixed at construction: ``endpoint``, ``send``, ``flush_at`` and the
-    other attributes that mirror them are read-only. Where each hook runs: ``before_send``,
-    ``on_milestone`` and ``on_nudge`` callbacks on the thread that made the call;
-    ``on_error`` on the delivery thread (or, after ``shutdown()``, on the calling thread).
+    Settings are fixed at construction. Where each hook runs: docs/architecture.md.
     """
 
     def __init__(
@@ -190,7 +188,8 @@ class Client(ContextApi, DeliveryApi, IdentityApi, SessionsApi, RulesApi):
             on_drop=self._buffer_dropped,
             lease=delivery.retry_timeout + delivery.timeout + 30.0,
         )
-        self._sessions = Sessionizer(
+        self._sessions = sessionizer_for(
+            self._store,
             idle_timeout=session_settings.idle_timeout,
             max_duration=session_settings.max_duration,
             max_users=100_000,

@@ -80,3 +80,11 @@ def activation(path: str) -> list[str]:
     found = uptake.discover(path, unit="account", goal="Plan Upgraded", window=(0, 35), days=[7])
     rate: float | None = found.rate
     return [f"{c.label}: {c.lift:+.2f} ({c.score:.3f})" for c in found.strong] + [str(rate)]
+
+
+async def check_async(client: uptake.Client) -> None:
+    await client.atrack("u1", "Report Created", {"rows": 10}, account_id="acme")
+    await client.afeature_used("u1", "reports", timestamp=dt.datetime.now())
+    await client.aidentify("u1", {"plan": "pro"}, anonymous_id="anon-1")
+    with client.context(user_id="u1"):
+        await client.atrack("Report Exported")

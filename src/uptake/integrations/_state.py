@@ -125,14 +125,26 @@ class RequestState:
         client = self.client
         if client is None or self.skipped or self.subject is None:
             return
-        client.track(
-            self.user_id,
-            event,
-            properties,
-            account_id=self.account_id,
-            anonymous_id=self.anonymous_id if self.user_id is None else None,
-            context=None if self.session_id is None else {"sessionId": self.session_id},
-        )
+        client.track(self.user_id, event, properties, **self._ids())
+
+    async def atrack(self, event: str, properties: Mapping[str, Any] | None = None) -> None:
+        """:meth:`track` for async views: never blocks the event loop on the store.
+
+        As :meth:`uptake.Client.atrack`: the store's part runs on the client's rules
+        thread for this user, and the call returns once it is done.
+        """
+        client = self.client
+        if client is None or self.skipped or self.subject is None:
+            return
+        await client.atrack(self.user_id, event, properties, **self._ids())
+
+    def _ids(self) -> dict[str, Any]:
+        """The request's account, anonymous id and session, as tracking arguments."""
+        return {
+            "account_id": self.account_id,
+            "anonymous_id": self.anonymous_id if self.user_id is None else None,
+            "context": None if self.session_id is None else {"sessionId": self.session_id},
+        }
 
     def _load(self) -> list[NudgeFired]:
         client = self.client

@@ -9,6 +9,7 @@ the pipeline it emits through is handed to it.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -86,6 +87,11 @@ class RulesFacade:
         self._nudge_hooks: dict[str | None, list[NudgeHook]] = {}
         self.backlog = Backlog()
         self._waiting = self.backlog.entries
+        #: Set by ``Client.atrack`` around its part on the event loop: the events to apply
+        #: on a rules thread afterwards, instead of now (see uptake._async_api).
+        self.held: contextvars.ContextVar[list[tuple[Any, ...]] | None] = contextvars.ContextVar(
+            "uptake_held_rules", default=None
+        )
 
     # ------------------------------------------------------------------ registration
 
@@ -133,6 +139,11 @@ class RulesFacade:
         stamped: bool,
     ) -> None:
         """Apply a tracked event to the rules; record and call back what they decided."""
+        held = self.held.get()
+        if held is not None:  # inside atrack: kept for its rules thread (a copy of props)
+            props = dict(properties) if properties is not None else None
+            held.append((uid, anon, account, event, props, t, session_id, stamped))
+            return
         if stamped and t > time.time() + _MAX_FUTURE_S:
             # Sent, but kept out of the rules: one bad clock must not age a user's real days.
             return

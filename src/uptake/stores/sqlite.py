@@ -7,24 +7,30 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from .._rulestate import SubjectState
+from .._sessionstate import SessionChange, SessionRecord
 from .._sqlite import open_database
 from ..errors import ConfigurationError
+from . import _sqlite_sessions as _sessions
 
 __all__ = ["SqliteStore"]
 
 T = TypeVar("T")
 
-_SCHEMA = """
+_SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS subjects (
     key TEXT PRIMARY KEY,
     state TEXT NOT NULL,
     seen REAL NOT NULL
 ) WITHOUT ROWID;
 """
+    + _sessions.SCHEMA
+)
 
 
 def _single(states: list[SubjectState], change: Callable[..., T], *args: Any) -> T:
@@ -88,6 +94,30 @@ class SqliteStore:
             TimeoutError: the store stayed busy for longer than ``timeout``.
             sqlite3.Error: the file could not be read or written.
         """
+        with self._write() as conn:
+            states = []
+            for key in keys:
+                row = conn.execute("SELECT state FROM subjects WHERE key = ?", (key,)).fetchone()
+                states.append(SubjectState.from_json(json.loads(row[0])) if row else SubjectState())
+            result = change(states, *args)
+            now = time.time()
+            conn.executemany(
+                "INSERT INTO subjects (key, state, seen) VALUES (?, ?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET state = excluded.state, seen = excluded.seen",
+                [
+                    (key, json.dumps(state.to_json(), separators=(",", ":")), now)
+                    for key, state in zip(keys, states, strict=True)
+                ],
+            )
+        return result
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """Hold this process's lock and one write transaction (committed on success).
+
+        Raises:
+            TimeoutError: the store stayed busy for longer than ``timeout``.
+        """
         if not self._lock.acquire(timeout=self.timeout):
             raise TimeoutError(f"the store {self.path!r} stayed busy for {self.timeout}s")
         try:
@@ -101,32 +131,56 @@ class SqliteStore:
                     f"the store {self.path!r} stayed locked for {self.timeout}s"
                 ) from exc
             try:
-                states = []
-                for key in keys:
-                    row = conn.execute(
-                        "SELECT state FROM subjects WHERE key = ?", (key,)
-                    ).fetchone()
-                    states.append(
-                        SubjectState.from_json(json.loads(row[0])) if row else SubjectState()
-                    )
-                result = change(states, *args)
-                now = time.time()
-                conn.executemany(
-                    "INSERT INTO subjects (key, state, seen) VALUES (?, ?, ?) "
-                    "ON CONFLICT (key) DO UPDATE SET state = excluded.state, seen = excluded.seen",
-                    [
-                        (key, json.dumps(state.to_json(), separators=(",", ":")), now)
-                        for key, state in zip(keys, states, strict=True)
-                    ],
-                )
+                yield conn
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
-            return result
         finally:
             self._lock.release()
+
+    # ------------------------------------------------------------------ sessions
+
+    def session_update(self, key: str, change: SessionChange[T]) -> T:
+        """Call ``change(record or None)`` on the open session of ``key`` in one transaction.
+
+        ``change`` returns ``(record to keep, result)``: the record it was given keeps the
+        row as it is, ``None`` deletes it, another record replaces it. It is first called
+        on a plain read; only when it changes something is it called again, inside a
+        write transaction, and that call decides. Every process
+        sharing the file sees the same session (see docs/stores.md, "Sessions").
+
+        Raises:
+            TimeoutError: the store stayed busy for longer than ``timeout``.
+            sqlite3.Error: the file could not be read or written.
+        """
+        # First a plain read: most events leave the session as it is.
+        if not self._lock.acquire(timeout=self.timeout):
+            raise TimeoutError(f"the store {self.path!r} stayed busy for {self.timeout}s")
+        try:
+            current = _sessions.get(self._connection(), key)
+        finally:
+            self._lock.release()
+        kept, result = change(current)
+        if kept is current:
+            return result
+        with self._write() as conn:  # read again under the write lock, and decide there
+            return _sessions.update(conn, key, change)
+
+    def session_get(self, key: str) -> SessionRecord | None:
+        """The open session of ``key``, or None."""
+        with self._lock:
+            return _sessions.get(self._connection(), key)
+
+    def session_take(
+        self, idle_before: float, started_before: float, limit: int
+    ) -> list[SessionRecord]:
+        """Delete and return (at most ``limit``) sessions over: automatic ones last active
+        before ``idle_before``, any started before ``started_before``. Each is returned
+        to exactly one caller, whichever process it runs in."""
+        with self._write() as conn:
+            return _sessions.take(conn, idle_before, started_before, limit)
 
     def get(self, key: str) -> SubjectState | None:
         """The state of ``key``, or None."""
