@@ -238,3 +238,26 @@ def test_declared_milestones_are_measured_with_the_candidates(tmp_path: Path) ->
     data = to_data(d)
     assert [c["name"] for c in data["declared"]] == ["reports", "browsed"]
     assert "declared milestone reports (within 7 days)" in "\n".join(lines(d))
+
+
+@pytest.mark.parametrize("engine", ["duckdb", "chdb"])
+def test_the_reports_hook_finds_the_same_on_the_table_it_loaded(engine: str) -> None:
+    # `uptake report` runs discovery on the table the report loaded (compute's on_loaded)
+    # instead of reading the source again; the result must be the same, and the report's
+    # tables ("ev" a view or a table) are replaced without a clash.
+    if engine == "chdb":
+        pytest.importorskip("chdb")
+    from uptake.collector.discovery import after_report
+    from uptake.collector.metrics import compute
+    from uptake.collector.settings import ReportSettings
+
+    records = planted_records(8, 500)
+    into: list[Discovery] = []
+    report = compute(records, engine=engine, on_loaded=after_report(ReportSettings(), None, into))
+    assert report.users > 500 and report.last_day is not None  # (and a late user)
+    (hooked,) = into
+    alone = uptake.discover(records, engine=engine)
+    assert hooked.cohort > 0 and to_data(hooked, variants=True) == to_data(alone, variants=True)
+    # the plain-Python engine has no table: the hook is never called
+    compute(records, engine="python", on_loaded=after_report(ReportSettings(), None, into))
+    assert len(into) == 1

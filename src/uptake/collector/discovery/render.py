@@ -14,7 +14,15 @@ from typing import Any
 from ..wording import pct, printable
 from .candidates import Candidate, Discovery
 
-__all__ = ["CAUSATION", "html_section", "lines", "milestone_code", "settings_entry", "to_data"]
+__all__ = [
+    "CAUSATION",
+    "headline",
+    "html_section",
+    "lines",
+    "milestone_code",
+    "settings_entry",
+    "to_data",
+]
 
 #: The warning every output carries.
 CAUSATION = (
@@ -267,6 +275,25 @@ def lines(d: Discovery, *, top: int = 15, snippets: int = 3) -> list[str]:
         entry = settings_entry(c, o.unit)
         out += [f"  {line}" for line in (entry or "").splitlines()]
     out.append(CAUSATION)
+    return [printable(line) for line in out]
+
+
+def headline(d: Discovery, *, top: int = 3) -> list[str]:
+    """Return a few terminal lines for a report's summary: the cohort and the strongest
+    candidates (nothing without a cohort)."""
+    if not d.cohort:
+        return []
+    units = "accounts" if d.options.unit == "account" else "users"
+    out = [
+        f"what retained users did first: {d.cohort:,} {units} first seen {d.signup_range}, "
+        f"{d.options.describe()}: {pct(d.rate, 1)}; {d.tested:,} early behaviours measured, "
+        f"{len(d.strong)} strong (correlation: test one with a nudge and a holdout)"
+    ]
+    for i, c in enumerate(d.strong[:top], 1):
+        out.append(
+            f"  {i}. {c.label}: {pct(c.precision, 1)} if did vs {pct(c.rate_without, 1)} if "
+            f"not, lift {_lift(c)} pts; reach {pct(c.reach, 1)}; score {c.score:.3f}"
+        )
     return [printable(line) for line in out]
 
 
