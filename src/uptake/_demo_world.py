@@ -42,7 +42,7 @@ _DAY = timedelta(days=1)
 #: is what `uptake discover` should find on top.
 MOMENT_REPORTS = 3
 MOMENT_DAYS = 7
-CHURN_ACTIVATED = 0.05
+CHURN_ACTIVATED = 0.02
 CHURN_OTHERS = 0.75
 #: Chance that a report or dashboard use creates a report, for an analyst (admins 0.3,
 #: viewers 0.06), and how much more often users shown try_reports create one (a week).
@@ -50,8 +50,8 @@ REPORTS_ANALYST = 0.6
 REPORTS_BOOST = 3.0
 
 #: Chance that a session step invites a teammate, and after seeing finish_setup (10 days).
-INVITE = 0.04
-INVITE_PUSHED = 0.25
+INVITE = 0.03
+INVITE_PUSHED = 0.3
 
 
 @attrs.define
