@@ -186,6 +186,7 @@ def to_data(d: Discovery, *, variants: bool = False) -> dict[str, Any]:
             "min_users": o.min_users,
             "pairs": o.pairs,
         },
+        "goal_warning": o.goal_warning,
         "tested": d.tested,
         "z": d.z,
         "candidates": [_candidate_data(c, o.unit) for c in d.candidates],
@@ -215,6 +216,8 @@ def lines(d: Discovery, *, top: int = 15, snippets: int = 3) -> list[str]:
         f"({d.weeks} signup weeks; data ends {d.data_end}, {d.timezone})",
         f"outcome: {o.describe()}: {d.outcome:,} ({pct(d.rate, 1)})",
     ]
+    if o.goal_warning is not None:
+        out.append(f"warning: {o.goal_warning}")
     if not d.cohort:
         end = o.outcome_window[1]
         out.append(
@@ -323,6 +326,8 @@ def html_section(d: Discovery, *, top: int = 10) -> str:
         f"{d.cohort:,} {units} first seen {d.signup_range}; {d.options.describe()}: "
         f"{pct(d.rate, 1)}. {d.tested:,} early behaviours measured."
     )
+    if d.options.goal_warning is not None:
+        intro += f" Warning: {d.options.goal_warning}."
     if not rows:
         table = "<p>No early behaviour predicts it clearly (no strong candidate).</p>"
     else:
