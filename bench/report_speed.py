@@ -1,6 +1,7 @@
 """How long ``uptake report`` takes on large collector stores, on DuckDB and on chdb.
 
     python bench/report_speed.py [--events 1000000,10000000] [--dir /tmp]
+    python bench/report_speed.py --discovery [--store FILE] [--engines duckdb]
 
 For each size it fills a collector store (``uptake.collector.EventStore``, the file
 ``uptake serve`` writes) with synthetic product events, in the wire format the SDK sends:
@@ -15,6 +16,13 @@ Then, each in a fresh process (so peak RSS is the run's own):
 1. ``compute(from_store(...))`` on DuckDB (the default) and on chdb;
 2. for comparison, what reading the raw JSONL costs: DuckDB's ``read_json`` and chdb's
    ``JSONEachRow``, each parsing every line and counting distinct users per day.
+
+With ``--discovery`` it measures instead what ``uptake report`` does when it adds the
+section "What retained users did first" (docs/discover.md): the report alone, the report
+then ``discover(store)`` reading the store a second time (as the report did before it
+had the hook), and the report with discovery on the table it loaded
+(``compute(..., on_loaded=after_report(...))``). ``--store FILE`` measures an existing
+store (``uptake demo --db FILE``) instead of generated ones.
 
 Target: 10M events in under 60 s with peak RSS under 1.5 GB on the 2-core machine.
 Needs the collector and clickhouse extras and chdb: ``pip install -e '.[test]'``.
@@ -130,6 +138,27 @@ def run_report(store: str, engine: str) -> dict[str, object]:
     }
 
 
+def run_discovery(store: str, engine: str, how: str) -> dict[str, object]:
+    """Compute the report and its discovery section: read twice, or once with the hook."""
+    from uptake.collector.discovery import Discovery, after_report, discover
+    from uptake.collector.metrics import compute
+    from uptake.collector.settings import ReportSettings
+    from uptake.collector.sources import from_store
+
+    started = time.perf_counter()
+    found: list[Discovery] = []
+    hook = after_report(ReportSettings(), None, found) if how == "hook" else None
+    report = compute(from_store(store), engine=engine, on_loaded=hook)
+    if how == "twice":
+        found.append(discover(store, engine=engine))
+    return {
+        "seconds": time.perf_counter() - started,
+        "events": report.events,
+        "users": report.users,
+        "cohort": found[0].cohort if found else 0,
+    }
+
+
 def run_jsonl(jsonl: str, engine: str) -> dict[str, object]:
     """Parse every line of the export and count distinct users per day."""
     started = time.perf_counter()
@@ -163,8 +192,15 @@ def _peak_rss_mb() -> float:
 
 
 def child(kind: str, target: str, engine: str) -> None:
-    result = run_report(target, engine) if kind == "report" else run_jsonl(target, engine)
+    if kind == "report":
+        result = run_report(target, engine)
+    elif kind in ("twice", "hook"):
+        result = run_discovery(target, engine, kind)
+    else:
+        result = run_jsonl(target, engine)
     result["peak_rss_mb"] = _peak_rss_mb()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    result["cpu_seconds"] = usage.ru_utime + usage.ru_stime
     print(json.dumps(result))
 
 
@@ -183,17 +219,42 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", default="1000000,10000000")
     parser.add_argument("--dir", default="/tmp")
+    parser.add_argument("--engines", default="duckdb,chdb")
+    parser.add_argument("--discovery", action="store_true", help="the discovery section")
+    parser.add_argument("--store", help="with --discovery: an existing store")
+    parser.add_argument("--repeat", type=int, default=1, help="with --discovery: runs each")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(*args.child)
+        return
+    engines = args.engines.split(",")
+    if args.discovery:
+        stores = [Path(args.store)] if args.store else []
+        for n in [] if args.store else (int(x) for x in args.events.split(",")):
+            stores.append(Path(args.dir) / f"uptake-report-bench-{n}.db")
+            fill(stores[-1], stores[-1].with_suffix(".jsonl"), n)
+        for store in stores:
+            for engine in engines:
+                for kind in ("report", "twice", "hook") * args.repeat:
+                    r = measure(kind, store, engine)
+                    label = {"report": "report only", "twice": "+ discover, 2 reads"}.get(
+                        kind, "+ discover, hook"
+                    )
+                    print(
+                        f"{store.name}  {r['events']:>10,} events  {label:<20} {engine:<7} "
+                        f"{float(r['seconds']):6.2f}s  CPU {float(r['cpu_seconds']):6.2f}s  "
+                        f"peak RSS {float(r['peak_rss_mb']):5.0f} MB  "
+                        f"cohort {r.get('cohort', '-')}",
+                        flush=True,
+                    )
         return
     for n in (int(x) for x in args.events.split(",")):
         store = Path(args.dir) / f"uptake-report-bench-{n}.db"
         jsonl = store.with_suffix(".jsonl")
         fill(store, jsonl, n)
         for kind, target in (("report", store), ("jsonl", jsonl)):
-            for engine in ("duckdb", "chdb"):
+            for engine in engines:
                 r = measure(kind, target, engine)
                 seconds, rss = float(r["seconds"]), float(r["peak_rss_mb"])  # type: ignore[arg-type]
                 verdict = ""
