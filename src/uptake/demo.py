@@ -339,5 +339,5 @@ def _planted_section() -> str:
         f"{INVITE_PUSHED / INVITE:g} times as often for 10 days. Each nudge holds out 30% of "
         "its users, and 5% of all users are held out of every nudge.</li></ul>"
         "<p class=note>The figures above are what the report measured from the events; "
-        "this list is what the simulation did (src/uptake/demo.py).</p></section>"
+        "this list is what the simulation did (src/uptake/_demo_world.py).</p></section>"
     )
