@@ -1,7 +1,8 @@
 """How long ``uptake report`` takes on large collector stores (DuckDB, chdb) and on ClickHouse.
 
     python bench/report_speed.py [--events 1000000,10000000] [--dir /tmp]
-                                 [--only report,clickhouse,jsonl]
+                                 [--only report,clickhouse,jsonl] [--engines duckdb,chdb]
+    python bench/report_speed.py --discovery [--store FILE] [--engines duckdb] [--repeat N]
 
 For each size it fills a collector store (``uptake.collector.EventStore``, the file
 ``uptake serve`` writes) with synthetic product events, in the wire format the SDK sends:
@@ -21,6 +22,13 @@ Then, each in a fresh process (so peak RSS is the run's own):
    RudderStack lands them: type, event, user_id, timestamp as DateTime64, properties and
    context as JSON text), then the report computed in ClickHouse SQL over it
    (``compute_clickhouse``), chdb standing in for the server.
+
+With ``--discovery`` it measures instead what ``uptake report`` does when it adds the
+section "What retained users did first" (docs/discover.md): the report alone, the report
+then ``discover(store)`` reading the store a second time (as the report did before it
+had the hook), and the report with discovery on the table it loaded
+(``compute(..., on_loaded=after_report(...))``). ``--store FILE`` measures an existing
+store (``uptake demo --db FILE``) instead of generated ones.
 
 Target: 10M events in under 60 s with peak RSS under 1.5 GB on the 2-core machine.
 Needs the collector and clickhouse extras and chdb: ``pip install -e '.[test]'``.
@@ -191,6 +199,27 @@ def run_clickhouse(folder: str) -> dict[str, object]:
     }
 
 
+def run_discovery(store: str, engine: str, how: str) -> dict[str, object]:
+    """Compute the report and its discovery section: read twice, or once with the hook."""
+    from uptake.collector.discovery import Discovery, after_report, discover
+    from uptake.collector.metrics import compute
+    from uptake.collector.settings import ReportSettings
+    from uptake.collector.sources import from_store
+
+    started = time.perf_counter()
+    found: list[Discovery] = []
+    hook = after_report(ReportSettings(), None, found) if how == "hook" else None
+    report = compute(from_store(store), engine=engine, on_loaded=hook)
+    if how == "twice":
+        found.append(discover(store, engine=engine))
+    return {
+        "seconds": time.perf_counter() - started,
+        "events": report.events,
+        "users": report.users,
+        "cohort": found[0].cohort if found else 0,
+    }
+
+
 def run_jsonl(jsonl: str, engine: str) -> dict[str, object]:
     """Parse every line of the export and count distinct users per day."""
     started = time.perf_counter()
@@ -228,9 +257,13 @@ def child(kind: str, target: str, engine: str) -> None:
         result = run_clickhouse(target)
     elif kind == "report":
         result = run_report(target, engine)
+    elif kind in ("twice", "hook"):
+        result = run_discovery(target, engine, kind)
     else:
         result = run_jsonl(target, engine)
     result["peak_rss_mb"] = _peak_rss_mb()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    result["cpu_seconds"] = usage.ru_utime + usage.ru_stime
     print(json.dumps(result))
 
 
@@ -252,10 +285,35 @@ def main() -> None:
     parser.add_argument(
         "--only", help="comma-separated runs: report, clickhouse, jsonl (default: all)"
     )
+    parser.add_argument("--engines", default="duckdb,chdb")
+    parser.add_argument("--discovery", action="store_true", help="the discovery section")
+    parser.add_argument("--store", help="with --discovery: an existing store")
+    parser.add_argument("--repeat", type=int, default=1, help="with --discovery: runs each")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(*args.child)
+        return
+    engines = args.engines.split(",")
+    if args.discovery:
+        stores = [Path(args.store)] if args.store else []
+        for n in [] if args.store else (int(x) for x in args.events.split(",")):
+            stores.append(Path(args.dir) / f"uptake-report-bench-{n}.db")
+            fill(stores[-1], stores[-1].with_suffix(".jsonl"), n)
+        for store in stores:
+            for engine in engines:
+                for kind in ("report", "twice", "hook") * args.repeat:
+                    r = measure(kind, store, engine)
+                    label = {"report": "report only", "twice": "+ discover, 2 reads"}.get(
+                        kind, "+ discover, hook"
+                    )
+                    print(
+                        f"{store.name}  {r['events']:>10,} events  {label:<20} {engine:<7} "
+                        f"{float(r['seconds']):6.2f}s  CPU {float(r['cpu_seconds']):6.2f}s  "
+                        f"peak RSS {float(r['peak_rss_mb']):5.0f} MB  "
+                        f"cohort {r.get('cohort', '-')}",
+                        flush=True,
+                    )
         return
     for n in (int(x) for x in args.events.split(",")):
         store = Path(args.dir) / f"uptake-report-bench-{n}.db"
@@ -269,6 +327,7 @@ def main() -> None:
             ("jsonl", jsonl, "chdb"),
         ]
         runs = [r for r in runs if not args.only or r[0] in args.only.split(",")]
+        runs = [r for r in runs if r[0] == "clickhouse" or r[2] in engines]
         if any(kind == "clickhouse" for kind, _, _ in runs):
             load_clickhouse(jsonl, folder, n)
         for kind, target, engine in runs:

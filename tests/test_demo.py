@@ -162,17 +162,34 @@ def test_an_event_named_script_shows_as_text_in_the_browser(tmp_path: Path) -> N
             b.close()
 
 
-def test_the_report_finds_the_demo_nudge_that_works(tmp_path: Path) -> None:
-    # In the demo, users shown finish_setup invite a teammate far more often (and so reach
-    # "activated"): the lift by assignment must find it, with an interval clear of zero.
+def test_the_report_finds_what_the_demo_planted(tmp_path: Path) -> None:
+    # The demo plants an activation moment (at least 3 reports within 7 days of the first
+    # event makes a user stay) and a nudge that works (users shown finish_setup invite a
+    # teammate far more often, and so reach "activated"). The report must find both: the
+    # moment as its top strong candidate, the nudge as positive, with an interval clear
+    # of zero.
+    import uptake
+    from uptake.collector.discovery import to_data
+
+    db = tmp_path / "events.db"
     result = run_demo(
-        seed=3,
-        users=200,
-        days=45,
+        seed=4,
+        users=240,
+        days=56,
         until=dt.date.fromisoformat(UNTIL),
         out=str(tmp_path / "r.html"),
+        db=str(db),
         progress=False,
         stream=io.StringIO(),
+    )
+    found = result.discovery
+    assert found is not None and found.cohort > 150
+    top = found.strong[0]
+    assert (top.kind, top.name, top.count, top.days) == ("event", "Report Created", 3, 7)
+    assert top.precision > 0.8 > 0.3 > top.rate_without and top.lift_low > 0.5
+    assert any(
+        line.startswith("  1. Report Created at least 3 times within 7 days: ")
+        for line in result.summary
     )
     (line,) = [line for line in result.summary if line.startswith("nudge finish_setup:")]
     assert line.startswith("nudge finish_setup: positive; lift by assignment +")
@@ -181,3 +198,9 @@ def test_the_report_finds_the_demo_nudge_that_works(tmp_path: Path) -> None:
     assert 0 < low < high
     page = (tmp_path / "r.html").read_text(encoding="utf-8")
     assert "<td>finish_setup</td><td>positive</td>" in page
+    assert "What retained users did first" in page and "What the demo planted" in page
+    assert "<tr><td>Report Created at least 3 times within 7 days</td>" in page
+    # The report's discovery ran on the table the report had loaded: reading the store
+    # again gives the same result.
+    again = uptake.discover(db, settings=result.settings_path)
+    assert to_data(again) == to_data(found)

@@ -142,6 +142,26 @@ def test_a_goal_event_is_the_outcome_and_no_candidate() -> None:
     assert all(c.name != "Template Browsed" for c in d.variants)
     # the planted makers browse templates: the rule predicts the goal
     assert d.candidates[0].name == PLANTED
+    # the window starts before the early windows end: a goal before a behaviour leaks
+    assert d.options.goal_warning is not None and "starts on day 0" in d.options.goal_warning
+    assert to_data(d)["goal_warning"] == d.options.goal_warning
+    assert any(line.startswith("warning: the goal window starts") for line in lines(d))
+
+
+def test_a_goal_window_after_the_early_windows_leaves_out_who_reached_it_before() -> None:
+    records = planted_records(6, 800)
+    d = uptake.discover(records, goal=PLANTED, window=(7, 35), days=(1, 3, 7), min_users=10)
+    assert d.options.goal_warning is None and to_data(d)["goal_warning"] is None
+    first: dict[str, int] = {}
+    goal_days: dict[str, list[int]] = defaultdict(list)
+    for t, user, _, _, event, _ in records:
+        first[user] = min(first.get(user, 10**9), int(t // DAY))
+        if event == PLANTED:
+            goal_days[user].append(int(t // DAY))
+    cohort = [u for u in first if u != "late-user"]
+    at_stake = [u for u in cohort if all(day >= first[u] + 7 for day in goal_days[u])]
+    converted = [u for u in at_stake if any(day <= first[u] + 35 for day in goal_days[u])]
+    assert d.cohort == len(at_stake) < 800 and d.outcome == len(converted) > 0
 
 
 def test_only_subjects_observed_for_the_whole_window_are_the_cohort() -> None:
@@ -238,3 +258,26 @@ def test_declared_milestones_are_measured_with_the_candidates(tmp_path: Path) ->
     data = to_data(d)
     assert [c["name"] for c in data["declared"]] == ["reports", "browsed"]
     assert "declared milestone reports (within 7 days)" in "\n".join(lines(d))
+
+
+@pytest.mark.parametrize("engine", ["duckdb", "chdb"])
+def test_the_reports_hook_finds_the_same_on_the_table_it_loaded(engine: str) -> None:
+    # `uptake report` runs discovery on the table the report loaded (compute's on_loaded)
+    # instead of reading the source again; the result must be the same, and the report's
+    # tables ("ev" a view or a table) are replaced without a clash.
+    if engine == "chdb":
+        pytest.importorskip("chdb")
+    from uptake.collector.discovery import after_report
+    from uptake.collector.metrics import compute
+    from uptake.collector.settings import ReportSettings
+
+    records = planted_records(8, 500)
+    into: list[Discovery] = []
+    report = compute(records, engine=engine, on_loaded=after_report(ReportSettings(), None, into))
+    assert report.users > 500 and report.last_day is not None  # (and a late user)
+    (hooked,) = into
+    alone = uptake.discover(records, engine=engine)
+    assert hooked.cohort > 0 and to_data(hooked, variants=True) == to_data(alone, variants=True)
+    # the plain-Python engine has no table: the hook is never called
+    compute(records, engine="python", on_loaded=after_report(ReportSettings(), None, into))
+    assert len(into) == 1

@@ -254,3 +254,29 @@ def test_a_full_report_fits_1200_px_with_lift_verdict_and_interval_in_view(
     for i, a in enumerate(labels):
         for b in labels[i + 1 :]:
             assert not overlap(a, b)
+
+
+def test_the_discovery_section_fits_1200_px(chromium_page: Any, tmp_path: Path) -> None:
+    # Long candidate labels and milestones to paste wrap in their cells: the section
+    # "What retained users did first" scrolls nowhere.
+    import uptake
+    from uptake.collector.discovery import html_section
+
+    from .discover_helpers import planted_records
+
+    records = planted_records(8, 500)
+    found = uptake.discover(records)
+    assert found.strong
+    page = chromium_page
+    path = tmp_path / "discover.html"
+    path.write_text(render_html(compute(records), extra_sections=[html_section(found)]))
+    page.goto(path.as_uri())
+    page.wait_for_function("document.body.dataset.charts !== undefined")
+    section = page.evaluate(
+        "(s => [s.scrollWidth, s.clientWidth])(document.querySelector('#discover'))"
+    )
+    assert section[0] <= section[1]
+    assert page.evaluate("document.documentElement.scrollWidth") <= 1200
+    for cell in boxes(page, "table.discover th, table.discover td"):
+        assert cell["left"] >= 0 and cell["right"] <= 1200
+    assert "uptake.Milestone(" in page.inner_text("table.discover")

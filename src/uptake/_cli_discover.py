@@ -47,7 +47,10 @@ def add_parser(commands: Any) -> None:
     p.add_argument(
         "--window",
         metavar="START:END",
-        help="outcome window, days after first seen (28:35; with --goal 0:35)",
+        help=(
+            "outcome window, days after first seen (28:35; with --goal 0:35, and a later "
+            "START leaves out who reached the goal before it)"
+        ),
     )
     p.add_argument(
         "--days", default="1,3,7,14", metavar="N,N,...", help="early windows in days (1,3,7,14)"

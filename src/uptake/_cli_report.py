@@ -34,6 +34,7 @@ def report(args: argparse.Namespace) -> int:
     needs_extra("report", "plotly")
     import attrs
 
+    from .collector.discovery import Discovery, after_report, headline, html_section
     from .collector.export import to_json, write_csv
     from .collector.metrics import compute
     from .collector.report import render_html, summary
@@ -49,6 +50,7 @@ def report(args: argparse.Namespace) -> int:
     if args.json not in (None, "-"):
         folder_of(args.json, "the JSON report to")
     started = time.monotonic()
+    found: list[Discovery] = []  # discovery runs on the local engines' loaded table only
     if remote:
         report, name = _from_clickhouse(args, settings, until)
     else:
@@ -62,6 +64,7 @@ def report(args: argparse.Namespace) -> int:
                 engagement=settings.engagement(),
                 until=until,
                 engine=args.engine,
+                on_loaded=None if args.no_discover else after_report(settings, until, found),
             )
         except sqlite3.DatabaseError as exc:
             print(f"uptake: {args.source} is not a collector's event store: {exc}", file=sys.stderr)
@@ -74,7 +77,7 @@ def report(args: argparse.Namespace) -> int:
         report,
         title=f"uptake engagement report: {name}",
         settings=settings,
-        extra_sections=_discovery(args, settings, until, report),
+        extra_sections=[html_section(d) for d in found],
     )
     try:
         with open(args.out, "w", encoding="utf-8") as out:
@@ -91,28 +94,10 @@ def report(args: argparse.Namespace) -> int:
             raise UsageError(f"cannot write CSV files to {args.csv}: {exc.strerror}") from None
         wrote.append(os.path.join(args.csv, "*.csv"))
     text = sys.stderr if args.json == "-" else sys.stdout
-    for line in summary(report, settings):
+    for line in summary(report, settings) + [x for d in found for x in headline(d)]:
         print(line, file=text)
     print(f"wrote {', '.join(wrote)} in {time.monotonic() - started:.1f}s", file=text)
     return 0
-
-
-def _discovery(
-    args: argparse.Namespace, settings: ReportSettings, until: date | None, report: Report
-) -> list[str]:
-    """The section "What retained users did first", when an SQL engine computes the report
-    and the data has a cohort (docs/discover.md); it reads the source a second time."""
-    if args.engine == "python" or args.no_discover or is_clickhouse(args.source):
-        return []  # (discovery runs on the local engines only)
-    from .collector.discovery import discover, html_section
-    from .collector.discovery.options import RETENTION_WINDOW
-
-    first, last = report.first_day, report.last_day
-    if first is None or last is None or (last - first).days < RETENTION_WINDOW[1]:
-        return []  # too short for anyone to be observed through the window: no cohort
-
-    found = discover(args.source, settings=settings, until=until, engine=args.engine or "duckdb")
-    return [html_section(found)] if found.cohort else []
 
 
 def _from_clickhouse(

@@ -280,8 +280,8 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument(
         "--no-discover",
         action="store_true",
-        help='leave out "What retained users did first" (uptake discover), which reads '
-        "the source a second time",
+        help='leave out "What retained users did first" (uptake discover, on the events '
+        "the report loaded)",
     )
     _add_discover(commands)
     demo = commands.add_parser(

@@ -6,7 +6,9 @@ cool off. Their events go through a real :class:`uptake.Client` (milestones, eng
 two nudges with holdouts, a 5% global holdout) to the reference collector, started in this
 process on a free loopback port; the engagement report is then built from what the
 collector stored. Users shown a nudge act on it (more reports, more invitations), so the
-report's lift by assignment has a real effect to find.
+report's lift by assignment has a real effect to find, and the simulation plants an
+activation moment (:mod:`._demo_world`: at least 3 reports within 7 days of the first
+event makes a user stay) that the report's discovery section should find on top.
 
 The same seed gives the same product history and the same report.
 """
@@ -21,20 +23,33 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from datetime import date, datetime, timedelta, timezone
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import attrs
 
+from ._demo_world import (
+    CHURN_ACTIVATED,
+    CHURN_OTHERS,
+    FEATURES,
+    INVITE,
+    INVITE_PUSHED,
+    MOMENT_DAYS,
+    MOMENT_REPORTS,
+    REPORTS_BOOST,
+    Simulation,
+    build_world,
+)
 from .client import Client
 from .rules.engagement import Engagement
 from .rules.milestones import Milestone, MilestoneReached
 from .rules.nudges import EventCount, NotReached, Nudge, NudgeFired
 
+if TYPE_CHECKING:
+    from .collector.discovery import Discovery
+
 __all__ = ["DemoResult", "run_demo"]
 
 WRITE_KEY = "wk_demo"
-FEATURES = ("dashboards", "reports", "alerts", "exports", "integrations", "sharing")
-_DAY = timedelta(days=1)
 
 MILESTONES = (
     Milestone(
@@ -97,68 +112,7 @@ class DemoResult:
     summary: list[str]
     seconds: float
     settings_path: str | None = None
-
-
-@attrs.define
-class _User:
-    id: str
-    account: str
-    joined: int  # simulation day
-    activity: float  # chance of a session on a weekday
-    churn_day: int | None
-    features: tuple[str, ...]
-    reports: float  # chance a session creates a report
-    invited: bool = False
-    created: bool = False
-    boost_until: int = -1  # shown try_reports: more reports until then
-    setup_push_until: int = -1  # shown finish_setup: more likely to invite
-
-
-@attrs.define
-class _Account:
-    id: str
-    started: int
-    seats: int
-    cooling_from: int | None  # from this day on its members use the product less
-    health: float  # how much its members use the product, 0.15 to 1.0
-    features: tuple[str, ...]  # what the account uses the product for
-
-
-def _world(rng: random.Random, users: int, days: int) -> tuple[list[_Account], list[_User]]:
-    accounts: list[_Account] = []
-    members: list[_User] = []
-    n_accounts = max(users // 10, 1)
-    for a in range(n_accounts):
-        started = rng.randrange(0, max(days * 2 // 3, 1))
-        cooling = None
-        if a % 6 == 5 and started < days - 42:  # one account in six cools off
-            cooling = days - rng.randrange(24, 28)
-        features = ("dashboards", *rng.sample(FEATURES[1:], rng.randint(1, 5)))
-        accounts.append(
-            _Account(
-                f"acct-{a + 1:02d}",
-                started,
-                rng.randrange(6, 30),
-                cooling,
-                rng.uniform(0.15, 1.0),
-                features,
-            )
-        )
-    for u in range(users):
-        account = accounts[u % n_accounts] if u < n_accounts else rng.choice(accounts)
-        persona = rng.choices(["power", "regular", "casual", "churner"], [15, 35, 30, 20])[0]
-        activity = {"power": 0.85, "regular": 0.55, "casual": 0.22, "churner": 0.6}[persona]
-        activity = min(activity * account.health, 0.95)
-        joined = min(account.started + int(rng.expovariate(1 / 4)), days - 1)
-        churn = joined + rng.randrange(7, 24) if persona == "churner" else None
-        breadth = {"power": 5, "regular": 3, "casual": 2, "churner": 2}[persona]
-        mine = account.features[1:]
-        features = ("dashboards", *rng.sample(mine, min(breadth - 1, len(mine))))
-        reports = {"power": 0.35, "regular": 0.12, "casual": 0.05, "churner": 0.05}[persona]
-        members.append(
-            _User(f"user-{u + 1:03d}", account.id, joined, activity, churn, features, reports)
-        )
-    return accounts, members
+    discovery: Discovery | None = None
 
 
 class _Progress:
@@ -218,6 +172,7 @@ def run_demo(
         raise ValueError("the demo needs at least 10 users and 14 days")
     if db is not None and os.path.exists(db):
         raise ValueError(f"{db} exists; give the demo a new file (its count must be its own)")
+    from .collector.discovery import after_report, headline, html_section
     from .collector.metrics import compute
     from .collector.report import render_html, summary
     from .collector.server import BackgroundCollector
@@ -232,8 +187,8 @@ def run_demo(
     started = time.perf_counter()
     rng = random.Random(seed)
     last = until or datetime.now(timezone.utc).date()
-    first = last - (days - 1) * _DAY
-    accounts, members = _world(rng, users, days)
+    first = last - timedelta(days=days - 1)
+    accounts, members = build_world(rng, users, days)
     folder = None
     if db is None:
         folder = tempfile.TemporaryDirectory(prefix="uptake-demo-")
@@ -276,7 +231,7 @@ def run_demo(
             def _nudge(n: NudgeFired) -> None:
                 fired.append(n)  # shown by the "front end" on the user's next page view
 
-            sim = _Simulation(rng, client, first, accounts, members, fired)
+            sim = Simulation(rng, client, first, accounts, members, fired)
             bar = _Progress(sys.stderr, days, progress)
             for day in range(days):
                 sim.run_day(day)
@@ -305,22 +260,31 @@ def run_demo(
         else:
             say("the events and the report's settings are not kept: give --db FILE to keep both")
         source = from_store(db)
+        found: list[Discovery] = []
         report = compute(
             source,
             tz=settings.tzinfo(),
             inactive=settings.inactive,
             engagement=settings.engagement(),
+            on_loaded=after_report(settings, None, found),
         )
         report = attrs.evolve(
             report, skipped=source.skipped, skipped_by=tuple(source.skipped_by.most_common())
         )
-        lines = summary(report, settings)
+        lines = summary(report, settings) + [x for d in found for x in headline(d)]
+        if found:
+            lines.append(_PLANTED)
         say("")
         for line in lines:
             say(line)
         with open(out, "w", encoding="utf-8") as handle:
             handle.write(
-                render_html(report, title="uptake demo: engagement report", settings=settings)
+                render_html(
+                    report,
+                    title="uptake demo: engagement report",
+                    settings=settings,
+                    extra_sections=[*(html_section(d) for d in found), _planted_section()],
+                )
             )
         say(f"\nwrote {out} ({os.path.getsize(out) / 1e6:.1f} MB); open it in a browser")
     finally:
@@ -347,117 +311,33 @@ def run_demo(
         summary=lines,
         seconds=time.perf_counter() - started,
         settings_path=settings_path,
+        discovery=found[0] if found else None,
     )
 
 
-class _Simulation:
-    """One day at a time: who comes back, what they do, how they react to nudges."""
+_PLANTED = (
+    f"planted by the demo: users who create at least {MOMENT_REPORTS} reports within "
+    f"{MOMENT_DAYS} days of their first event stay (they leave at {CHURN_ACTIVATED:.0%}, "
+    f"the others at {CHURN_OTHERS:.0%}); try_reports makes reports {REPORTS_BOOST:g} times "
+    f"as likely for a week; finish_setup makes an invitation {INVITE_PUSHED / INVITE:g} times "
+    "as likely for 10 days"
+)
 
-    def __init__(
-        self,
-        rng: random.Random,
-        client: Client,
-        first: date,
-        accounts: list[_Account],
-        members: list[_User],
-        fired: list[NudgeFired],
-    ) -> None:
-        self.rng, self.client, self.first = rng, client, first
-        self.accounts = {a.id: a for a in accounts}
-        self.members = members
-        self.fired = fired
-        self.users = {u.id: u for u in members}
-        self.tracked = 0
 
-    def _at(self, day: int, minutes: float) -> datetime:
-        start = datetime(self.first.year, self.first.month, self.first.day, tzinfo=timezone.utc)
-        return start + timedelta(days=day, minutes=minutes)
-
-    def run_day(self, day: int) -> None:
-        rng = self.rng
-        weekday = (self.first + timedelta(days=day)).weekday()
-        for account in self.accounts.values():
-            if account.started == day:
-                admin = next(u for u in self.members if u.account == account.id)
-                self.client.group(
-                    admin.id,
-                    account.id,
-                    {"seats": account.seats, "plan": rng.choice(["team", "business"])},
-                    timestamp=self._at(day, 8 * 60),
-                )
-            # Healthy accounts meet their customer-success manager now and then.
-            if day >= account.started + 7 and account.cooling_from is None and rng.random() < 0.015:
-                admin = next(u for u in self.members if u.account == account.id)
-                self._track(admin, "QBR Attended", day, 16 * 60)
-        for user in self.members:
-            if day < user.joined or (user.churn_day is not None and day >= user.churn_day):
-                continue
-            if day == user.joined:
-                self.client.identify(
-                    user.id,
-                    {"plan": "trial", "role": rng.choice(["analyst", "admin", "viewer"])},
-                    timestamp=self._at(day, 8 * 60),
-                )
-            chance = user.activity * (0.35 if weekday >= 5 else 1.0)
-            account = self.accounts[user.account]
-            if account.cooling_from is not None and day >= account.cooling_from:
-                chance *= 0.25
-            if day == user.joined or rng.random() < chance:
-                self._session(user, day)
-
-    def _session(self, user: _User, day: int) -> None:
-        rng = self.rng
-        minute = rng.uniform(8 * 60, 18 * 60)
-        steps = rng.randint(2, 10)
-        for _ in range(steps):
-            minute += rng.uniform(0.5, 4)
-            self._show_pending(user, day, minute)
-            roll = rng.random()
-            if not user.created and (day - user.joined < 3) and roll < 0.5:
-                user.created = True
-                self._track(user, "Project Created", day, minute)
-            elif not user.invited and rng.random() < (
-                0.25 if day <= user.setup_push_until else 0.04
-            ):
-                user.invited = True
-                self._track(user, "Teammate Invited", day, minute)
-            elif roll < 0.45:
-                self._track(user, "Dashboard Viewed", day, minute)
-            else:
-                feature = rng.choice(user.features)
-                self.client.feature_used(
-                    user.id, feature, account_id=user.account, timestamp=self._at(day, minute)
-                )
-                self.tracked += 1
-                boost = 2.5 if day <= user.boost_until else 1.0
-                if feature in ("reports", "dashboards") and rng.random() < user.reports * boost:
-                    self._track(user, "Report Created", day, minute + 0.2)
-
-    def _track(self, user: _User, event: str, day: int, minute: float) -> None:
-        self.client.track(user.id, event, account_id=user.account, timestamp=self._at(day, minute))
-        self.tracked += 1
-
-    def _show_pending(self, user: _User, day: int, minute: float) -> None:
-        """The front end renders what fired for this user on their previous page view."""
-        if not self.fired:
-            return
-        mine = [n for n in self.fired if n.user_id == user.id]
-        if not mine:
-            return
-        self.fired[:] = [n for n in self.fired if n.user_id != user.id]
-        rng = self.rng
-        for nudge in mine:
-            at = self._at(day, minute)
-            self.client.nudge_shown(user.id, nudge.name, account_id=user.account, timestamp=at)
-            if nudge.name == "try_reports":
-                user.boost_until = day + 7
-            else:
-                user.setup_push_until = day + 10
-            if rng.random() < 0.35:
-                self.client.nudge_clicked(
-                    user.id, nudge.name, account_id=user.account, timestamp=at + _DAY / 1440
-                )
-            elif rng.random() < 0.3:
-                self.client.nudge_dismissed(
-                    user.id, nudge.name, account_id=user.account, timestamp=at + _DAY / 1440
-                )
+def _planted_section() -> str:
+    """The page's section saying what the simulation planted, to compare with the findings."""
+    return (
+        "<section id=planted><h2>What the demo planted</h2><ul>"
+        f"<li>An activation moment: users who create at least {MOMENT_REPORTS} reports "
+        f"within {MOMENT_DAYS} days of their first event keep using the product (from then "
+        f"on they are active most weekdays, and {CHURN_ACTIVATED:.0%} of them leave); "
+        f"{CHURN_OTHERS:.0%} of the others leave 14 to 25 days after signing up. "
+        "&ldquo;What retained users did first&rdquo; should show it on top.</li>"
+        f"<li>Two nudges with a real effect: users shown <code>try_reports</code> create "
+        f"reports {REPORTS_BOOST:g} times as often for a week (so more of them reach the "
+        "moment); users shown <code>finish_setup</code> invite a teammate "
+        f"{INVITE_PUSHED / INVITE:g} times as often for 10 days. Each nudge holds out 30% of "
+        "its users, and 5% of all users are held out of every nudge.</li></ul>"
+        "<p class=note>The figures above are what the report measured from the events; "
+        "this list is what the simulation did (src/uptake/_demo_world.py).</p></section>"
+    )

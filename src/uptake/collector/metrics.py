@@ -13,14 +13,17 @@ turn counts into a figure (a share, a score, a p-value) are shared by both
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import date, tzinfo
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from ..definitions import OWN_EVENTS
 from ..rules.engagement import Engagement
+
+if TYPE_CHECKING:
+    from .engine import Loaded
 
 __all__ = [
     "OWN_EVENTS",
@@ -267,6 +270,7 @@ def compute(
     skipped: int = 0,
     segment_by: str | None = None,
     engine: str | None = None,
+    on_loaded: Callable[[Loaded], None] | None = None,
 ) -> Report:
     """Compute the report from event records (any order).
 
@@ -311,5 +315,5 @@ def compute(
         return compute_reference(records, **options)
     from .engine import compute_sql
 
-    report: Report = compute_sql(records, backend=engine, **options)
+    report: Report = compute_sql(records, backend=engine, on_loaded=on_loaded, **options)
     return report

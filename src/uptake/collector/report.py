@@ -355,6 +355,10 @@ table.programme td:nth-child(4) {{ font-weight: 600; background: #eff6ff; }}
 table.nudges td:first-child, table.nudges td:nth-child(6) {{ white-space: normal; min-width: 8em;
   overflow-wrap: anywhere; }}
 table.nudge-reach th {{ white-space: normal; }}
+table.discover td:first-child, table.discover td:last-child {{ white-space: normal;
+  min-width: 14em; overflow-wrap: anywhere; }}
+table.discover td:last-child {{ font-family: ui-monospace, monospace; font-size: 12px; }}
+table.discover th {{ white-space: normal; }}
 .note {{ color: #6b7280; font-size: 13px; }}
 </style>
 <script>{plotly}</script>

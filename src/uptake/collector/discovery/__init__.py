@@ -9,22 +9,25 @@ table in closed form (:mod:`.stats`), ranks them one per family (:mod:`.candidat
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import date, timedelta
 from typing import Literal
 
+from ..engine import Loaded
 from ..metrics import Record
 from ..settings import ReportSettings, load
 from .candidates import Candidate, Discovery
 from .options import DiscoverOptions
-from .render import html_section, lines, milestone_code, settings_entry, to_data
-from .run import run
+from .render import headline, html_section, lines, milestone_code, settings_entry, to_data
+from .run import run, run_loaded
 
 __all__ = [
     "Candidate",
     "DiscoverOptions",
     "Discovery",
+    "after_report",
     "discover",
+    "headline",
     "html_section",
     "lines",
     "milestone_code",
@@ -48,7 +51,7 @@ def open_source(path: str | os.PathLike[str]) -> Iterable[Record]:
 
 
 def discover(
-    source: str | os.PathLike[str] | Iterable[Record],
+    source: str | os.PathLike[str] | Iterable[Record] | Loaded,
     *,
     unit: Literal["user", "account"] = "user",
     goal: str | None = None,
@@ -71,7 +74,9 @@ def discover(
     correlation: test a candidate by nudging toward it with a holdout.
 
     Args:
-        source: A collector store or JSONL export (a path), or event records.
+        source: A collector store or JSONL export (a path), event records, or the
+            report engine's loaded table (what ``compute(..., on_loaded=...)`` hands its
+            hook): then nothing is read again and ``engine`` is the report's.
         unit: ``"user"`` or ``"account"``.
         goal: An event whose occurrence in the window is the outcome (default:
             retention, active on some day of the window).
@@ -114,6 +119,16 @@ def discover(
         min_users=min_users,
         pairs=pairs,
     )
+    if isinstance(source, Loaded):
+        return run_loaded(
+            source.db,
+            source.days_known,
+            options,
+            tz=settings.tzinfo(),
+            inactive=settings.inactive,
+            until=until,
+            declared=settings.milestones,
+        )
     if engine not in ("duckdb", "chdb"):
         raise ValueError(f"engine must be 'duckdb' or 'chdb', not {engine!r}")
     records = open_source(source) if isinstance(source, (str, os.PathLike)) else source
@@ -127,3 +142,27 @@ def discover(
         seats_trait=settings.seats_trait,
         declared=settings.milestones,
     )
+
+
+def after_report(
+    settings: ReportSettings, until: date | None, into: list[Discovery]
+) -> Callable[[Loaded], None]:
+    """Return a report hook (``compute(..., on_loaded=...)``) that runs a discovery on
+    the table the report loaded and appends it to ``into``.
+
+    It does so only when the report's activity spans the retention window (otherwise
+    nobody can be in the cohort) and the data has a cohort: what the report's section
+    "What retained users did first" shows. The plain-Python engine has no table and
+    never calls the hook.
+    """
+    from .options import RETENTION_WINDOW
+
+    def hook(loaded: Loaded) -> None:
+        first, last = loaded.report.first_day, loaded.report.last_day
+        if first is None or last is None or (last - first).days < RETENTION_WINDOW[1]:
+            return
+        found = discover(loaded, settings=settings, until=until)
+        if found.cohort:
+            into.append(found)
+
+    return hook

@@ -109,6 +109,23 @@ class DiscoverOptions:
             return self.window
         return GOAL_WINDOW if self.goal is not None else RETENTION_WINDOW
 
+    @property
+    def goal_warning(self) -> str | None:
+        """Warn when a goal's window starts before the longest early window ends (None
+        otherwise): a goal reached before a behaviour then counts for it."""
+        start, end = self.outcome_window
+        longest = max(self.days)
+        if self.goal is None or start >= longest:
+            return None
+        return (
+            f"the goal window starts on day {start}, before the {longest}-day early window "
+            f"ends: a subject who did {self.goal!r} first and the behaviour after counts "
+            "for the behaviour (a feature that comes with the goal then looks like its "
+            f"cause). To count only goals after every early window, use window {longest}:"
+            f"{max(end, longest)} (subjects who reached the goal before it are then left "
+            "out of the cohort)"
+        )
+
     def describe(self) -> str:
         """Say the outcome in words: "retained: active on a day in days 28-35"."""
         start, end = self.outcome_window

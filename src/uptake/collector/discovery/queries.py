@@ -76,17 +76,27 @@ def cohort(db: Backend, *, unit: str, window: tuple[int, int], last: int, goal: 
     db.view(
         "dact", f"SELECT {s} AS s, t, day, name, feature FROM ev WHERE {ACTIVE} AND {s} IS NOT NULL"
     )
-    db.table(
-        "dfirst",
-        "SELECT s, min(t) AS first_t, min(day) AS first_day FROM dact GROUP BY s "
-        f"HAVING min(day) + {int(end)} <= {int(last)}",
-    )
     outcome = (
         f"(SELECT {s} AS s, day FROM ev WHERE {s} IS NOT NULL AND name IN "
         "(SELECT name FROM params WHERE role = 'goal'))"
         if goal
         else "dact"
     )
+    # Subjects who reached a goal before its window are no longer at stake: left out.
+    leave_out = goal and start > 0
+    db.table(
+        "dfirst0" if leave_out else "dfirst",
+        "SELECT s, min(t) AS first_t, min(day) AS first_day FROM dact GROUP BY s "
+        f"HAVING min(day) + {int(end)} <= {int(last)}",
+    )
+    if leave_out:
+        db.table(
+            "dfirst",
+            "SELECT f.s AS s, f.first_t AS first_t, f.first_day AS first_day FROM dfirst0 f "
+            f"LEFT JOIN (SELECT DISTINCT x.s AS s FROM {outcome} x JOIN dfirst0 g "
+            f"ON g.s = x.s WHERE x.day < g.first_day + {int(start)}) e ON e.s = f.s "
+            "WHERE e.s IS NULL",
+        )
     db.table(
         "dsub",
         "SELECT f.s AS s, f.first_t AS first_t, f.first_day AS first_day, "

@@ -14,7 +14,15 @@ from ..settings import toml_value as _toml
 from ..wording import pct, printable
 from .candidates import Candidate, Discovery
 
-__all__ = ["CAUSATION", "html_section", "lines", "milestone_code", "settings_entry", "to_data"]
+__all__ = [
+    "CAUSATION",
+    "headline",
+    "html_section",
+    "lines",
+    "milestone_code",
+    "settings_entry",
+    "to_data",
+]
 
 #: The warning every output carries.
 CAUSATION = (
@@ -168,6 +176,7 @@ def to_data(d: Discovery, *, variants: bool = False) -> dict[str, Any]:
             "min_users": o.min_users,
             "pairs": o.pairs,
         },
+        "goal_warning": o.goal_warning,
         "tested": d.tested,
         "z": d.z,
         "candidates": [_candidate_data(c, o.unit) for c in d.candidates],
@@ -197,6 +206,8 @@ def lines(d: Discovery, *, top: int = 15, snippets: int = 3) -> list[str]:
         f"({d.weeks} signup weeks; data ends {d.data_end}, {d.timezone})",
         f"outcome: {o.describe()}: {d.outcome:,} ({pct(d.rate, 1)})",
     ]
+    if o.goal_warning is not None:
+        out.append(f"warning: {o.goal_warning}")
     if not d.cohort:
         end = o.outcome_window[1]
         out.append(
@@ -260,6 +271,25 @@ def lines(d: Discovery, *, top: int = 15, snippets: int = 3) -> list[str]:
     return [printable(line) for line in out]
 
 
+def headline(d: Discovery, *, top: int = 3) -> list[str]:
+    """Return a few terminal lines for a report's summary: the cohort and the strongest
+    candidates (nothing without a cohort)."""
+    if not d.cohort:
+        return []
+    units = "accounts" if d.options.unit == "account" else "users"
+    out = [
+        f"what retained users did first: {d.cohort:,} {units} first seen {d.signup_range}, "
+        f"{d.options.describe()}: {pct(d.rate, 1)}; {d.tested:,} early behaviours measured, "
+        f"{len(d.strong)} strong (correlation: test one with a nudge and a holdout)"
+    ]
+    for i, c in enumerate(d.strong[:top], 1):
+        out.append(
+            f"  {i}. {c.label}: {pct(c.precision, 1)} if did vs {pct(c.rate_without, 1)} if "
+            f"not, lift {_lift(c)} pts; reach {pct(c.reach, 1)}; score {c.score:.3f}"
+        )
+    return [printable(line) for line in out]
+
+
 def html_section(d: Discovery, *, top: int = 10) -> str:
     """Return the report's section "What retained users did first" ("" without a cohort)."""
     if not d.cohort:
@@ -286,6 +316,8 @@ def html_section(d: Discovery, *, top: int = 10) -> str:
         f"{d.cohort:,} {units} first seen {d.signup_range}; {d.options.describe()}: "
         f"{pct(d.rate, 1)}. {d.tested:,} early behaviours measured."
     )
+    if d.options.goal_warning is not None:
+        intro += f" Warning: {d.options.goal_warning}."
     if not rows:
         table = "<p>No early behaviour predicts it clearly (no strong candidate).</p>"
     else:

@@ -23,7 +23,7 @@ from .options import DiscoverOptions
 from .reader import read_store
 from .stats import family_z
 
-__all__ = ["run"]
+__all__ = ["run", "run_loaded"]
 
 
 def run(
@@ -49,10 +49,31 @@ def run(
         )
         if not days_known:
             days_known = _ingest(db, records, seats_trait, None, tz, zone)
-        found = _discover(db, options, tz, inactive, until, days_known, zone)
-        return _measure_declared(db, found, declared) if declared and found.cohort else found
+        return run_loaded(
+            db, days_known, options, tz=tz, inactive=inactive, until=until, declared=declared
+        )
     finally:
         db.close()
+
+
+def run_loaded(
+    db: Backend,
+    days_known: bool,
+    options: DiscoverOptions,
+    *,
+    tz: tzinfo | None = None,
+    inactive: Iterable[str] = (),
+    until: date | None = None,
+    declared: Sequence[Milestone] = (),
+) -> Discovery:
+    """Find the candidates in the events a backend's ``raw`` table already holds (the
+    report's, through its hook), and measure the ``declared`` milestones.
+
+    It builds its own tables over ``raw`` (``ev`` and ``params`` included, replacing the
+    report's: run it after the report).
+    """
+    found = _discover(db, options, tz, inactive, until, days_known, _zone(tz))
+    return _measure_declared(db, found, declared) if declared and found.cohort else found
 
 
 def _discover(

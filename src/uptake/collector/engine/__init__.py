@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import date, timezone, tzinfo
 from typing import Any
+
+import attrs
 
 from ...definitions import OWN_EVENTS
 from ...rules.calendar import Calendar
@@ -47,7 +49,22 @@ from .backends import Backend, DuckDBBackend, append_all, load, open_backend
 from .store import arrow_batches, fast_path_available
 from .table import batches
 
-__all__ = ["compute_sql", "report_from"]
+__all__ = ["Loaded", "compute_sql", "report_from"]
+
+
+@attrs.frozen
+class Loaded:
+    """The engine's typed event table, handed to a hook once the report is computed.
+
+    Another analysis over the same events (activation discovery) can run on ``db``
+    instead of reading the source again; the table is ``raw`` (:mod:`.table`), its
+    ``day`` and ``week`` filled when ``days_known``. The backend is closed when the hook
+    returns.
+    """
+
+    db: Backend
+    days_known: bool
+    report: Report
 
 
 def compute_sql(
@@ -60,6 +77,7 @@ def compute_sql(
     until: date | None = None,
     skipped: int = 0,
     segment_by: str | None = None,
+    on_loaded: Callable[[Loaded], None] | None = None,
 ) -> Report:
     """Compute the report on an SQL engine (arguments as :func:`.metrics.compute`)."""
     config = engagement if engagement is not None else Engagement()
@@ -68,7 +86,7 @@ def compute_sql(
     try:
         db.create()
         days_known = _ingest(db, records, config.seats_trait, segment_by, tz, (zone_key, offset))
-        return report_from(
+        report = report_from(
             db,
             tz=tz,
             inactive=inactive,
@@ -79,6 +97,9 @@ def compute_sql(
             zone=(zone_key, offset),
             days_known=days_known,
         )
+        if on_loaded is not None:
+            on_loaded(Loaded(db, days_known, report))
+        return report
     finally:
         db.close()
 

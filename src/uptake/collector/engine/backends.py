@@ -90,11 +90,22 @@ class DuckDBBackend:
         self._con.execute("INSERT INTO raw SELECT * FROM _batch")
         self._con.unregister("_batch")
 
+    def _drop(self, name: str, unless: str) -> None:
+        """Drop ``name`` if it is not a ``unless`` ("BASE TABLE" or "VIEW"): DuckDB
+        replaces a table by a table, a view by a view, and nothing else."""
+        found = self._con.execute(
+            "SELECT table_type FROM information_schema.tables WHERE table_name = ?", [name]
+        ).fetchall()
+        if found and found[0][0] != unless:
+            kind = "VIEW" if found[0][0] == "VIEW" else "TABLE"
+            self._con.execute(f"DROP {kind} {name}")
+
     def table(self, name: str, select: str) -> None:
+        self._drop(name, "BASE TABLE")
         self._con.execute(f"CREATE OR REPLACE TABLE {name} AS {select}")
 
     def view(self, name: str, select: str) -> None:
-        self._con.execute(f"DROP TABLE IF EXISTS {name}")
+        self._drop(name, "VIEW")
         self._con.execute(f"CREATE OR REPLACE VIEW {name} AS {select}")
 
     def names(self, name: str, rows: list[tuple[str, str]]) -> None:
