@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
+import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -14,6 +16,8 @@ import pytest
 import uptake
 from uptake.errors import StoreUnavailable
 from uptake.stores.memory import MemoryStore
+
+from .redis_server import RedisServer
 
 T0 = dt.datetime(2026, 6, 1, 9, 0, tzinfo=dt.timezone.utc)
 REFUSED = "WRONGTYPE Operation against a key holding the wrong kind of value"
@@ -152,3 +156,68 @@ def test_a_two_step_merge_that_fails_midway_loses_nothing(fail: tuple[str, str])
     assert fired == Counter({"u1": 1})
     assert (client.stats.rules_skipped, client.stats.rules_replayed) == (1, 1)
     client.shutdown()
+
+
+# ---------------------------------------------------------------------- Redis
+
+
+@pytest.fixture
+def server() -> Iterator[RedisServer]:
+    """A redis-server of this test's own, which it freezes."""
+    s = RedisServer()
+    yield s
+    s.stop()
+
+
+def redis_store(server: RedisServer, prefix: str, **options: Any) -> uptake.RedisStore:
+    return uptake.RedisStore(server.url, prefix=prefix, timeout=0.3, **options)
+
+
+def test_redis_refusing_one_key_is_no_outage(server: RedisServer) -> None:
+    prefix = f"b-{uuid.uuid4().hex[:8]}:"
+    store = redis_store(server, prefix)
+    store._call(lambda: store._client.rpush(prefix + "user:bad", "x"))  # a WRONGTYPE key
+    client, fired = counting_client(store)
+    client.track("bad", "Go", timestamp=at(0))
+    assert len(client._rules.backlog.entries) == 0  # left out (counted), not waiting
+    assert client.stats.rules_skipped == 1
+    client.track("good", "Go", timestamp=at(0))
+    assert fired == Counter({"good": 1})
+    client.shutdown()
+    store.close()
+
+
+def test_a_replayed_event_that_landed_is_not_applied_again_after_other_writes(
+    server: RedisServer,
+) -> None:
+    prefix = f"b-{uuid.uuid4().hex[:8]}:"
+    store = redis_store(server, prefix, retry_interval=0.2)
+    other = redis_store(server, prefix)  # another process
+    client, fired = counting_client(store, go=4)
+    for step in range(2):
+        client.track("u", "Go", timestamp=at(step))
+    server.pause()  # the third write is sent, and lands once Redis resumes
+    try:
+        client.track("u", "Go", timestamp=at(2))
+        assert len(client._rules.backlog.entries) == 1
+    finally:
+        server.resume()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        state = other.get("user:u")
+        if state is not None and state.events and len(state.events["Go"]) == 3:
+            break
+    for n in range(3):  # other processes write the user meanwhile (replacing its token)
+        other.update("user:u", lambda s, n: setattr(s, "traits", {"n": n}), n)
+    while len(client._rules.backlog.entries) and time.monotonic() < deadline:
+        client.flush(timeout=0.05)
+    assert client.stats.rules_replayed == 1
+    state = other.get("user:u")
+    assert state is not None and state.events is not None
+    assert state.events["Go"] == [at(step).timestamp() for step in range(3)]  # once
+    assert not fired  # three events of four
+    client.track("u", "Go", timestamp=at(3))
+    assert fired == Counter({"u": 1})
+    client.shutdown()
+    store.close()
+    other.close()
