@@ -43,7 +43,8 @@ T = TypeVar("T")
 # key ("": absent), then the new value of each key (``token|json``). Returns {1} when
 # written, or {0, current value of each key (false when absent)} when another writer came
 # first. A stored value keeps the tokens of its latest writes, newest first
-# (``token,older,...|json``, _KEPT at most): one that holds this write's token means this
+# (``token,older,...|json``, _KEPT at most, the older ones cut to 8 hex digits): one that
+# holds this write's token means this
 # very write landed before (a resent command), which is success too; and it lets a writer
 # whose reply was lost tell, later, whether its write landed (``RedisStore._landed``).
 _CAS = """
@@ -57,8 +58,9 @@ local function tokens(value)
   return string.sub(value, 1, bar - 1)
 end
 local function holds(list, token)
+  local short = string.sub(token, 1, 8)
   for t in string.gmatch(list, '[^,]+') do
-    if t == token then return true end
+    if t == token or t == short then return true end
   end
   return false
 end
@@ -89,7 +91,7 @@ for i = 1, n do
     for t in string.gmatch(lists[i], '[^,]+') do
       if m + 1 >= kept then break end
       m = m + 1
-      older[m] = t
+      older[m] = string.sub(t, 1, 8)
     end
     local bar = string.find(value, '|', 1, true)
     value = string.sub(value, 1, bar - 1) .. ',' .. table.concat(older, ',')
@@ -325,7 +327,9 @@ class RedisStore:
         self._check_available()
         raws = self._call(lambda: self._client.mget(names))
         held = [_tokens(raw) for raw in raws]
-        return any(token in h for h, token in zip(held, tokens, strict=True))
+        return any(
+            h[:1] == [token] or token[:8] in h[1:] for h, token in zip(held, tokens, strict=True)
+        )
 
     def memory_usage(self, key: str) -> int | None:
         """Bytes Redis uses for one subject's key (``MEMORY USAGE``), or None if absent."""
