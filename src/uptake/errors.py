@@ -77,3 +77,7 @@ class StoreUnavailable(UptakeError, ConnectionError):
     #: Set by a store that cannot tell whether the failed write landed (its reply was lost
     #: to the timeout): asks the store, once it answers again; True if the write landed.
     landed: Callable[[], bool] | None = None
+    #: False when the store answered but refused this key or command (a Redis WRONGTYPE
+    #: or READONLY, a key other writers kept changing): not an outage, so the event is
+    #: left out of the rules (counted, logged) instead of waiting for the store.
+    outage: bool = True

@@ -39,6 +39,7 @@ from .plumbing import (
     Keys,
     Reached,
     deferred,
+    outage,
 )
 from .state import SubjectState
 
@@ -140,9 +141,11 @@ class RulesEngine:
         fires. A host ``audience`` callable is asked between store updates, never inside.
 
         Never raises: a failure is logged at most every 10 seconds. When the store could
-        not be reached (``StoreUnavailable``, ``TimeoutError``) and ``decide`` is on, the
-        returned effects are ``deferred`` (the caller keeps the event and applies it again
-        later); any other failure leaves this event out of the rules (``skipped``).
+        not be reached (an outage: ``TimeoutError``, or ``StoreUnavailable`` unless it says
+        otherwise) and ``decide`` is on, the returned effects are ``deferred`` (the caller
+        keeps the event and applies it again later); any other failure (a key the store
+        refuses, one other writers keep changing) leaves this event out of the rules
+        (``skipped``).
         """
         effects = _NOTHING
         try:
@@ -224,12 +227,19 @@ class RulesEngine:
             if effects:
                 effects.uid = merged.uid
         except Exception as exc:  # never let the rules break the host's call
-            if decide and isinstance(exc, (StoreUnavailable, TimeoutError)):
+            if decide and outage(exc):
                 self.failed("evaluating milestones and nudges", exc)
                 return deferred(exc, ev)
             self.skipped += 1
             self.failed("evaluating milestones and nudges", exc)
         return effects
+
+    def touches(self, event: str, account: str | None) -> bool:
+        """Whether applying an event of this name writes the store (a feature aside)."""
+        facts = self._facts.get(event)
+        if facts is None:
+            facts = self._classify(event)
+        return facts[4] or (account is not None and facts[2])
 
     def _classify(self, event: str) -> tuple[bool, bool, bool, bool, bool]:
         """What the rules do with an event of this name (a feature aside), kept per name:

@@ -19,12 +19,13 @@ from typing import Any, Protocol
 import attrs
 
 from ..definitions import MILESTONE_EVENT, parse_track
-from ..errors import ConfigurationError, StoreUnavailable
+from ..errors import ConfigurationError
 from ..stats import Stats
 from .backlog import Backlog, Pending
 from .engine import Effects, RulesEngine
 from .milestones import Milestone, MilestoneReached
 from .nudges import Action, Nudge, NudgeFired
+from .plumbing import outage
 from .simulation import Simulation, apply_past, simulate
 
 __all__ = ["MilestoneHook", "NudgeHook", "ReplayResult", "RulesFacade"]
@@ -36,9 +37,11 @@ NudgeHook = Callable[[NudgeFired], object]
 
 #: Events stamped further ahead than this are kept out of the rules (a wrong clock).
 _MAX_FUTURE_S = 24 * 3600.0
-#: Waiting events a tracking call applies at most, once the store answers again (the
-#: rest follow at the next calls, or all at ``flush()``).
-_CATCH_UP_PER_CALL = 256
+#: Waiting events a tracking call applies at most, once the store answers again, and
+#: the time it may spend starting them (the rest follow at the next calls, or all at
+#: ``flush()``): one store round trip each.
+_CATCH_UP_PER_CALL = 64
+_CATCH_UP_S = 0.01
 
 
 @attrs.frozen
@@ -86,7 +89,7 @@ class RulesFacade:
         self._hooks: dict[str | None, list[MilestoneHook]] = {}
         self._nudge_hooks: dict[str | None, list[NudgeHook]] = {}
         self.backlog = Backlog()
-        self._waiting = self.backlog.entries
+        self._waiting = self.backlog.waiting
         #: Set by ``Client.atrack`` around its part on the event loop: the events to apply
         #: on a rules thread afterwards, instead of now (see uptake._async_api).
         self.held: contextvars.ContextVar[list[tuple[Any, ...]] | None] = contextvars.ContextVar(
@@ -147,11 +150,8 @@ class RulesFacade:
         if stamped and t > time.time() + _MAX_FUTURE_S:
             # Sent, but kept out of the rules: one bad clock must not age a user's real days.
             return
-        if self._waiting:  # the store failed earlier: this event waits behind those
-            self.backlog.keep(
-                Pending("track", uid, anon, account, event, properties, t, session_id)
-            )
-            self.catch_up(_CATCH_UP_PER_CALL)
+        if self._waiting:  # the store failed earlier: some events wait (a slower path)
+            self._track_while_waiting(uid, anon, account, event, properties, t, session_id)
             return
         effects = self.engine.update(uid, anon, account, event, properties, t)
         if effects:
@@ -162,52 +162,95 @@ class RulesFacade:
                 return
             self.effects(effects, effects.uid or uid, anon, account, t, session_id)
 
+    def _track_while_waiting(
+        self,
+        uid: str | None,
+        anon: str | None,
+        account: str | None,
+        event: str,
+        properties: Mapping[str, Any] | None,
+        t: float,
+        session_id: str | None,
+    ) -> None:
+        """Apply an event while others wait: behind its user's waiting events, else now
+        (and then go on with the waiting ones, as the store answered)."""
+        backlog = self.backlog
+        entry = Pending("track", uid, anon, account, event, properties, t, session_id)
+        if backlog.holds(entry.keys()):
+            backlog.keep(entry)
+            self.catch_up(_CATCH_UP_PER_CALL, until=time.monotonic() + _CATCH_UP_S)
+            return
+        engine = self.engine
+        failures = engine.failures
+        effects = engine.update(uid, anon, account, event, properties, t)
+        if effects.deferred is not None:  # still out: no use trying the others now
+            entry.landed, entry.saved = effects.deferred
+            backlog.keep(entry)
+            return
+        if engine.failures == failures and engine.touches(event, account):
+            backlog.answered()  # proof that the store is up, for the waiting ones
+        if effects:
+            self.effects(effects, effects.uid or uid, anon, account, t, session_id)
+        self.catch_up(_CATCH_UP_PER_CALL, until=time.monotonic() + _CATCH_UP_S)
+
     def merge(self, uid: str, anon: str, t: float, session_id: str | None) -> None:
         """Merge a visitor's rule state into a user's; report what the union reached.
 
         Never raises: when the store cannot be reached the merge waits in the backlog
-        with the events (in order), and other failures are logged.
+        with the visitor's and the user's events (in order), and other failures are
+        logged. A merge counts as one event in ``Client.stats``' rule counts.
         """
         entry = Pending("merge", uid, anon, None, "", None, t, session_id)
-        if self._waiting:
-            self.backlog.keep(entry)
-            self.catch_up(_CATCH_UP_PER_CALL)
+        backlog = self.backlog
+        if self._waiting and backlog.holds(entry.keys()):
+            backlog.keep(entry)
         elif not self._merge(entry):
-            self.backlog.keep(entry)
+            backlog.keep(entry)
+            return
+        if self._waiting:
+            self.catch_up(_CATCH_UP_PER_CALL, until=time.monotonic() + _CATCH_UP_S)
 
     def _merge(self, entry: Pending) -> bool:
         """Merge now; False when the store could not be reached (to be tried again)."""
         uid, anon = entry.uid, entry.anon
         assert uid is not None and anon is not None
         try:
-            reached = self.engine.identity.merge(uid, anon, entry.t)
-        except (StoreUnavailable, TimeoutError) as exc:
-            self.engine.failed("merging a visitor into a user", exc)
-            return False
+            reached = self.engine.identity.merge(uid, anon, entry.t, entry)
         except Exception as exc:
-            self.engine.skipped += 1
             self.engine.failed("merging a visitor into a user", exc)
+            if outage(exc):
+                return False
+            self.engine.skipped += 1
             return True
         for milestone, at, first in reached:
             self._milestone_reached(milestone, at, first, uid, anon, None, entry.session_id)
         return True
 
     def catch_up(self, most: int | None = None, *, until: float | None = None) -> None:
-        """Apply waiting events, oldest first, until the store fails again (``most`` at
-        most, and none started after the ``time.monotonic()`` deadline ``until``). One
-        thread at a time; the others leave theirs to it. Never raises."""
+        """Apply waiting events, subject by subject, each subject's oldest first, until
+        the store fails again (``most`` at most, and none started after the
+        ``time.monotonic()`` deadline ``until``). One thread at a time; the others leave
+        theirs to it. Never raises."""
         backlog = self.backlog
         if not backlog.start():
             return
+        engine = self.engine
         done = 0
         try:
             while (most is None or done < most) and (until is None or time.monotonic() < until):
                 entry = backlog.head()  # (stops the draining when nothing is left)
                 if entry is None:
                     return
-                if not self._apply_waiting(entry):
+                skipped = engine.skipped
+                if not self._apply_waiting(entry):  # its subject goes to the back of the line;
+                    if backlog.failed(entry):  # go on if the store answers for others
+                        continue
                     break
-                backlog.done(entry)
+                if engine.skipped != skipped:  # left out after all: counted once, here
+                    engine.skipped -= 1
+                    backlog.done(entry, applied=False)
+                else:
+                    backlog.done(entry)
                 done += 1
         except BaseException:
             backlog.stop()
@@ -222,11 +265,12 @@ class RulesFacade:
         if entry.landed is not None:  # did the write that failed land after all?
             try:
                 landed = entry.landed()
-            except (StoreUnavailable, TimeoutError):
-                return False
             except Exception as exc:
+                if outage(exc):
+                    return False
                 self.engine.failed("checking a write the store did not confirm", exc)
                 landed = False
+            entry.landed = None
             if landed:
                 effects = entry.saved
         uid, anon, account, t = entry.uid, entry.anon, entry.account, entry.t

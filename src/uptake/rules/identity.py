@@ -33,8 +33,10 @@ from __future__ import annotations
 
 import bisect
 from array import array
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
 
+from ..errors import StoreUnavailable
 from .calendar import days_in, mark_day
 from .milestones import MilestoneRules
 from .nudge_decide import (
@@ -54,10 +56,25 @@ from .nudge_eval import NudgeRules
 from .plumbing import Reached
 from .state import REACHED, TRAITS, SubjectState, feature_days, feature_first_use, pack_feature
 
-__all__ = ["ALIAS", "Merged", "Merger", "merged_into"]
+__all__ = ["ALIAS", "MergeStep", "Merged", "Merger", "merged_into"]
+
+T = TypeVar("T")
 
 #: The key, in a merged visitor's ``nudges`` dict, of the user id it was merged into.
 ALIAS = "\x00alias"
+
+
+class MergeStep(Protocol):
+    """Where a two-step merge waiting to be tried again stands (a backlog entry)."""
+
+    #: The step that failed last: "take" (the visitor's) or "give" (the user's); "".
+    stage: str
+    #: The visitor's state the first step took (to give to the user).
+    held: dict[str, Any] | None
+    #: Asks the store whether the failed step landed after all (its reply was lost).
+    landed: Callable[[], bool] | None
+    #: What the second step reached (reported if it landed).
+    saved: Any
 
 
 class Merged(Exception):
@@ -103,19 +120,33 @@ class Merger:
         _point(visitor, uid)
         return self.milestones.reevaluate(user, t)
 
-    def take(self, visitor: SubjectState, uid: str) -> dict[str, Any] | None:
+    def take(
+        self, visitor: SubjectState, uid: str, step: MergeStep | None = None
+    ) -> dict[str, Any] | None:
         """Make the visitor's state a pointer to ``uid``; return what it held (the first
-        of the two steps on a store that cannot change two keys at once)."""
-        if merged_into(visitor) is not None or _empty(visitor):
-            return None
-        held = visitor.to_json()
-        _point(visitor, uid)
+        of the two steps on a store that cannot change two keys at once). The state is
+        also kept in ``step.held``, so that it survives a write whose reply was lost."""
+        held = None
+        if merged_into(visitor) is None and not _empty(visitor):
+            held = visitor.to_json()
+            _point(visitor, uid)
+        if step is not None:  # (the store may run this again: the last run is written)
+            step.held = held
         return held
 
-    def give(self, user: SubjectState, held: dict[str, Any], t: float) -> list[Reached]:
+    def give(
+        self,
+        user: SubjectState,
+        held: dict[str, Any],
+        t: float,
+        step: MergeStep | None = None,
+    ) -> list[Reached]:
         """Merge a visitor's state handed back by :meth:`take` into the user's."""
         self.merge(user, SubjectState.from_json(held))
-        return self.milestones.reevaluate(user, t)
+        reached = self.milestones.reevaluate(user, t)
+        if step is not None:
+            step.saved = reached
+        return reached
 
     # ------------------------------------------------------------------ the rules
 
@@ -239,28 +270,68 @@ class Identity:
         self.merger = merger
         self.atomic_many = atomic_many
 
-    def merge(self, uid: str, anon: str, t: float) -> list[Reached]:
+    def merge(self, uid: str, anon: str, t: float, step: MergeStep | None = None) -> list[Reached]:
         """Merge the visitor ``anon`` into the user ``uid``; return what the union reached.
 
         A visitor never seen, or merged already (into this user or another: the first
         link wins), is left alone and nothing is written. One read, then one atomic
         update of both keys (two steps on a store that cannot change two keys at once).
 
+        On such a store ``step`` (a merge waiting to be tried again) keeps what the first
+        step took from the visitor when the second one fails, and the second step alone
+        is tried again; a step whose reply was lost is asked about first (see
+        ``StoreUnavailable.landed``), so neither is applied twice nor lost.
+
         Raises:
             StoreUnavailable, TimeoutError: the store could not be reached in time.
         """
         visitor_key, user_key = f"anon:{anon}", f"user:{uid}"
+        merger = self.merger
+        if step is not None and step.stage:
+            done = self._resume(user_key, t, step)
+            if done is not None:
+                return done
         seen = self.store.get(visitor_key)
         if seen is None or merged_into(seen) is not None:
             return []
-        merger = self.merger
-        reached: list[Reached] | None
         if self.atomic_many:
             reached = self.store.update_many((visitor_key, user_key), merger.pair, uid, t)
-        else:
-            held = self.store.update(visitor_key, merger.take, uid)
-            reached = None if held is None else self.store.update(user_key, merger.give, held, t)
-        return reached or []
+            return reached or []
+        held = self._step(step, "take", self.store.update, visitor_key, merger.take, uid, step)
+        if held is None:
+            return []
+        return self._step(step, "give", self.store.update, user_key, merger.give, held, t, step)
+
+    def _resume(self, user_key: str, t: float, step: MergeStep) -> list[Reached] | None:
+        """Go on with a two-step merge where it failed; None to start it afresh."""
+        if step.landed is not None:  # the failed step's reply was lost: did it land?
+            if step.landed():  # (raises StoreUnavailable while the store is still out)
+                if step.stage == "give":  # the merge is done: report what it reached
+                    reached: list[Reached] = step.saved or []
+                    return reached
+                step.stage = "give"  # the visitor is a pointer now: its state is held
+            step.landed = None
+        if step.stage == "give" and step.held is not None:
+            held, give = step.held, self.merger.give
+            given: list[Reached] = self._step(
+                step, "give", self.store.update, user_key, give, held, t, step
+            )
+            return given
+        step.stage, step.held = "", None  # the first step did not land: start again
+        return None
+
+    @staticmethod
+    def _step(step: MergeStep | None, stage: str, call: Callable[..., T], *args: Any) -> T:
+        """Run one step of a two-step merge, noting in ``step`` which one failed."""
+        try:
+            return call(*args)
+        except (StoreUnavailable, TimeoutError) as exc:
+            if step is not None:
+                step.stage = stage
+                step.landed = getattr(exc, "landed", None)
+                if stage == "take" and step.landed is None:
+                    step.held = None  # nothing was written: nothing was taken
+            raise
 
     def resolve(self, key: str, state: SubjectState | None) -> tuple[str, SubjectState | None]:
         """Follow a merged visitor's key to its user's (one more read); else as given."""

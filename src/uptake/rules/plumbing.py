@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from ..errors import StoreUnavailable
 from .milestones import Milestone
 from .nudge_decide import Question
 from .nudge_spec import Action
@@ -25,6 +26,7 @@ __all__ = [
     "Keys",
     "Reached",
     "deferred",
+    "outage",
 ]
 
 #: What one event reached: (milestone, reached at, first seen), in event time.
@@ -111,6 +113,14 @@ class Deferred(Effects):
 
     def __bool__(self) -> bool:
         return True
+
+
+def outage(exc: BaseException) -> bool:
+    """Whether a store's failure is an outage (the event waits for the store to answer
+    again) rather than a refusal of this key or command (the event is left out)."""
+    if isinstance(exc, TimeoutError):  # (a SQLite file locked for longer than its timeout)
+        return True
+    return isinstance(exc, StoreUnavailable) and exc.outage
 
 
 def deferred(exc: Exception, ev: Event) -> Effects:

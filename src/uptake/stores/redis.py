@@ -1,8 +1,10 @@
 """RedisStore: rule state in Redis, shared by every process on every host.
 
-Each subject's state is one Redis string, ``<token>|<json>``, under ``prefix + key``,
-where the token is random and new at every write (a counter would repeat after a delete
-or an expiry and let a stale copy through). An update is optimistic: the change runs on
+Each subject's state is one Redis string, ``<token>,<older tokens>|<json>``, under
+``prefix + key``, where the token is random and new at every write (a counter would
+repeat after a delete or an expiry and let a stale copy through), and the tokens of the
+latest few writes are kept (to tell later whether a write whose reply was lost landed).
+An update is optimistic: the change runs on
 this process's cached copy, and one Lua script writes the new values only if every key
 still holds the token the change started from (and sets the idle expiry). When nobody
 else wrote the subject meanwhile, that is the one round trip; otherwise the script hands
@@ -10,9 +12,11 @@ back the current values and the change runs again on them. So a milestone is rea
 and a capped nudge fires, once across all hosts.
 
 Redis being down or slow holds a command for at most ``timeout`` (an update is one
-command when cached, two otherwise): the failure is raised at once (the client counts it
-and leaves that event out of the rules), and for ``retry_interval`` afterwards the store
-fails fast without touching the network, then tries again; redis-py reconnects by itself.
+command when cached, two otherwise): the failure is raised at once (the client keeps
+the event to apply it once Redis answers again), and for ``retry_interval`` afterwards
+the store fails fast without touching the network, then tries again; redis-py
+reconnects by itself. An error of one key or command (a WRONGTYPE, a READONLY replica,
+a key other writers kept changing) is no outage: it is raised with ``outage`` False.
 """
 
 from __future__ import annotations
@@ -38,41 +42,73 @@ __all__ = ["RedisStore"]
 T = TypeVar("T")
 
 # KEYS: the subjects' keys. ARGV: expiry in ms (0: none), then the expected token of each
-# key ("": absent), then the new value of each key. Returns {1} when written, or
-# {0, current value of each key (false when absent)} when another writer came first.
-# A value that already holds this write's token means this very write landed before (a
-# resent command): that is success too, so a retried send never applies an event twice.
+# key ("": absent), then the new value of each key (``token|json``). Returns {1} when
+# written, or {0, current value of each key (false when absent)} when another writer came
+# first. A stored value keeps the tokens of its latest writes, newest first
+# (``token,older,...|json``, _KEPT at most, the older ones cut to 8 hex digits): one that
+# holds this write's token means this
+# very write landed before (a resent command), which is success too; and it lets a writer
+# whose reply was lost tell, later, whether its write landed (``RedisStore._landed``).
 _CAS = """
 local n = #KEYS
 local ttl = tonumber(ARGV[1])
+local kept = tonumber(ARGV[2 + 2 * n])
+local function tokens(value)
+  if not value then return '' end
+  local bar = string.find(value, '|', 1, true)
+  if not bar then return '?' end
+  return string.sub(value, 1, bar - 1)
+end
+local function holds(list, token)
+  local short = string.sub(token, 1, 8)
+  for t in string.gmatch(list, '[^,]+') do
+    if t == token or t == short then return true end
+  end
+  return false
+end
+local lists = {}
 local done = true
 for i = 1, n do
-  local new = string.match(ARGV[1 + n + i], '^([^|]*)|')
-  local current = redis.call('GET', KEYS[i])
-  local token = ''
-  if current then token = string.match(current, '^([^|]*)|') or '?' end
-  if token ~= new then done = false end
+  lists[i] = tokens(redis.call('GET', KEYS[i]))
+  local new = ARGV[1 + n + i]
+  if not holds(lists[i], string.sub(new, 1, string.find(new, '|', 1, true) - 1)) then
+    done = false
+  end
 end
 if done then return {1} end
 for i = 1, n do
-  local current = redis.call('GET', KEYS[i])
-  local token = ''
-  if current then token = string.match(current, '^([^|]*)|') or '?' end
-  if token ~= ARGV[1 + i] then
+  local comma = string.find(lists[i], ',', 1, true)
+  local current = lists[i]
+  if comma then current = string.sub(current, 1, comma - 1) end
+  if current ~= ARGV[1 + i] then
     local values = {}
     for j = 1, n do values[j] = redis.call('GET', KEYS[j]) end
     return {0, values}
   end
 end
 for i = 1, n do
+  local value = ARGV[1 + n + i]
+  if lists[i] ~= '' and lists[i] ~= '?' then
+    local older, m = {}, 0
+    for t in string.gmatch(lists[i], '[^,]+') do
+      if m + 1 >= kept then break end
+      m = m + 1
+      older[m] = string.sub(t, 1, 8)
+    end
+    local bar = string.find(value, '|', 1, true)
+    value = string.sub(value, 1, bar - 1) .. ',' .. table.concat(older, ',')
+      .. string.sub(value, bar)
+  end
   if ttl > 0 then
-    redis.call('SET', KEYS[i], ARGV[1 + n + i], 'PX', ttl)
+    redis.call('SET', KEYS[i], value, 'PX', ttl)
   else
-    redis.call('SET', KEYS[i], ARGV[1 + n + i])
+    redis.call('SET', KEYS[i], value)
   end
 end
 return {1}
 """
+#: Tokens of a subject's latest writes kept in its value (the newest first).
+_KEPT = 8
 _ATTEMPTS = 8
 _STRIPES = 32
 
@@ -153,10 +189,13 @@ class RedisStore:
             "socket_connect_timeout": self.timeout,
         }
         # Only these open the fast-failure window (not a WRONGTYPE on one odd key).
+        # (CLUSTERDOWN and a primary lost by its replicas are outages of Redis too.)
         self._outage_errors: tuple[type[BaseException], ...] = (
             redis.ConnectionError,
             redis.TimeoutError,
             OSError,
+            redis.exceptions.ClusterDownError,
+            redis.exceptions.MasterDownError,
         )
         self._client: Any = None
         if not cluster:  # a standalone client connects lazily: build it now
@@ -220,7 +259,8 @@ class RedisStore:
                     f"{token}|{_dumps(state)}" for token, state in zip(fresh, states, strict=True)
                 ]
                 try:
-                    reply = self._call(self._eval, names, [self._ttl_ms, *tokens, *values])
+                    argv = [self._ttl_ms, *tokens, *values, _KEPT]
+                    reply = self._call(self._eval, names, argv)
                 except StoreUnavailable as exc:
                     if isinstance(exc.__cause__, self._outage_errors):  # sent, maybe applied
                         exc.landed = functools.partial(self._landed, names, fresh)
@@ -230,8 +270,11 @@ class RedisStore:
                     return result
                 self.conflicts += 1
                 known = [_parse(raw) for raw in reply[1]]
-            # Other writers kept winning: an operational failure (a very busy key), not a bug.
-            raise StoreUnavailable(f"{self!r}: {keys} kept changing for {_ATTEMPTS} attempts")
+            # Other writers kept winning: an operational failure (a very busy key), not a bug,
+            # and not an outage either (waiting would not help this event).
+            busy = StoreUnavailable(f"{self!r}: {keys} kept changing for {_ATTEMPTS} attempts")
+            busy.outage = False
+            raise busy
         finally:
             for i in reversed(locks):
                 self._stripes[i].release()
@@ -355,17 +398,21 @@ class RedisStore:
         return [record for record in found if record is not None]
 
     def _landed(self, names: list[str], tokens: list[str]) -> bool:
-        """Whether a write whose reply was lost did land: the keys hold its tokens.
+        """Whether a write whose reply was lost did land: the keys keep its tokens.
 
-        A later write by another process replaces the token, so it is then taken as lost.
+        Each value keeps the tokens of its latest ``_KEPT`` writes: a write followed by
+        more than ``_KEPT - 1`` others (from any process) before this check is taken as
+        lost, and applied again.
 
         Raises:
             StoreUnavailable: Redis still fails.
         """
         self._check_available()
         raws = self._call(lambda: self._client.mget(names))
-        held = [_parse(raw)[0] if raw is not None else "" for raw in raws]
-        return any(h == token for h, token in zip(held, tokens, strict=True))
+        held = [_tokens(raw) for raw in raws]
+        return any(
+            h[:1] == [token] or token[:8] in h[1:] for h, token in zip(held, tokens, strict=True)
+        )
 
     def memory_usage(self, key: str) -> int | None:
         """Bytes Redis uses for one subject's key (``MEMORY USAGE``), or None if absent."""
@@ -398,7 +445,9 @@ class RedisStore:
             raise StoreUnavailable(f"{self!r}: {type(exc).__name__}: {exc}") from exc
         except self._redis_errors as exc:  # this key or command, not Redis: no pause
             self.failures += 1
-            raise StoreUnavailable(f"{self!r}: {type(exc).__name__}: {exc}") from exc
+            refused = StoreUnavailable(f"{self!r}: {type(exc).__name__}: {exc}")
+            refused.outage = False  # (a WRONGTYPE stays one: the event must not wait)
+            raise refused from exc
 
     def _connect(self) -> None:
         """Build the cluster client (it asks a node for the slots, so only when needed)."""
@@ -460,9 +509,17 @@ def _dumps(state: SubjectState) -> str:
 
 
 def _parse(raw: bytes | str | None) -> tuple[str, SubjectState]:
-    """A stored value as (token, state); ("", a new state) when absent."""
+    """A stored value as (its latest token, state); ("", a new state) when absent."""
     if raw is None:
         return "", SubjectState()
     text = raw.decode() if isinstance(raw, bytes) else raw
-    token, _, body = text.partition("|")
-    return token, SubjectState.from_json(json.loads(body))
+    tokens, _, body = text.partition("|")
+    return tokens.partition(",")[0], SubjectState.from_json(json.loads(body))
+
+
+def _tokens(raw: bytes | str | None) -> list[str]:
+    """The tokens a stored value keeps, newest first (none when absent)."""
+    if raw is None:
+        return []
+    text = raw.decode() if isinstance(raw, bytes) else raw
+    return text.partition("|")[0].split(",")
