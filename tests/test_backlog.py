@@ -194,11 +194,13 @@ def test_a_replayed_event_that_landed_is_not_applied_again_after_other_writes(
     store = redis_store(server, prefix, retry_interval=0.2)
     other = redis_store(server, prefix)  # another process
     client, fired = counting_client(store, go=4)
+    # The session given, so the rules' write is this call's first (and only) store call.
+    given = {"sessionId": "s-1"}
     for step in range(2):
-        client.track("u", "Go", timestamp=at(step))
+        client.track("u", "Go", timestamp=at(step), context=given)
     server.pause()  # the third write is sent, and lands once Redis resumes
     try:
-        client.track("u", "Go", timestamp=at(2))
+        client.track("u", "Go", timestamp=at(2), context=given)
         assert len(client._rules.backlog.entries) == 1
     finally:
         server.resume()
@@ -216,7 +218,7 @@ def test_a_replayed_event_that_landed_is_not_applied_again_after_other_writes(
     assert state is not None and state.events is not None
     assert state.events["Go"] == [at(step).timestamp() for step in range(3)]  # once
     assert not fired  # three events of four
-    client.track("u", "Go", timestamp=at(3))
+    client.track("u", "Go", timestamp=at(3), context=given)
     assert fired == Counter({"u": 1})
     client.shutdown()
     store.close()
