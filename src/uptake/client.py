@@ -21,6 +21,7 @@ from . import events as _ev
 from ._config import MAX_BATCH_BYTES, BeforeSend
 from ._context_api import ContextApi
 from ._delivery_api import DeliveryApi
+from ._engagement_api import EngagementApi
 from ._identity_api import IdentityApi
 from ._lifecycle import ClientState
 from ._rules_api import RulesApi, _when
@@ -48,7 +49,7 @@ def _setting(group: str, name: str, doc: str) -> Any:
     return property(lambda self: getattr(getattr(self, group), name), doc=doc)
 
 
-class Client(ContextApi, DeliveryApi, IdentityApi, SessionsApi, RulesApi):
+class Client(ContextApi, DeliveryApi, IdentityApi, SessionsApi, RulesApi, EngagementApi):
     """Records events and delivers them in batches to a Segment-compatible collector.
 
     Every tracking method is thread-safe, returns in microseconds and never waits on the

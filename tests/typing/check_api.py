@@ -80,3 +80,16 @@ def activation(path: str) -> list[str]:
     found = uptake.discover(path, unit="account", goal="Plan Upgraded", window=(0, 35), days=[7])
     rate: float | None = found.rate
     return [f"{c.label}: {c.lift:+.2f} ({c.score:.3f})" for c in found.strong] + [str(rate)]
+
+
+def engagement_signals(client: uptake.Client) -> list[str]:
+    @client.on_engagement_change("account", change="dropped")
+    def alert(change: uptake.EngagementChange) -> None:
+        tier: str = change.tier
+        print(change.account_id, change.previous_tier, tier, change.score)
+
+    found = client.check_engagement(account_id="acme")
+    on = uptake.Engagement(signals=True)
+    return [f"{c.scope} {c.kind} {c.change} {c.timestamp:%Y-%m-%d}" for c in found] + [
+        str(on.signals)
+    ]

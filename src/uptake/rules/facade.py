@@ -21,6 +21,7 @@ from ..definitions import MILESTONE_EVENT, parse_track
 from ..errors import ConfigurationError, StoreUnavailable
 from ..stats import Stats
 from .backlog import Backlog, Pending
+from .engagement_report import ChangeHooks
 from .engine import Effects, RulesEngine
 from .milestones import Milestone, MilestoneReached
 from .nudges import Action, Nudge, NudgeFired
@@ -86,6 +87,7 @@ class RulesFacade:
         self._nudge_hooks: dict[str | None, list[NudgeHook]] = {}
         self.backlog = Backlog()
         self._waiting = self.backlog.entries
+        self.changes = ChangeHooks(emitter)
 
     # ------------------------------------------------------------------ registration
 
@@ -104,7 +106,7 @@ class RulesFacade:
 
     def runs_host_code(self) -> bool:
         """True when deciding may call the host: callbacks, or a callable ``audience``."""
-        return bool(self._hooks or self._nudge_hooks) or any(
+        return bool(self._hooks or self._nudge_hooks or self.changes) or any(
             callable(nudge.audience) for nudge in self.nudges
         )
 
@@ -245,9 +247,12 @@ class RulesFacade:
         t: float,
         session_id: str | None,
     ) -> None:
-        """Report what the rules decided for one event: milestones, then nudges."""
+        """Report what the rules decided for one event: milestones, engagement signals,
+        then nudges."""
         for milestone, at, first in effects.reached:
             self._milestone_reached(milestone, at, first, uid, anon, account, session_id)
+        if effects.changes:
+            self.changes.report(effects.changes, uid, anon, account, session_id)
         self.nudge_actions(effects.nudges, uid, anon, account, t, session_id)
 
     def nudge_actions(

@@ -138,6 +138,8 @@ class Merger:
         if other.nudges:
             into.nudges = self._nudges(into.nudges or {}, other.nudges)
         into.due = 0.0  # look at every nudge again at the next event
+        if not into.signalled:  # compare the union with what was signalled for either
+            into.signalled = other.signalled
 
     def _events(
         self, into: dict[str, float | list[float]], other: dict[str, float | list[float]]

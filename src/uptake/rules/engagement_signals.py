@@ -1,0 +1,127 @@
+"""Engagement signals: a tier that rises or drops, a decline that starts or ends.
+
+The tier and the declining flag last signalled for a subject live in its state (one small
+int, ``SubjectState.signalled``), and :meth:`Signals.evaluate` runs inside the store's
+atomic update of that subject: it computes the engagement at event time, compares it
+with what was signalled, records the new value and returns the changes. With a shared
+store, two processes never signal the same change: the second one finds it recorded.
+
+A subject with nothing signalled yet starts from the snapshot of a subject never seen
+(tier ``"low"``, not declining) when this event is its first; otherwise (state written
+before signals were turned on) the first evaluation records a baseline silently, so that
+turning signals on does not announce every known subject's tier at once.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+import attrs
+
+from .engagement import EngagementRules
+from .state import SubjectState
+
+__all__ = ["TIERS", "Change", "EngagementChange", "Signals"]
+
+#: Tiers from lowest to highest (their index is what a signal stores).
+TIERS: tuple[Literal["low", "medium", "high"], ...] = ("low", "medium", "high")
+_INDEX: dict[str, int] = {name: i for i, name in enumerate(TIERS)}
+
+#: What a signal is about, and the way it changed.
+KINDS = ("tier", "declining")
+CHANGES = ("rose", "dropped", "started", "ended")
+
+#: One change decided inside the store: (scope, kind, change, previous tier, tier, score,
+#: declining, event time it was evaluated at).
+Change = tuple[str, str, str, str, str, int, bool, float]
+
+
+def encode(tier: str, declining: bool) -> int:
+    """The stored form of a signalled tier and declining flag (never 0)."""
+    return 1 + _INDEX[tier] + 3 * declining
+
+
+def decode(code: int) -> tuple[str, bool]:
+    """The tier and declining flag of a stored signal (``encode``'s inverse)."""
+    value = code - 1
+    return TIERS[value % 3], value >= 3
+
+
+@attrs.frozen
+class EngagementChange:
+    """A change of a user's or an account's engagement (``on_engagement_change``).
+
+    Attributes:
+        scope: ``"user"`` or ``"account"``: whose engagement changed.
+        kind: ``"tier"`` (the tier rose or dropped) or ``"declining"`` (a decline
+            started or ended).
+        change: ``"rose"`` or ``"dropped"`` for a tier, ``"started"`` or ``"ended"`` for
+            a decline.
+        user_id: The user whose event (or check) found the change; for an account
+            change, the member whose event did (None from a check of the account alone).
+        account_id: The account (the subject of an account change, else the account the
+            event carried, or None).
+        tier: The tier now.
+        previous_tier: The tier last signalled before (equal to ``tier`` for a decline,
+            unless the tier changed at the same moment).
+        score: The score now, 0-100.
+        declining: Whether the subject is declining now.
+        timestamp: The event time the engagement was computed at (UTC).
+    """
+
+    scope: Literal["user", "account"]
+    kind: Literal["tier", "declining"]
+    change: Literal["rose", "dropped", "started", "ended"]
+    user_id: str | None
+    account_id: str | None
+    tier: Literal["high", "medium", "low"]
+    previous_tier: Literal["high", "medium", "low"]
+    score: int
+    declining: bool
+    timestamp: datetime
+
+
+class Signals:
+    """Decides the engagement signals of one scope inside a store update (internal)."""
+
+    __slots__ = ("rules", "scope")
+
+    def __init__(self, rules: EngagementRules) -> None:
+        self.rules = rules
+        self.scope = "account" if rules.account else "user"
+
+    def evaluate(self, state: SubjectState, t: float, new: bool) -> list[Change]:
+        """Compare the engagement at ``t`` with what was signalled; record and return
+        the changes.
+
+        The clock never goes back: an event older than the subject's latest is evaluated
+        at that latest time (a late event may still change what the latest time shows).
+        ``new``: the event is the subject's first (nothing before it), so it starts from
+        a never-seen subject's "low", not declining.
+        """
+        last = state.last
+        if last is not None and last > t:
+            t = last
+        score, declining = self.rules.score_at(state, t)
+        tier = self.rules.config.tier(score)
+        code = encode(tier, declining)
+        before = state.signalled
+        if before == code:
+            return []
+        state.signalled = code
+        if not before:
+            if not new:
+                return []  # a baseline for state kept before signals were on
+            before = encode("low", False)
+        was_tier, was_declining = decode(before)
+        changes: list[Change] = []
+        scope = self.scope
+        if was_tier != tier:
+            rose = _INDEX[tier] > _INDEX[was_tier]
+            change = "rose" if rose else "dropped"
+            changes.append((scope, "tier", change, was_tier, tier, score, declining, t))
+        if was_declining != declining:
+            change = "started" if declining else "ended"
+            changes.append((scope, "declining", change, was_tier, tier, score, declining, t))
+        return changes
