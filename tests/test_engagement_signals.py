@@ -304,3 +304,33 @@ def test_two_processes_sharing_a_redis_store_signal_each_change_once(
     redis_server: RedisServer,
 ) -> None:
     run_race("redis", redis_server.url, f"signals-{uuid.uuid4().hex[:8]}:")
+
+
+FORKED = """
+import datetime as dt, os, sys, uptake
+T0 = dt.datetime(2026, 3, 2, 9, 0, tzinfo=dt.timezone.utc)
+engagement = uptake.Engagement(weights={"frequency": 1}, high=20, medium=10)
+c = uptake.Client(send=False, store=uptake.SqliteStore(sys.argv[1]), engagement=engagement,
+                  milestones=[uptake.Milestone("seen", any_of=["Page Viewed"])])
+got = []
+c.on_engagement_change()(lambda s: got.append(s.tier))
+c.on_milestone()(lambda r: got.append(r.milestone))
+pid = os.fork()  # as a pre-loading web server does, after the app registered its callbacks
+if pid == 0:
+    for day in range(3):
+        c.track("u1", "Page Viewed", timestamp=T0 + dt.timedelta(days=day))
+    print(repr(got), flush=True)
+    os._exit(0)
+os.waitpid(pid, 0)
+"""
+
+
+def test_callbacks_registered_before_a_fork_run_in_the_child(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", FORKED, str(tmp_path / "rules.db")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert ast.literal_eval(done.stdout.strip().splitlines()[-1]) == ["seen", "medium"]

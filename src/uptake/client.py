@@ -394,7 +394,8 @@ class Client(ContextApi, DeliveryApi, IdentityApi, SessionsApi, RulesApi, Engage
             _lifecycle.warn_memory_store_after_fork()
         self._sessions.reset_lock()
         self._sessions.clear()  # the parent's sessions are the parent's to end
-        captures = self._pipeline._captures
+        captures, parent_rules = self._pipeline._captures, self._rules
         self._build(self._rules.engine, in_child=True)
+        self._rules.inherit(parent_rules)  # the host's callbacks hold in the child too
         for sink in captures[::-1]:
             self._pipeline.capture(sink)

@@ -104,6 +104,13 @@ class RulesFacade:
         self.check_nudge(name, ConfigurationError)
         return _registrar(self._nudge_hooks, name, "on_nudge")
 
+    def inherit(self, parent: RulesFacade) -> None:
+        """Keep the host's callbacks of the facade this one replaces (in a forked child)."""
+        self._hooks = parent._hooks
+        self._nudge_hooks = parent._nudge_hooks
+        self.changes = parent.changes
+        self.changes.emitter = self.emitter
+
     def runs_host_code(self) -> bool:
         """True when deciding may call the host: callbacks, or a callable ``audience``."""
         return bool(self._hooks or self._nudge_hooks or self.changes) or any(
