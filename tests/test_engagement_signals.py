@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import datetime as dt
+import random
 import subprocess
 import sys
 import threading
@@ -111,6 +112,59 @@ def test_each_change_is_signalled_once() -> None:
     assert c.check_engagement("u1", at=T0 + 2 * DAY + dt.timedelta(hours=3)) == []
     assert [s.tier for s in seen] == ["medium"]
     assert c.state("u1")["signalled"] != 0  # kept with the subject's state
+
+
+def test_features_used_within_a_day_are_signalled_as_they_change_the_score() -> None:
+    by_breadth = uptake.Engagement(weights={"breadth": 1}, core_features=["a", "b", "c"])
+    c, seen = make(engagement=by_breadth)
+    c.track("u1", "Page Viewed", timestamp=T0)
+    for minute, feature in enumerate(["a", "a", "b", "b", "c"], start=1):
+        c.feature_used("u1", feature, timestamp=T0 + dt.timedelta(minutes=minute))
+    assert [(s.tier, s.score) for s in seen] == [("medium", 67), ("high", 100)]
+
+
+def test_an_inactive_event_on_a_later_day_finds_the_time_passed() -> None:
+    c, seen = make(
+        inactive_events=["Email Opened"],
+        milestones=[uptake.Milestone("reader", counts={"Email Opened": 100})],
+    )
+    on_days(c, "u1", [0, 1, 2])
+    c.track("u1", "Email Opened", timestamp=T0 + 2 * DAY)  # same day, nothing new
+    c.track("u1", "Email Opened", timestamp=T0 + 40 * DAY)  # counted, not activity
+    assert [(s.change, s.tier, s.timestamp) for s in seen] == [
+        ("rose", "medium", T0 + 2 * DAY),
+        ("dropped", "low", T0 + 40 * DAY),
+    ]
+
+
+def test_the_signals_follow_the_snapshot_at_every_event() -> None:
+    rng = random.Random(7)
+    c, seen = make(engagement=uptake.Engagement(core_features=["a", "b", "c", "d"]))
+    expected: list[tuple[str, bool, dt.datetime]] = []
+    where = ("low", False)
+    day = 0
+    while day < 150:
+        for _ in range(rng.choice([1, 1, 2, 4])):  # a few events in a day
+            t = T0 + day * DAY + dt.timedelta(minutes=rng.randrange(600))
+            t = max(t, expected[-1][2]) if expected else t
+            if rng.random() < 0.5:
+                c.feature_used("u1", rng.choice("abcd"), timestamp=t)
+            else:
+                c.track("u1", "Page Viewed", timestamp=t)
+            snap = c.engagement("u1", at=t)
+            if (snap.tier, snap.declining) != where:
+                where = (snap.tier, snap.declining)
+                expected.append((*where, t))
+        day += rng.choice([1, 1, 1, 2, 3] if day < 60 or day > 110 else [4, 6, 8])
+    got = [(s.tier, s.declining, s.timestamp) for s in seen]
+    # One callback per kind that changed: merge a tier and a decline found together.
+    merged: list[tuple[str, bool, dt.datetime]] = []
+    for tier, declining, t in got:
+        if merged and merged[-1][2] == t:
+            merged.pop()
+        merged.append((tier, declining, t))
+    assert merged == expected
+    assert {s.kind for s in seen} == {"tier", "declining"}  # the timeline has both
 
 
 def test_account_changes_are_signalled_for_the_account() -> None:

@@ -22,7 +22,7 @@ import attrs
 from .engagement import EngagementRules
 from .state import SubjectState
 
-__all__ = ["TIERS", "Change", "EngagementChange", "Signals"]
+__all__ = ["TIERS", "Change", "EngagementChange", "Inputs", "Signals"]
 
 #: Tiers from lowest to highest (their index is what a signal stores).
 TIERS: tuple[Literal["low", "medium", "high"], ...] = ("low", "medium", "high")
@@ -35,6 +35,9 @@ CHANGES = ("rose", "dropped", "started", "ended")
 #: One change decided inside the store: (scope, kind, change, previous tier, tier, score,
 #: declining, event time it was evaluated at).
 Change = tuple[str, str, str, str, str, int, bool, float]
+#: What one event may change of a user's score inputs: (number, first and last of the
+#: active days), the packed value of the event's feature, the latest active time.
+Inputs = tuple[tuple[int, int, int] | None, int | None, float | None]
 
 
 def encode(tier: str, declining: bool) -> int:
@@ -91,30 +94,63 @@ class Signals:
         self.rules = rules
         self.scope = "account" if rules.account else "user"
 
-    def evaluate(self, state: SubjectState, t: float, new: bool) -> list[Change]:
+    @staticmethod
+    def inputs(state: SubjectState, feature: str | None) -> Inputs:
+        """What a user's score is computed from that one event may change (taken before
+        it is applied): active days, the event's feature, and the latest active time."""
+        days = state.days
+        features = state.features
+        return (
+            (len(days), days[0], days[-1]) if days else None,
+            features.get(feature) if features is not None and feature is not None else None,
+            state.last,
+        )
+
+    def evaluate(
+        self,
+        state: SubjectState,
+        t: float,
+        new: bool,
+        before: Inputs | None = None,
+        feature: str | None = None,
+    ) -> list[Change]:
         """Compare the engagement at ``t`` with what was signalled; record and return
         the changes.
 
         The clock never goes back: an event older than the subject's latest is evaluated
         at that latest time (a late event may still change what the latest time shows).
         ``new``: the event is the subject's first (nothing before it), so it starts from
-        a never-seen subject's "low", not declining.
+        a never-seen subject's "low", not declining. ``before``: the user's
+        :meth:`inputs` before the event (of ``feature``); when the event changed none of
+        them and falls
+        on the day of the latest event before it (evaluated then), the result is known
+        to be the same and is not computed again (the common case: a user's second and
+        later events of a day).
         """
         last = state.last
         if last is not None and last > t:
             t = last
+        if before is not None and state.signalled:
+            previous = before[2]
+            after = self.inputs(state, feature)
+            if (
+                previous is not None
+                and after[:2] == before[:2]
+                and self.rules.calendar.day_of(t) == self.rules.calendar.day_of(previous)
+            ):
+                return []
         score, declining = self.rules.score_at(state, t)
         tier = self.rules.config.tier(score)
         code = encode(tier, declining)
-        before = state.signalled
-        if before == code:
+        signalled = state.signalled
+        if signalled == code:
             return []
         state.signalled = code
-        if not before:
+        if not signalled:
             if not new:
                 return []  # a baseline for state kept before signals were on
-            before = encode("low", False)
-        was_tier, was_declining = decode(before)
+            signalled = encode("low", False)
+        was_tier, was_declining = decode(signalled)
         changes: list[Change] = []
         scope = self.scope
         if was_tier != tier:

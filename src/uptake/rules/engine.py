@@ -330,10 +330,13 @@ class RulesEngine:
         event, t, active = ev.event, ev.t, ev.active
         previous = state.last if active else None
         first_before = state.first
-        mine = self.user.apply(state, event, t, active, ev.feature, ev.day)
         signals = self.user_signals
-        if signals is not None:
-            ev.user_changes = signals.evaluate(state, t, first_before is None)
+        if signals is None:
+            mine = self.user.apply(state, event, t, active, ev.feature, ev.day)
+        else:  # (what the score reads, before and after: unchanged, not computed again)
+            before = signals.inputs(state, ev.feature)
+            mine = self.user.apply(state, event, t, active, ev.feature, ev.day)
+            ev.user_changes = signals.evaluate(state, t, first_before is None, before, ev.feature)
         reached = ev.account_reached_now
         if reached:
             mine = reached + mine
