@@ -137,34 +137,70 @@ def test_an_inactive_event_on_a_later_day_finds_the_time_passed() -> None:
     ]
 
 
-def test_the_signals_follow_the_snapshot_at_every_event() -> None:
+@pytest.mark.parametrize("scope", ["user", "account"])
+def test_the_signals_follow_the_snapshot_at_every_event(scope: str) -> None:
     rng = random.Random(7)
-    c, seen = make(engagement=uptake.Engagement(core_features=["a", "b", "c", "d"]))
+    c, _ = make(engagement=uptake.Engagement(core_features=["a", "b", "c", "d"]))
+    seen: list[uptake.EngagementChange] = []
+    c.on_engagement_change(scope)(seen.append)  # type: ignore[arg-type]
+    subject: dict[str, Any] = {"account_id": "acme"} if scope == "account" else {}
     expected: list[tuple[str, bool, dt.datetime]] = []
     where = ("low", False)
     day = 0
+    t = T0
     while day < 150:
         for _ in range(rng.choice([1, 1, 2, 4])):  # a few events in a day
-            t = T0 + day * DAY + dt.timedelta(minutes=rng.randrange(600))
-            t = max(t, expected[-1][2]) if expected else t
+            t = max(t, T0 + day * DAY + dt.timedelta(minutes=rng.randrange(600)))
+            user = f"u{rng.randrange(3)}" if scope == "account" else "u1"
             if rng.random() < 0.5:
-                c.feature_used("u1", rng.choice("abcd"), timestamp=t)
+                c.feature_used(user, rng.choice("abcd"), account_id="acme", timestamp=t)
             else:
-                c.track("u1", "Page Viewed", timestamp=t)
-            snap = c.engagement("u1", at=t)
+                c.track(user, "Page Viewed", account_id="acme", timestamp=t)
+            snap = c.engagement(**subject, at=t) if subject else c.engagement("u1", at=t)
             if (snap.tier, snap.declining) != where:
                 where = (snap.tier, snap.declining)
                 expected.append((*where, t))
+            if scope == "account" and rng.random() < 0.2:  # seats change user breadth:
+                c.group(user, "acme", {"seats": rng.choice([1, 3, 6])})  # found next event
         day += rng.choice([1, 1, 1, 2, 3] if day < 60 or day > 110 else [4, 6, 8])
-    got = [(s.tier, s.declining, s.timestamp) for s in seen]
     # One callback per kind that changed: merge a tier and a decline found together.
-    merged: list[tuple[str, bool, dt.datetime]] = []
-    for tier, declining, t in got:
-        if merged and merged[-1][2] == t:
-            merged.pop()
-        merged.append((tier, declining, t))
-    assert merged == expected
+    got: list[tuple[str, bool, dt.datetime]] = []
+    for s in seen:
+        if got and got[-1][2] == s.timestamp:
+            got.pop()
+        got.append((s.tier, s.declining, s.timestamp))
+    assert got == expected
     assert {s.kind for s in seen} == {"tier", "declining"}  # the timeline has both
+
+
+def test_members_and_seats_change_an_account_within_a_day() -> None:
+    by_members = uptake.Engagement(account_weights={"user_breadth": 1})
+    c, seen = make(engagement=by_members)
+    c.group("u0", "acme", {"seats": 3})
+    for minute, user in enumerate(["u0", "u0", "u1", "u1", "u2"]):  # one day: 1, 2, 3 of 3
+        c.track(
+            user,
+            "Page Viewed",
+            account_id="acme",
+            timestamp=T0 + minute * 60 * dt.timedelta(seconds=1),
+        )
+    c.group("u0", "acme", {"seats": 6})  # half the seats now: medium, found at the next event
+    c.track("u0", "Page Viewed", account_id="acme", timestamp=T0 + dt.timedelta(hours=1))
+    assert [(s.change, s.tier, s.score) for s in seen if s.scope == "account"] == [
+        ("rose", "medium", 67),
+        ("rose", "high", 100),
+        ("dropped", "medium", 50),
+    ]
+
+
+def test_a_merge_is_evaluated_at_the_next_event() -> None:
+    c, seen = make()
+    on_days(c, "u1", [0, 3])
+    for day in (1, 2):
+        c.track(None, "Page Viewed", anonymous_id="v1", timestamp=T0 + day * DAY)
+    c.alias("v1", "u1", timestamp=T0 + 3 * DAY)  # four days together: medium
+    c.track("u1", "Page Viewed", timestamp=T0 + 3 * DAY + dt.timedelta(hours=1))
+    assert [(s.user_id, s.change, s.tier) for s in seen] == [("u1", "rose", "medium")]
 
 
 def test_account_changes_are_signalled_for_the_account() -> None:

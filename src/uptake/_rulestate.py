@@ -22,6 +22,9 @@ from typing import Any
 REACHED = "\x00reached:"
 #: The key of a user's traits in their ``nudges`` dict.
 TRAITS = "\x00traits"
+#: A bit of ``SubjectState.signalled``: the score may have changed outside an event (seats
+#: from a group call, a merge), so the next event computes it even if it changes nothing.
+SIGNAL_STALE = 8
 
 
 def reached_key(milestone: str) -> str:

@@ -33,7 +33,7 @@ import attrs
 from ..definitions import compose_score
 from ..errors import ConfigurationError
 from .calendar import Calendar, count_days, mark_day, week_of
-from .state import SubjectState, feature_days, feature_first_use
+from .state import SIGNAL_STALE, SubjectState, feature_days, feature_first_use
 
 __all__ = ["Engagement", "EngagementRules", "EngagementSnapshot"]
 
@@ -332,8 +332,11 @@ class EngagementRules:
             and not isinstance(seats, bool)
             and math.isfinite(seats)
             and seats >= 1
+            and int(seats) != state.seats
         ):
             state.seats = int(seats)
+            if state.signalled:  # user breadth changed: compute the score at the next event
+                state.signalled |= SIGNAL_STALE
 
     def snapshot(
         self,

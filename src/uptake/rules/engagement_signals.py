@@ -20,7 +20,7 @@ from typing import Literal
 import attrs
 
 from .engagement import EngagementRules
-from .state import SubjectState
+from .state import SIGNAL_STALE, SubjectState
 
 __all__ = ["TIERS", "Change", "EngagementChange", "Inputs", "Signals"]
 
@@ -35,9 +35,10 @@ CHANGES = ("rose", "dropped", "started", "ended")
 #: One change decided inside the store: (scope, kind, change, previous tier, tier, score,
 #: declining, event time it was evaluated at).
 Change = tuple[str, str, str, str, str, int, bool, float]
-#: What one event may change of a user's score inputs: (number, first and last of the
-#: active days), the packed value of the event's feature, the latest active time.
-Inputs = tuple[tuple[int, int, int] | None, int | None, float | None]
+#: What one event may change of a subject's score inputs: (number, first and last of the
+#: active days), the packed value of the event's feature, the day mask of the member
+#: (accounts), the touchpoint days, and the latest active time (last).
+Inputs = tuple[tuple[int, int, int] | None, int | None, int | None, int, float | None]
 
 
 def encode(tier: str, declining: bool) -> int:
@@ -47,7 +48,7 @@ def encode(tier: str, declining: bool) -> int:
 
 def decode(code: int) -> tuple[str, bool]:
     """The tier and declining flag of a stored signal (``encode``'s inverse)."""
-    value = code - 1
+    value = (code & ~SIGNAL_STALE) - 1
     return TIERS[value % 3], value >= 3
 
 
@@ -95,14 +96,18 @@ class Signals:
         self.scope = "account" if rules.account else "user"
 
     @staticmethod
-    def inputs(state: SubjectState, feature: str | None) -> Inputs:
-        """What a user's score is computed from that one event may change (taken before
-        it is applied): active days, the event's feature, and the latest active time."""
+    def inputs(state: SubjectState, feature: str | None, member: str | None) -> Inputs:
+        """What the score is computed from that one event may change (taken before it is
+        applied): active days, the event's feature, the member's days and touchpoints
+        (accounts), and the latest active time."""
         days = state.days
         features = state.features
+        members = state.members
         return (
             (len(days), days[0], days[-1]) if days else None,
             features.get(feature) if features is not None and feature is not None else None,
+            members.get(member) if members is not None and member is not None else None,
+            state.touch,
             state.last,
         )
 
@@ -113,6 +118,7 @@ class Signals:
         new: bool,
         before: Inputs | None = None,
         feature: str | None = None,
+        member: str | None = None,
     ) -> list[Change]:
         """Compare the engagement at ``t`` with what was signalled; record and return
         the changes.
@@ -120,29 +126,28 @@ class Signals:
         The clock never goes back: an event older than the subject's latest is evaluated
         at that latest time (a late event may still change what the latest time shows).
         ``new``: the event is the subject's first (nothing before it), so it starts from
-        a never-seen subject's "low", not declining. ``before``: the user's
-        :meth:`inputs` before the event (of ``feature``); when the event changed none of
-        them and falls
-        on the day of the latest event before it (evaluated then), the result is known
-        to be the same and is not computed again (the common case: a user's second and
-        later events of a day).
+        a never-seen subject's "low", not declining. ``before``: the :meth:`inputs`
+        before the event (of its ``feature`` and ``member``); when the event changed none
+        of them and falls on the day of the latest event before it (evaluated then), the
+        result is known to be the same and is not computed again (the common case: a
+        subject's second and later events of a day). A group call or a merge marks the
+        state stale (``SIGNAL_STALE``), and the next event computes it.
         """
         last = state.last
         if last is not None and last > t:
             t = last
-        if before is not None and state.signalled:
-            previous = before[2]
-            after = self.inputs(state, feature)
+        signalled = state.signalled
+        if before is not None and signalled and not signalled & SIGNAL_STALE:
+            previous = before[-1]
             if (
                 previous is not None
-                and after[:2] == before[:2]
+                and self.inputs(state, feature, member)[:-1] == before[:-1]
                 and self.rules.calendar.day_of(t) == self.rules.calendar.day_of(previous)
             ):
                 return []
         score, declining = self.rules.score_at(state, t)
         tier = self.rules.config.tier(score)
         code = encode(tier, declining)
-        signalled = state.signalled
         if signalled == code:
             return []
         state.signalled = code

@@ -300,15 +300,16 @@ class RulesEngine:
         if ev.with_account:
             state = states[0]
             event, day = ev.event, ev.day
-            new = state.first is None
+            member = (ev.uid if ev.uid is not None else ev.anon) if ev.active else None
+            signals = self.account_signals
+            if signals is not None:  # (what the score reads: unchanged, not computed again)
+                new, before = state.first is None, signals.inputs(state, ev.feature, member)
             reached = self.account.apply(state, event, ev.t, ev.active, ev.feature, day)
             rules = self.account_engagement
             if rules is not None and day is not None:
-                member = (ev.uid if ev.uid is not None else ev.anon) if ev.active else None
                 rules.apply(state, event, day, member)
-            signals = self.account_signals
             if signals is not None:
-                ev.account_changes = signals.evaluate(state, ev.t, new)
+                ev.account_changes = signals.evaluate(state, ev.t, new, before, ev.feature, member)
             if self._account_nudges and state.events:
                 ev.known = frozenset(state.reached)
             ev.account_reached_now = ev.reached = reached
@@ -334,7 +335,7 @@ class RulesEngine:
         if signals is None:
             mine = self.user.apply(state, event, t, active, ev.feature, ev.day)
         else:  # (what the score reads, before and after: unchanged, not computed again)
-            before = signals.inputs(state, ev.feature)
+            before = signals.inputs(state, ev.feature, None)
             mine = self.user.apply(state, event, t, active, ev.feature, ev.day)
             ev.user_changes = signals.evaluate(state, t, first_before is None, before, ev.feature)
         reached = ev.account_reached_now
