@@ -8,6 +8,8 @@ milestones and nudges have stopped firing):
 - ``track()`` with ``send=False`` and no rules, and with the rules of
   ``bench/rules_cost.py`` (20 milestones + 20 nudges + engagement), and their ratio;
 - ``RulesEngine.update`` alone (the rules' plumbing: keys, store, state updates, nudges);
+- both again with engagement signals on (``Engagement(signals=True)``: the score of the
+  user and of the account computed at each event);
 - ``MilestoneRules.apply`` alone on one user's state (the milestone rules themselves).
 """
 
@@ -90,17 +92,32 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=5)
     a = p.parse_args()
     users = [f"user-{i}" for i in range(a.users)]
-    rows: dict[str, list[float]] = {"none": [], "rules": [], "update": [], "apply": []}
+    rows: dict[str, list[float]] = {
+        "none": [],
+        "rules": [],
+        "update": [],
+        "signals": [],
+        "signals_update": [],
+        "apply": [],
+    }
     for _ in range(a.rounds):
         plain = uptake.Client(send=False)
         ruled = uptake.Client(
             send=False, milestones=twenty_milestones(), nudges=twenty_nudges(), engagement=True
         )
-        for client in (plain, ruled):
+        signalled = uptake.Client(
+            send=False,
+            milestones=twenty_milestones(),
+            nudges=twenty_nudges(),
+            engagement=uptake.Engagement(signals=True),
+        )
+        for client in (plain, ruled, signalled):
             tracking(client, users)(60 * len(users))  # warm: steady state (no more firing)
         rows["none"].append(per_call(tracking(plain, users), a.calls))
         rows["rules"].append(per_call(tracking(ruled, users), a.calls))
         rows["update"].append(per_call(engine_updates(ruled, users), a.calls))
+        rows["signals"].append(per_call(tracking(signalled, users), a.calls))
+        rows["signals_update"].append(per_call(engine_updates(signalled, users), a.calls))
         rows["apply"].append(per_call(milestone_applies(ruled), a.calls))
     med = {k: statistics.median(v) for k, v in rows.items()}
     print(f"### rules on the tracking thread: {a.calls:,} calls x {a.rounds} rounds, CPU us/call")
@@ -110,6 +127,8 @@ def main() -> int:
         "none": "track(), no rules",
         "rules": "track(), 20 milestones + 20 nudges + engagement",
         "update": "RulesEngine.update alone",
+        "signals": "track(), the same + engagement signals",
+        "signals_update": "RulesEngine.update alone, with engagement signals",
         "apply": "MilestoneRules.apply alone (20 milestones)",
     }
     for key, label in labels.items():

@@ -18,6 +18,7 @@ from .errors import (
 )
 from .outbox import SqliteBuffer
 from .rules.engagement import Engagement, EngagementSnapshot
+from .rules.engagement_signals import EngagementChange
 from .rules.facade import ReplayResult
 from .rules.milestones import Milestone, MilestoneReached
 from .rules.nudges import (
@@ -50,6 +51,7 @@ __all__ = [
     "Declining",
     "DeliveryError",
     "Engagement",
+    "EngagementChange",
     "EngagementSnapshot",
     "EventCount",
     "Inactive",

@@ -22,6 +22,9 @@ from typing import Any
 REACHED = "\x00reached:"
 #: The key of a user's traits in their ``nudges`` dict.
 TRAITS = "\x00traits"
+#: A bit of ``SubjectState.signalled``: the score may have changed outside an event (seats
+#: from a group call, a merge), so the next event computes it even if it changes nothing.
+SIGNAL_STALE = 8
 
 
 def reached_key(milestone: str) -> str:
@@ -54,7 +57,17 @@ class SubjectState:
 
     # Every slot costs 8 bytes for every user: what only accounts need shares one slot,
     # and traits live in the nudges dict (only audiences read them).
-    __slots__ = ("_account", "days", "due", "events", "features", "first", "last", "nudges")
+    __slots__ = (
+        "_account",
+        "days",
+        "due",
+        "events",
+        "features",
+        "first",
+        "last",
+        "nudges",
+        "signalled",
+    )
 
     def __init__(self) -> None:
         self.first: float | None = None  # first active event (event time)
@@ -72,6 +85,9 @@ class SubjectState:
         # per-nudge records, event counts, pending nudges and traits (see rules.nudges).
         self.due = 0.0
         self.nudges: dict[str, Any] | None = None
+        # Engagement signals: the tier and declining flag last signalled, as one small
+        # int (see rules.engagement_signals; 0: none yet). A small int costs its slot only.
+        self.signalled = 0
 
     def _facts(self) -> list[Any]:
         if self._account is None:
@@ -152,6 +168,7 @@ class SubjectState:
             "due": self.due if self.due != float("inf") else None,  # JSON has no infinity
             "nudges": {k: v for k, v in (self.nudges or {}).items() if k != TRAITS},
             "traits": self.traits or {},
+            "signalled": self.signalled,
         }
 
     @classmethod
@@ -187,4 +204,6 @@ class SubjectState:
         } or None
         if data.get("traits"):
             state.traits = dict(data["traits"])
+        # (Absent from states written before engagement signals: none signalled yet.)
+        state.signalled = int(data.get("signalled") or 0)
         return state

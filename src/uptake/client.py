@@ -22,6 +22,7 @@ from ._async_api import AsyncApi
 from ._config import MAX_BATCH_BYTES, BeforeSend
 from ._context_api import ContextApi
 from ._delivery_api import DeliveryApi
+from ._engagement_api import EngagementApi
 from ._identity_api import IdentityApi
 from ._lifecycle import ClientState
 from ._rules_api import RulesApi, _when
@@ -49,7 +50,7 @@ def _setting(group: str, name: str, doc: str) -> Any:
     return property(lambda self: getattr(getattr(self, group), name), doc=doc)
 
 
-class Client(AsyncApi, ContextApi, DeliveryApi, IdentityApi, SessionsApi, RulesApi):
+class Client(AsyncApi, ContextApi, DeliveryApi, IdentityApi, SessionsApi, RulesApi, EngagementApi):
     """Records events and delivers them in batches to a Segment-compatible collector.
 
     Tracking is thread-safe and never waits on the collector: events are checked and queued
@@ -218,12 +219,9 @@ class Client(AsyncApi, ContextApi, DeliveryApi, IdentityApi, SessionsApi, RulesA
             flush_at=delivery.flush_at,
             before_send=self._before_send,
         )
-        previous = self._rules if in_child else None
         self._rules = RulesFacade(
             engine, self._pipeline, self._rule_settings.milestones, self._rule_settings.nudges
         )
-        if previous is not None:  # the host's callbacks hold in a forked child too
-            self._rules.keep_hooks(previous)
         if self._rules_on:
             self._pipeline.rules = self._rules
         transport = self._transport
@@ -395,7 +393,8 @@ class Client(AsyncApi, ContextApi, DeliveryApi, IdentityApi, SessionsApi, RulesA
             _lifecycle.warn_memory_store_after_fork()
         self._sessions.reset_lock()
         self._sessions.clear()  # the parent's sessions are the parent's to end
-        captures = self._pipeline._captures
+        captures, parent_rules = self._pipeline._captures, self._rules
         self._build(self._rules.engine, in_child=True)
+        self._rules.inherit(parent_rules)  # the host's callbacks hold in the child too
         for sink in captures[::-1]:
             self._pipeline.capture(sink)

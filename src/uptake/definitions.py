@@ -22,10 +22,12 @@ from typing import Any
 
 __all__ = [
     "ACTIVITY_TYPES",
+    "DECLINING_EVENT",
     "MILESTONE_EVENT",
     "OWN_EVENTS",
     "PAGE_EVENT",
     "SCREEN_EVENT",
+    "TIER_EVENT",
     "TrackEvent",
     "activity_name",
     "compose_score",
@@ -37,12 +39,19 @@ __all__ = [
 #: The event a reached milestone is recorded as.
 MILESTONE_EVENT = "Milestone Reached"
 
+#: The events an engagement signal is recorded as (a tier change; a decline starting or
+#: ending).
+TIER_EVENT = "Engagement Tier Changed"
+DECLINING_EVENT = "Engagement Declining"
+
 #: uptake's own events: never activity, whatever the host says.
 OWN_EVENTS = frozenset(
     {
         "Session Started",
         "Session Ended",
         MILESTONE_EVENT,
+        TIER_EVENT,
+        DECLINING_EVENT,
         "Nudge Fired",
         "Nudge Shown",
         "Nudge Clicked",

@@ -88,3 +88,16 @@ async def check_async(client: uptake.Client) -> None:
     await client.aidentify("u1", {"plan": "pro"}, anonymous_id="anon-1")
     with client.context(user_id="u1"):
         await client.atrack("Report Exported")
+
+
+def engagement_signals(client: uptake.Client) -> list[str]:
+    @client.on_engagement_change("account", change="dropped")
+    def alert(change: uptake.EngagementChange) -> None:
+        tier: str = change.tier
+        print(change.account_id, change.previous_tier, tier, change.score)
+
+    found = client.check_engagement(account_id="acme")
+    on = uptake.Engagement(signals=True)
+    return [f"{c.scope} {c.kind} {c.change} {c.timestamp:%Y-%m-%d}" for c in found] + [
+        str(on.signals)
+    ]

@@ -26,14 +26,14 @@ import math
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta, timezone
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import attrs
 
 from ..definitions import compose_score
 from ..errors import ConfigurationError
 from .calendar import Calendar, count_days, mark_day, week_of
-from .state import SubjectState, feature_days, feature_first_use
+from .state import SIGNAL_STALE, SubjectState, feature_days, feature_first_use
 
 __all__ = ["Engagement", "EngagementRules", "EngagementSnapshot"]
 
@@ -148,6 +148,9 @@ class Engagement:
         touchpoint_window: How far back touchpoints count (default 90 days, at most 365).
         touchpoint_target: Touchpoint days in that window that count as full marks.
         seats_trait: The ``group`` trait holding the seats an account bought.
+        signals: Record "Engagement Tier Changed" and "Engagement Declining" events when a
+            user's or account's tier or declining flag changes, even with no
+            ``on_engagement_change`` callback (registering one turns them on too).
 
     Raises:
         ConfigurationError: an unknown component, a negative or all-zero weight, tiers out
@@ -174,6 +177,7 @@ class Engagement:
     touchpoint_window: timedelta = timedelta(days=90)
     touchpoint_target: int = attrs.field(default=3, converter=_touchpoint_target)
     seats_trait: str = "seats"
+    signals: bool = False
 
     def __attrs_post_init__(self) -> None:
         for name in ("high", "medium"):
@@ -196,6 +200,8 @@ class Engagement:
             raise ConfigurationError("touchpoint_window must be a timedelta of 1 to 365 days")
         if not isinstance(self.seats_trait, str) or not self.seats_trait:
             raise ConfigurationError("seats_trait must be a non-empty string")
+        if not isinstance(self.signals, bool):
+            raise ConfigurationError(f"signals must be True or False, not {self.signals!r}")
 
     def tier(self, score: float) -> Literal["high", "medium", "low"]:
         """The tier a score falls in."""
@@ -267,6 +273,18 @@ def _clip(x: float) -> float:
     return min(max(x, 0.0), 1.0)
 
 
+class _Measure(NamedTuple):
+    """What a snapshot and a score are computed from."""
+
+    components: dict[str, float]
+    weights: Mapping[str, float]
+    weekly: tuple[int, ...]
+    used: dict[str, int]
+    active_7: int
+    active_28: int
+    extra: dict[str, Any]
+
+
 def _utc(t: float | None) -> datetime | None:
     return None if t is None else datetime.fromtimestamp(t, timezone.utc)
 
@@ -314,8 +332,11 @@ class EngagementRules:
             and not isinstance(seats, bool)
             and math.isfinite(seats)
             and seats >= 1
+            and int(seats) != state.seats
         ):
             state.seats = int(seats)
+            if state.signalled:  # user breadth changed: compute the score at the next event
+                state.signalled |= SIGNAL_STALE
 
     def snapshot(
         self,
@@ -327,8 +348,44 @@ class EngagementRules:
         missed: Iterable[str],
     ) -> EngagementSnapshot:
         """The snapshot of a subject at event time ``now``."""
-        config = self.config
         state = state if state is not None else SubjectState()
+        m = self._measure(state, now)
+        points = compose_score(m.components, m.weights)
+        return EngagementSnapshot(
+            user_id=None if self.account else subject,
+            account_id=subject if self.account else None,
+            at=datetime.fromtimestamp(now, timezone.utc),
+            score=points,
+            tier=self.config.tier(points),
+            frequency=round(m.components["frequency"], 4),
+            breadth=round(_clip(m.components["breadth"]), 4),
+            depth=round(_clip(m.components["depth"]), 4),
+            active_days_7=m.active_7,
+            active_days_28=m.active_28,
+            feature_days=MappingProxyType(m.used),
+            weekly_activity=m.weekly,
+            declining=declining(m.weekly),
+            milestones_reached=MappingProxyType(
+                {
+                    name: datetime.fromtimestamp(at, timezone.utc)
+                    for name, at in reached.items()
+                    if at <= now
+                }
+            ),
+            milestones_missed=tuple(missed),
+            first_seen=_utc(state.first),
+            last_seen=_utc(state.last),
+            **m.extra,
+        )
+
+    def score_at(self, state: SubjectState, now: float) -> tuple[int, bool]:
+        """The snapshot's ``score`` and ``declining`` at event time ``now``, alone."""
+        m = self._measure(state, now)
+        return compose_score(m.components, m.weights), declining(m.weekly)
+
+    def _measure(self, state: SubjectState, now: float) -> _Measure:
+        """Compute the components of a subject's engagement at event time ``now``."""
+        config = self.config
         today = self.calendar.day_of(now)
         start = today - WINDOW + 1
         days = [d for d in (state.days or ()) if d <= today]
@@ -388,33 +445,7 @@ class EngagementRules:
                     per_week[w] += 1
             weekly = tuple(per_week.values())
             weights = config.weights
-        points = compose_score(components, weights)
-        return EngagementSnapshot(
-            user_id=None if self.account else subject,
-            account_id=subject if self.account else None,
-            at=datetime.fromtimestamp(now, timezone.utc),
-            score=points,
-            tier=config.tier(points),
-            frequency=round(frequency, 4),
-            breadth=round(_clip(breadth), 4),
-            depth=round(_clip(depth), 4),
-            active_days_7=active_7,
-            active_days_28=active_28,
-            feature_days=MappingProxyType(used),
-            weekly_activity=weekly,
-            declining=declining(weekly),
-            milestones_reached=MappingProxyType(
-                {
-                    name: datetime.fromtimestamp(at, timezone.utc)
-                    for name, at in reached.items()
-                    if at <= now
-                }
-            ),
-            milestones_missed=tuple(missed),
-            first_seen=_utc(state.first),
-            last_seen=_utc(state.last),
-            **extra,
-        )
+        return _Measure(components, weights, weekly, used, active_7, active_28, extra)
 
     def declining_at(self, state: SubjectState, now: float) -> bool:
         """Whether a user's activity is declining at event time ``now`` (the snapshot's

@@ -28,6 +28,7 @@ from .engagement import (
     EngagementRules,
     EngagementSnapshot,
 )
+from .engagement_signals import Signals
 from .identity import Identity, Merged, Merger, merged_into
 from .milestones import FEATURE_EVENT, Milestone, MilestoneRules
 from .nudges import Action, Context, Decision, Nudge, NudgeExplanation, NudgeRules, Question
@@ -117,10 +118,21 @@ class RulesEngine:
         self.identity = Identity(
             store, Merger(self.user, self.nudges), atomic_many=self._atomic_many
         )
+        # Engagement signals, per scope: None while off (one test on the tracking path).
+        self.user_signals: Signals | None = None
+        self.account_signals: Signals | None = None
+        if engagement is not None and engagement.signals:
+            self.enable_signals()
         self.failures = 0
         #: Events left out of the rules for good (an error that is not an outage).
         self.skipped = 0
         self._failure_logged = -1e9
+
+    def enable_signals(self) -> None:
+        """Evaluate engagement signals at each event (engagement must be on)."""
+        assert self.user_engagement is not None and self.account_engagement is not None
+        self.user_signals = Signals(self.user_engagement)
+        self.account_signals = Signals(self.account_engagement)
 
     # ------------------------------------------------------------------ events
 
@@ -204,6 +216,7 @@ class RulesEngine:
                     self.skipped += 1  # (applying it again would count the account twice)
                     self.failed("evaluating the user's rules", exc)
                     ev.reached, ev.actions, ev.question = ev.account_reached_now, [], None
+                    ev.user_changes = []
             elif account_key is None:  # the common case: the user alone, one key
                 self.store.update(
                     keys[0], self._apply_user if uid is not None else self._apply_visitor, ev
@@ -217,10 +230,14 @@ class RulesEngine:
             question = ev.question
             if question is not None:
                 actions = self._answer(keys[-1], question, actions)
-            if ev.reached or actions:
+            changes = ev.user_changes
+            if ev.account_changes:
+                changes = ev.account_changes + changes
+            if ev.reached or actions or changes:
                 effects = Effects()
                 effects.reached = ev.reached
                 effects.nudges = actions
+                effects.changes = changes
                 effects.uid = ev.uid if ev.uid != uid else None
         except Merged as merged:  # a visitor merged into a user: the event is the user's
             effects = self.update(merged.uid, anon, account, event, properties, t, decide=decide)
@@ -293,11 +310,16 @@ class RulesEngine:
         if ev.with_account:
             state = states[0]
             event, day = ev.event, ev.day
+            member = (ev.uid if ev.uid is not None else ev.anon) if ev.active else None
+            signals = self.account_signals
+            if signals is not None:  # (what the score reads: unchanged, not computed again)
+                new, before = state.first is None, signals.inputs(state, ev.feature, member)
             reached = self.account.apply(state, event, ev.t, ev.active, ev.feature, day)
             rules = self.account_engagement
             if rules is not None and day is not None:
-                member = (ev.uid if ev.uid is not None else ev.anon) if ev.active else None
                 rules.apply(state, event, day, member)
+            if signals is not None:
+                ev.account_changes = signals.evaluate(state, ev.t, new, before, ev.feature, member)
             if self._account_nudges and state.events:
                 ev.known = frozenset(state.reached)
             ev.account_reached_now = ev.reached = reached
@@ -319,7 +341,13 @@ class RulesEngine:
         event, t, active = ev.event, ev.t, ev.active
         previous = state.last if active else None
         first_before = state.first
-        mine = self.user.apply(state, event, t, active, ev.feature, ev.day)
+        signals = self.user_signals
+        if signals is None:
+            mine = self.user.apply(state, event, t, active, ev.feature, ev.day)
+        else:  # (what the score reads, before and after: unchanged, not computed again)
+            before = signals.inputs(state, ev.feature, None)
+            mine = self.user.apply(state, event, t, active, ev.feature, ev.day)
+            ev.user_changes = signals.evaluate(state, t, first_before is None, before, ev.feature)
         reached = ev.account_reached_now
         if reached:
             mine = reached + mine

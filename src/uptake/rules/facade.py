@@ -22,6 +22,7 @@ from ..definitions import MILESTONE_EVENT, parse_track
 from ..errors import ConfigurationError
 from ..stats import Stats
 from .backlog import Backlog, Pending
+from .engagement_report import ChangeHooks
 from .engine import Effects, RulesEngine
 from .milestones import Milestone, MilestoneReached
 from .nudges import Action, Nudge, NudgeFired
@@ -90,6 +91,7 @@ class RulesFacade:
         self._nudge_hooks: dict[str | None, list[NudgeHook]] = {}
         self.backlog = Backlog()
         self._waiting = self.backlog.waiting
+        self.changes = ChangeHooks(emitter)
         #: Set by ``Client.atrack`` around its part on the event loop: the events to apply
         #: on a rules thread afterwards, instead of now (see uptake._async_api).
         self.held: contextvars.ContextVar[list[tuple[Any, ...]] | None] = contextvars.ContextVar(
@@ -111,14 +113,16 @@ class RulesFacade:
         self.check_nudge(name, ConfigurationError)
         return _registrar(self._nudge_hooks, name, "on_nudge")
 
-    def keep_hooks(self, previous: RulesFacade) -> None:
-        """Take over the callbacks registered on ``previous`` (rebuilt after a fork)."""
-        self._hooks = previous._hooks
-        self._nudge_hooks = previous._nudge_hooks
+    def inherit(self, parent: RulesFacade) -> None:
+        """Keep the host's callbacks of the facade this one replaces (in a forked child)."""
+        self._hooks = parent._hooks
+        self._nudge_hooks = parent._nudge_hooks
+        self.changes = parent.changes
+        self.changes.emitter = self.emitter
 
     def runs_host_code(self) -> bool:
         """True when deciding may call the host: callbacks, or a callable ``audience``."""
-        return bool(self._hooks or self._nudge_hooks) or any(
+        return bool(self._hooks or self._nudge_hooks or self.changes) or any(
             callable(nudge.audience) for nudge in self.nudges
         )
 
@@ -305,9 +309,12 @@ class RulesFacade:
         t: float,
         session_id: str | None,
     ) -> None:
-        """Report what the rules decided for one event: milestones, then nudges."""
+        """Report what the rules decided for one event: milestones, engagement signals,
+        then nudges."""
         for milestone, at, first in effects.reached:
             self._milestone_reached(milestone, at, first, uid, anon, account, session_id)
+        if effects.changes:
+            self.changes.report(effects.changes, uid, anon, account, session_id)
         self.nudge_actions(effects.nudges, uid, anon, account, t, session_id)
 
     def nudge_actions(

@@ -54,7 +54,15 @@ from .nudge_decide import (
 )
 from .nudge_eval import NudgeRules
 from .plumbing import Reached
-from .state import REACHED, TRAITS, SubjectState, feature_days, feature_first_use, pack_feature
+from .state import (
+    REACHED,
+    SIGNAL_STALE,
+    TRAITS,
+    SubjectState,
+    feature_days,
+    feature_first_use,
+    pack_feature,
+)
 
 __all__ = ["ALIAS", "MergeStep", "Merged", "Merger", "merged_into"]
 
@@ -169,6 +177,10 @@ class Merger:
         if other.nudges:
             into.nudges = self._nudges(into.nudges or {}, other.nudges)
         into.due = 0.0  # look at every nudge again at the next event
+        if not into.signalled:  # compare the union with what was signalled for either
+            into.signalled = other.signalled
+        if into.signalled:  # the union's score: computed at the next event
+            into.signalled |= SIGNAL_STALE
 
     def _events(
         self, into: dict[str, float | list[float]], other: dict[str, float | list[float]]

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..errors import StoreUnavailable
+from .engagement_signals import Change
 from .milestones import Milestone
 from .nudge_decide import Question
 from .nudge_spec import Action
@@ -38,6 +39,7 @@ class Event:
 
     __slots__ = (
         "account",
+        "account_changes",
         "account_reached_now",
         "actions",
         "active",
@@ -52,6 +54,7 @@ class Event:
         "t",
         "uid",
         "user",
+        "user_changes",
         "with_account",
     )
 
@@ -84,26 +87,35 @@ class Event:
         self.reached: list[Reached] = []
         self.actions: list[Action] = []
         self.question: Question | None = None
+        # Engagement signals decided in each subject's update (empty when off).
+        self.account_changes: list[Change] = _NO_CHANGES
+        self.user_changes: list[Change] = _NO_CHANGES
+
+
+#: Shared, never appended to: each step assigns a new list when it signals.
+_NO_CHANGES: list[Change] = []
 
 
 class Effects:
     """What applying one event (or one look at a user) decided.
 
-    ``uid`` is the user a merged visitor's event was applied to; ``deferred`` is set
+    ``changes`` are engagement signals (the account's first, then the user's). ``uid``
+    is the user a merged visitor's event was applied to; ``deferred`` is set
     when the store could not be reached: (the store's way to tell whether the write
     landed after all, or None; what that write decided).
     """
 
-    __slots__ = ("deferred", "nudges", "reached", "uid")
+    __slots__ = ("changes", "deferred", "nudges", "reached", "uid")
 
     def __init__(self) -> None:
         self.reached: list[Reached] = []
         self.nudges: list[Action] = []
+        self.changes: list[Change] = []
         self.uid: str | None = None
         self.deferred: tuple[Callable[[], bool] | None, Effects] | None = None
 
     def __bool__(self) -> bool:
-        return bool(self.reached or self.nudges)
+        return bool(self.reached or self.nudges or self.changes)
 
 
 class Deferred(Effects):
@@ -127,6 +139,7 @@ def deferred(exc: Exception, ev: Event) -> Effects:
     """The effects of an event the store could not take: to be applied again later."""
     made = Effects()
     made.reached, made.nudges = ev.reached, ev.actions
+    made.changes = ev.account_changes + ev.user_changes
     deferred = Deferred()
     deferred.deferred = (getattr(exc, "landed", None), made)
     return deferred

@@ -6,6 +6,7 @@ Re-exported here so that rule modules and existing imports keep one name for it.
 from .._rulestate import (
     FEATURE_DAYS_BITS,
     REACHED,
+    SIGNAL_STALE,
     TRAITS,
     SubjectState,
     feature_days,
@@ -17,6 +18,7 @@ from .._rulestate import (
 __all__ = [
     "FEATURE_DAYS_BITS",
     "REACHED",
+    "SIGNAL_STALE",
     "TRAITS",
     "SubjectState",
     "feature_days",
