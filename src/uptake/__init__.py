@@ -27,8 +27,10 @@ from .rules.nudges import (
     Inactive,
     NotReached,
     Nudge,
+    NudgeBudget,
     NudgeExplanation,
     NudgeFired,
+    QuietHours,
     Reached,
 )
 from .rules.simulation import NudgeSimulation, Simulation
@@ -60,9 +62,11 @@ __all__ = [
     "MilestoneReached",
     "NotReached",
     "Nudge",
+    "NudgeBudget",
     "NudgeExplanation",
     "NudgeFired",
     "NudgeSimulation",
+    "QuietHours",
     "Reached",
     "RedisStore",
     "ReplayResult",

@@ -1,12 +1,13 @@
 """The one decision: which nudges fire for a user at one moment, and why the others don't.
 
-Evaluation order for each nudge, in priority order: schedule, audience by traits, trigger,
-``unless``, caps (dismissal, max_shows, snooze, cooldown), then the host's ``audience``
-callable (asked last: it is host code and may be slow); the nudges that pass all of them
-go through the per-user rate limit one by one, and each is either held out (a stable hash
-of the user puts them in the client's global holdout, or one of nudge and user in the
-nudge's control group: recorded, never shown) or fired. Both arms are recorded at this
-same point, which is what makes the report's lift a comparison by assignment.
+Evaluation order for each nudge, in priority order: schedule, audience by traits, trigger
+(or a deferral by quiet hours), ``unless``, caps (dismissal, max_shows, snooze, cooldown),
+then the host's ``audience`` callable (asked last: it is host code and may be slow); the
+nudges that pass all of them go one by one through the limits of their channel (the
+user's budget, quiet hours where the user is, the rate limit), and each is either held out
+(a stable hash of the user puts them in the client's global holdout, or one of nudge and
+user in the nudge's control group: recorded, never shown) or fired. Both arms are recorded
+at this same point, which is what makes the report's lift a comparison by assignment.
 
 :meth:`Decider.decide` is used both to decide (on the live state, inside a store update)
 and to explain (on a copy, with ``why`` given: only then are reason strings built), so an
@@ -26,7 +27,9 @@ from datetime import timedelta
 from types import MappingProxyType
 from typing import Any
 
+from .nudge_fatigue import Fatigue
 from .nudge_spec import (
+    DEFAULT_CHANNEL,
     Action,
     Audience,
     Declining,
@@ -48,7 +51,8 @@ __all__ = ["Context", "Decider", "Question", "Why"]
 logger = logging.getLogger("uptake")
 
 # Keys of SubjectState.nudges other than nudge names (which may not contain a NUL).
-LAST = "\x00last"  # when any nudge last fired for this user (the rate limit)
+LAST = "\x00last"  # when a nudge last fired for this user (the rate limit), + ":" + channel
+# for a channel other than the default one
 PENDING = "\x00pending"  # names fired and not yet shown, clicked or dismissed
 COUNT = "\x00n:"  # + event: lifetime count
 RECENT = "\x00w:"  # + event: the latest times (for windowed counts)
@@ -179,6 +183,7 @@ class Decider:
     rate_limit: float | None
     global_holdout: float
     fingerprint: str
+    fatigue: Fatigue | None
     _unless: dict[str, tuple[str, ...]]
     _declining: Callable[[SubjectState, float], bool] | None
     _next_week: Callable[[float], float]
@@ -201,10 +206,9 @@ class Decider:
         Returns the actions, and a :class:`Question` when a host audience callable must be
         asked before the rest of ``pool`` can be decided.
         """
-        records = state.nudges if state.nudges is not None else {}
         actions: list[Action] = []
-        last = records.get(LAST)
         rate_limit = self.rate_limit
+        fatigue = self.fatigue
         for i, nudge in enumerate(pool):
             status = self.check(nudge, state, t, previous, context, why)
             if status is not None:
@@ -214,6 +218,11 @@ class Decider:
                         state.due = min(state.due, t)
                     return actions, Question(pool[i:], view, context, t, previous, everything)
                 continue
+            if fatigue is not None and self._held_back(fatigue, nudge, state, t, actions, why):
+                continue
+            channel = nudge.channel
+            last_key = LAST if channel == DEFAULT_CHANNEL else f"{LAST}:{channel}"
+            last = state.nudges.get(last_key) if state.nudges is not None else None
             if rate_limit is not None and last is not None and t < last + rate_limit:
                 if why is not None:
                     why[nudge.name] = (
@@ -229,11 +238,13 @@ class Decider:
             record = self._record(state, nudge)
             record[FIRES] += 1
             record[AT] = t
-            last = t
             assert state.nudges is not None
-            # A held-out user uses up the rate limit too: the control group must get what
-            # the others get, minus this nudge, or lift would compare with another nudge.
-            state.nudges[LAST] = t
+            # A held-out user uses up the rate limit (and the budget) too: the control
+            # group must get what the others get, minus this nudge, or lift would compare
+            # with another nudge.
+            state.nudges[last_key] = t
+            if fatigue is not None:
+                fatigue.spend(state.nudges, channel, nudge.name, t)
             if self.global_holdout and in_global_holdout(context.user_id, self.global_holdout):
                 # Assigned to the programme's control group: recorded like a held-out user
                 # of this nudge (same moment, same caps), marked global by the facade.
@@ -264,6 +275,48 @@ class Decider:
                 state.nudges[CONFIG] = self.fingerprint
         return actions, None
 
+    def _held_back(
+        self,
+        fatigue: Fatigue,
+        nudge: Nudge,
+        state: SubjectState,
+        t: float,
+        actions: list[Action],
+        why: Why | None,
+    ) -> bool:
+        """Whether the user's budget or quiet hours hold back a nudge that may fire at
+        ``t`` (recorded as "Nudge Suppressed" once per spent budget or quiet night); a
+        nudge held back by quiet hours is deferred to their end."""
+        channel = nudge.channel
+        records = state.nudges or {}
+        spent = fatigue.over_budget(records, channel, t)
+        if spent is not None:
+            status = "over_budget"
+            until, since = spent[0], spent[2]  # since the fire that spent it
+            if why is not None:
+                detail = f"the budget of {spent[1].describe(channel)} is spent"
+                why[nudge.name] = ("over_budget", detail, until)
+        else:
+            quiet = fatigue.quiet(state.traits, channel, t)
+            if quiet is None:
+                return False
+            status = "quiet_hours"
+            since, until, next_start = quiet
+            self._record(state, nudge)  # (so that state.nudges exists)
+            assert state.nudges is not None
+            fatigue.defer(state.nudges, nudge.name, next_start)
+            if why is not None:
+                hours = fatigue.hours_of(channel)
+                assert hours is not None
+                where = fatigue.zone_of(state.traits, hours)
+                detail = f"deferred: {hours.describe()} in {where}"
+                why[nudge.name] = ("quiet_hours", detail, until)
+        record = self._record(state, nudge)
+        if record[SUPPRESSED] is None or record[SUPPRESSED] < since:
+            record[SUPPRESSED] = t
+            actions.append(("suppressed", nudge, status))
+        return True
+
     def check(
         self,
         nudge: Nudge,
@@ -291,9 +344,13 @@ class Decider:
             return "not_in_audience"
         reasons: list[str] | None = [] if why is not None else None
         if not self.holds(nudge, state, t, previous, context, reasons):
-            if why is not None and reasons is not None:
-                why[name] = ("trigger_not_met", reasons[0], None)
-            return "trigger_not_met"
+            fatigue = self.fatigue
+            if fatigue is None or not fatigue.deferred(state.nudges, name, t):
+                if why is not None and reasons is not None:
+                    why[name] = ("trigger_not_met", reasons[0], None)
+                return "trigger_not_met"
+            if reasons is not None:  # its trigger held during quiet hours
+                reasons[0] = f"triggered during quiet hours, deferred ({reasons[0]} now)"
         for key in self._unless[name]:
             if context.has(state, key):
                 if why is not None:
@@ -425,6 +482,8 @@ class Decider:
         moments: list[float] = []
         again: list[float] = []  # cooldown ends, which may be ``t`` itself
         records = state.nudges or {}
+        fatigue = self.fatigue
+        live: list[tuple[str, str]] = []  # nudges that may still fire: (name, channel)
         for nudge in self.nudges:
             record = records.get(nudge.name)
             if record is not None and (record[DISMISSED] or record[FIRES] >= nudge.max_shows):
@@ -447,9 +506,14 @@ class Decider:
                 if record[UNTIL] is not None:
                     moments.append(record[UNTIL])
                 if record[SUPPRESSED] is not None and self.rate_limit is not None:
-                    last = records.get(LAST)
+                    channel = nudge.channel
+                    last = records.get(LAST if channel == DEFAULT_CHANNEL else f"{LAST}:{channel}")
                     if last is not None:
                         moments.append(last + self.rate_limit)
+            if fatigue is not None:
+                live.append((nudge.name, nudge.channel))
+        if fatigue is not None and live:
+            moments += fatigue.moments(records, state.traits, live, t)
         soonest = min((m for m in moments if m > t), default=math.inf)
         return min(soonest, min((m for m in again if m >= t), default=math.inf))
 

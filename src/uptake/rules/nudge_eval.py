@@ -35,7 +35,16 @@ from .nudge_decide import (
     Question,
 )
 from .nudge_explain import explain
-from .nudge_spec import Action, EventCount, Inactive, Nudge, NudgeExplanation, Reached
+from .nudge_fatigue import Fatigue
+from .nudge_spec import (
+    DEFAULT_CHANNEL,
+    Action,
+    EventCount,
+    Inactive,
+    Nudge,
+    NudgeExplanation,
+    Reached,
+)
 from .state import REACHED, SubjectState, reached_key
 
 __all__ = ["Decision", "NudgeRules"]
@@ -56,8 +65,12 @@ class NudgeRules(Decider):
         declining: Callable[[SubjectState, float], bool] | None,
         next_week: Callable[[float], float] | None = None,
         global_holdout: float = 0.0,
+        fatigue: Fatigue | None = None,
     ) -> None:
         self.nudges = tuple(sorted(nudges, key=lambda n: (-n.priority, n.name)))
+        # Budgets and quiet hours (None when neither is set: the decision skips them).
+        used = fatigue is not None and bool(fatigue.budgets or fatigue.hours)
+        self.fatigue = fatigue if used else None
         self.global_holdout = global_holdout
         self.by_name = {n.name: n for n in self.nudges}
         self.rate_limit = rate_limit
@@ -97,12 +110,20 @@ class NudgeRules(Decider):
         self._account_milestones: frozenset[str] = frozenset()
         # Which nudge set a user's ``due`` was computed for: after a deploy that changes
         # the nudges, every user is looked at afresh once.
-        self.fingerprint = hashlib.blake2b(
-            repr([(n.name, n.trigger, n.start, n.end, n.cooldown) for n in self.nudges]).encode(),
-            digest_size=6,
-        ).hexdigest()
+        # (Channels and fatigue only when used: a set of nudges without them keeps the
+        # fingerprint it had before they existed.)
+        fingerprint: list[object] = [
+            (n.name, n.trigger, n.start, n.end, n.cooldown)
+            + ((n.channel,) if n.channel != DEFAULT_CHANNEL else ())
+            for n in self.nudges
+        ]
+        if self.fatigue is not None:
+            fingerprint.append(self.fatigue)
+        self.fingerprint = hashlib.blake2b(repr(fingerprint).encode(), digest_size=6).hexdigest()
         self._unless = {n.name: tuple(reached_key(m) for m in n.unless) for n in self.nudges}
         self.uses_traits = any(n.audience is not None for n in self.nudges)
+        #: Traits kept for quiet hours (the user's time zone) when no audience needs all.
+        self.zone_traits = self.fatigue.traits if self.fatigue is not None else frozenset()
 
     def __bool__(self) -> bool:
         return bool(self.nudges)

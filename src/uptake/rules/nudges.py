@@ -6,11 +6,13 @@ The parts live in their own modules, re-exported here:
   the triggers, :class:`Audience`, :class:`NudgeFired`, :class:`NudgeExplanation`);
 - :mod:`~uptake.rules.nudge_decide`: the one decision, shared by deciding and explaining;
 - :mod:`~uptake.rules.nudge_eval`: :class:`NudgeRules`, what an event asks it to consider;
+- :mod:`~uptake.rules.nudge_fatigue`: :class:`NudgeBudget` and :class:`QuietHours`;
 - :mod:`~uptake.rules.nudge_explain`: ``explain_nudges``.
 """
 
 from .nudge_decide import Context, Question
 from .nudge_eval import Decision, NudgeRules
+from .nudge_fatigue import NudgeBudget, QuietHours
 from .nudge_spec import (
     Action,
     Audience,
@@ -38,11 +40,13 @@ __all__ = [
     "Inactive",
     "NotReached",
     "Nudge",
+    "NudgeBudget",
     "NudgeExplanation",
     "NudgeFired",
     "NudgeRules",
     "NudgeStatus",
     "Question",
+    "QuietHours",
     "Reached",
     "Trigger",
 ]
