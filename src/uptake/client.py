@@ -96,7 +96,7 @@ class Client(ContextApi, DeliveryApi, IdentityApi, SessionsApi, RulesApi):
         engagement: ``True``, ``False`` or an :class:`~uptake.Engagement`; by default on
             when milestones or nudges are given.
         nudges: :class:`~uptake.Nudge` objects.
-        nudge_rate_limit: At most one nudge per user per this period (default one hour);
+        nudge_rate_limit: At most one nudge per user and channel per this period (an hour);
             ``None``: no limit.
         global_holdout: Fraction of users (a stable hash of the user id) no nudge ever
             fires for: the nudge programme's control group (see docs/nudges.md).
