@@ -11,7 +11,6 @@ docs/architecture.md for the flow of one event.
 
 from __future__ import annotations
 
-import datetime as dt
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta, tzinfo
@@ -33,7 +32,8 @@ from .rules.engagement import Engagement
 from .rules.engine import RulesEngine
 from .rules.facade import RulesFacade
 from .rules.milestones import Milestone
-from .rules.nudges import Nudge, NudgeBudget, QuietHours
+from .rules.nudge_fatigue import BudgetArg, QuietHoursArg
+from .rules.nudges import Nudge
 from .sessions import Sessionizer
 from .stats import Reporter
 from .stores import Store
@@ -100,9 +100,8 @@ class Client(ContextApi, DeliveryApi, IdentityApi, SessionsApi, RulesApi):
             ``None``: no limit.
         global_holdout: Fraction of users (a stable hash of the user id) no nudge ever
             fires for: the nudge programme's control group (see docs/nudges.md).
-        nudge_budget: An :class:`~uptake.NudgeBudget` (or a list): at most so many nudges
-            per user and channel in a rolling period. ``quiet_hours``: ``(start, end)``
-            times, or :class:`~uptake.QuietHours`: no nudge then, in the user's time zone.
+        nudge_budget: :class:`~uptake.NudgeBudget` (or a list): nudges per user and channel.
+            ``quiet_hours``: ``(start, end)`` or :class:`~uptake.QuietHours` (see docs).
         transport: Where batches go instead of ``POST {endpoint}/v1/batch``: an object
             with a ``send(messages)`` method, such as
             :class:`uptake.testing.MockTransport` in your tests. ``write_key`` and
@@ -145,8 +144,8 @@ class Client(ContextApi, DeliveryApi, IdentityApi, SessionsApi, RulesApi):
         nudges: Sequence[Nudge] = (),
         nudge_rate_limit: timedelta | None = timedelta(hours=1),
         global_holdout: float = 0.0,
-        nudge_budget: NudgeBudget | Sequence[NudgeBudget] | None = None,
-        quiet_hours: QuietHours | tuple[dt.time, dt.time] | Sequence[QuietHours] | None = None,
+        nudge_budget: BudgetArg = None,
+        quiet_hours: QuietHoursArg = None,
         transport: Transport | None = None,
     ) -> None:
         if transport is not None and not callable(getattr(transport, "send", None)):

@@ -133,6 +133,11 @@ class QuietHours:
         return f"quiet hours {self.start:%H:%M}-{self.end:%H:%M}"
 
 
+#: What ``Client(nudge_budget=...)`` and ``Client(quiet_hours=...)`` accept.
+BudgetArg = NudgeBudget | Sequence[NudgeBudget] | None
+QuietHoursArg = QuietHours | tuple[time, time] | Sequence[QuietHours] | None
+
+
 def budgets(value: object) -> tuple[NudgeBudget, ...]:
     """Check ``Client(nudge_budget=...)``: a :class:`NudgeBudget`, a list of them, or None."""
     if value is None:
