@@ -93,6 +93,17 @@ def test_channels_have_budgets_and_rate_limits_of_their_own() -> None:
     }
     client.track("u", "Page Viewed", timestamp=later)
     assert [name for name, _ in fired] == ["digest", "tooltip", "banner"]
+    # Callbacks and pending nudges say where each goes; a page renders its own channel.
+    pending = client.pending_nudges("u", at=later)
+    assert [(n.name, n.channel) for n in pending] == [
+        ("digest", "email"),
+        ("tooltip", "in_app"),
+        ("banner", "in_app"),
+    ]
+    in_app = client.pending_nudges("u", at=later, channel="in_app")
+    assert [n.name for n in in_app] == ["tooltip", "banner"]
+    with pytest.raises(uptake.InvalidEventError, match="channel"):
+        client.pending_nudges("u", channel=1)  # type: ignore[arg-type]
 
 
 def test_held_out_fires_spend_the_budget_like_fires() -> None:

@@ -360,6 +360,7 @@ def fired_nudge(nudge: Nudge, user: str, account: str | None, t: float, reason: 
         timestamp=datetime.fromtimestamp(t, timezone.utc),
         reason=reason,
         priority=nudge.priority,
+        channel=nudge.channel,
     )
 
 

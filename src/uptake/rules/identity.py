@@ -188,8 +188,8 @@ class Merger:
             elif key.startswith(SPENT):  # a channel's budget: the fires of both
                 fatigue = self.nudges.fatigue
                 into[key] = fatigue.merge_spent(key, mine, theirs) if fatigue else mine
-            elif key == DEFERRED:
-                into[key] = {n: max(at, mine.get(n, at)) for n, at in {**mine, **theirs}.items()}
+            elif key == DEFERRED:  # the later deferral of each nudge
+                into[key] = {n: max(d, mine.get(n, d)) for n, d in {**mine, **theirs}.items()}
             elif key in (PENDING, ACCOUNT):
                 into[key] = mine + [name for name in theirs if name not in mine]
             elif key.startswith(COUNT):

@@ -27,7 +27,7 @@ from datetime import timedelta
 from types import MappingProxyType
 from typing import Any
 
-from .nudge_fatigue import Fatigue
+from .nudge_fatigue import Fatigue, Why
 from .nudge_spec import (
     DEFAULT_CHANNEL,
     Action,
@@ -62,8 +62,6 @@ CONFIG = "\x00cfg"  # the nudge set ``due`` was computed for
 # rate-limit suppression recorded at].
 FIRES, AT, DISMISSED, UNTIL, SUPPRESSED = range(5)
 
-#: Reasons recorded while explaining: nudge name -> (status, detail, until).
-Why = dict[str, tuple[NudgeStatus, str, "float | None"]]
 
 _ASK = "ask"  # check(): the host's audience callable must be asked first
 
@@ -218,8 +216,11 @@ class Decider:
                         state.due = min(state.due, t)
                     return actions, Question(pool[i:], view, context, t, previous, everything)
                 continue
-            if fatigue is not None and self._held_back(fatigue, nudge, state, t, actions, why):
-                continue
+            if fatigue is not None:
+                held = fatigue.holds_back(state, nudge, t, why)
+                if held is not None:  # the budget is spent, or it is night for the user
+                    self._suppress(state, nudge, t, held[0], held[1], actions)
+                    continue
             channel = nudge.channel
             last_key = LAST if channel == DEFAULT_CHANNEL else f"{LAST}:{channel}"
             last = state.nudges.get(last_key) if state.nudges is not None else None
@@ -230,10 +231,7 @@ class Decider:
                         "the user was nudged too recently",
                         last + rate_limit,
                     )
-                record = self._record(state, nudge)
-                if record[SUPPRESSED] is None or record[SUPPRESSED] < last:
-                    record[SUPPRESSED] = t  # recorded once per rate-limit period
-                    actions.append(("suppressed", nudge, "rate_limited"))
+                self._suppress(state, nudge, t, "rate_limited", last, actions)
                 continue
             record = self._record(state, nudge)
             record[FIRES] += 1
@@ -275,47 +273,21 @@ class Decider:
                 state.nudges[CONFIG] = self.fingerprint
         return actions, None
 
-    def _held_back(
+    def _suppress(
         self,
-        fatigue: Fatigue,
-        nudge: Nudge,
         state: SubjectState,
+        nudge: Nudge,
         t: float,
+        reason: str,
+        since: float,
         actions: list[Action],
-        why: Why | None,
-    ) -> bool:
-        """Whether the user's budget or quiet hours hold back a nudge that may fire at
-        ``t`` (recorded as "Nudge Suppressed" once per spent budget or quiet night); a
-        nudge held back by quiet hours is deferred to their end."""
-        channel = nudge.channel
-        records = state.nudges or {}
-        spent = fatigue.over_budget(records, channel, t)
-        if spent is not None:
-            status = "over_budget"
-            until, since = spent[0], spent[2]  # since the fire that spent it
-            if why is not None:
-                detail = f"the budget of {spent[1].describe(channel)} is spent"
-                why[nudge.name] = ("over_budget", detail, until)
-        else:
-            quiet = fatigue.quiet(state.traits, channel, t)
-            if quiet is None:
-                return False
-            status = "quiet_hours"
-            since, until, next_start = quiet
-            self._record(state, nudge)  # (so that state.nudges exists)
-            assert state.nudges is not None
-            fatigue.defer(state.nudges, nudge.name, next_start)
-            if why is not None:
-                hours = fatigue.hours_of(channel)
-                assert hours is not None
-                where = fatigue.zone_of(state.traits, hours)
-                detail = f"deferred: {hours.describe()} in {where}"
-                why[nudge.name] = ("quiet_hours", detail, until)
+    ) -> None:
+        """Record that ``reason`` holds a nudge back: once since ``since`` (the fire that
+        started the rate limit or spent the budget, the start of quiet hours)."""
         record = self._record(state, nudge)
         if record[SUPPRESSED] is None or record[SUPPRESSED] < since:
             record[SUPPRESSED] = t
-            actions.append(("suppressed", nudge, status))
-        return True
+            actions.append(("suppressed", nudge, reason))
 
     def check(
         self,
@@ -513,7 +485,7 @@ class Decider:
             if fatigue is not None:
                 live.append((nudge.name, nudge.channel))
         if fatigue is not None and live:
-            moments += fatigue.moments(records, state.traits, live, t)
+            moments += fatigue.moments(records, live, t)
         soonest = min((m for m in moments if m > t), default=math.inf)
         return min(soonest, min((m for m in again if m >= t), default=math.inf))
 

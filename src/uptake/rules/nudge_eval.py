@@ -2,8 +2,9 @@
 
 Only what can have changed is looked at: a nudge triggered by an event when that event
 arrives, one triggered by a milestone when it is reached, and all of them when time alone
-may have changed a decision (a deadline passed, a cooldown, snooze or rate limit ended, a
-new week for ``Declining``, a user back after a gap for ``Inactive``). ``SubjectState.due``
+may have changed a decision (a deadline passed, a cooldown, snooze, rate limit or quiet
+hours ended, a spent budget freed up, a new week for ``Declining``, a user back after a gap
+for ``Inactive``). ``SubjectState.due``
 holds the earliest such moment, so the common event costs one comparison. The decision
 itself is :class:`~uptake.rules.nudge_decide.Decider`'s, shared with the explanation.
 
@@ -250,6 +251,9 @@ class NudgeRules(Decider):
                 return False  # (state.due brings it back when the cooldown ends)
             if record[UNTIL] is not None and t < record[UNTIL]:
                 return False
+            quiet = self.fatigue is not None and records is not None
+            if quiet and Fatigue.still_quiet(records or {}, nudge.name, t):
+                return False  # (deferred: state.due brings it back when they end)
         unless = self._unless[nudge.name]
         if not unless:
             return True

@@ -12,7 +12,8 @@ written before it existed reads as "nothing spent, nothing deferred"):
 
 - ``SPENT + channel``: the latest fire times in that channel, as many as its largest
   budget counts (held-out fires too: the control group gets what the others get);
-- ``DEFERRED``: nudge name -> until when it counts as triggered.
+- ``DEFERRED``: nudge name -> [start, end of the quiet hours that held it back, until when
+  it counts as triggered] (replaced, never changed in place: copies share them).
 
 Pure logic: no clock, no I/O.
 """
@@ -29,7 +30,11 @@ from zoneinfo import ZoneInfo
 import attrs
 
 from ..errors import ConfigurationError
-from .nudge_spec import DEFAULT_CHANNEL, span
+from .nudge_spec import DEFAULT_CHANNEL, Nudge, NudgeStatus, span
+from .state import SubjectState
+
+#: Reasons recorded while explaining: nudge name -> (status, detail, until).
+Why = dict[str, tuple[NudgeStatus, str, "float | None"]]
 
 __all__ = [
     "DEFAULT_CHANNEL",
@@ -45,7 +50,8 @@ __all__ = [
 logger = logging.getLogger("uptake")
 
 SPENT = "\x00b:"  # + channel: the latest fire times of that channel (the budget)
-DEFERRED = "\x00defer"  # nudge name -> until when it counts as triggered (quiet hours)
+DEFERRED = "\x00defer"  # nudge name -> [quiet from, quiet until, counts as triggered until]
+_NOT_DEFERRED = (0.0, 0.0, 0.0)
 
 _ZONES: dict[str, tzinfo | None] = {}  # time zone trait value -> zone (None: not a zone)
 
@@ -207,6 +213,30 @@ def _at(day: date, clock: time, tz: tzinfo, after: float) -> float:
     return t if t > after else moment.replace(fold=1).timestamp()
 
 
+def _window(
+    hours: QuietHours, tz: tzinfo, t: float
+) -> tuple[tuple[float, float, float] | None, float, float]:
+    """Whether ``t`` is inside quiet hours in ``tz`` (their start, end and the next start,
+    or None), and from when to when that answer holds."""
+    local = datetime.fromtimestamp(t, tz)
+    now, today = local.time(), local.date()
+    start, end = hours.start, hours.end
+    one = timedelta(days=1)
+    if start < end:  # within a day
+        if not start <= now < end:
+            return None, t, _at(today if now < start else today + one, start, tz, t)
+        first, last, following = today, today, today + one
+    elif now >= start:  # across midnight, in its evening
+        first, last, following = today, today + one, today + one
+    elif now < end:  # ...in its morning
+        first, last, following = today - one, today, today
+    else:
+        return None, t, _at(today, start, tz, t)
+    began = datetime.combine(first, start, tzinfo=tz).timestamp()
+    ends = _at(last, end, tz, t)
+    return (began, ends, _at(following, start, tz, ends)), began, ends
+
+
 class Fatigue:
     """The budgets and quiet hours of a client, compiled for the decision (internal)."""
 
@@ -223,6 +253,10 @@ class Fatigue:
         self.traits = frozenset(q.trait for q in self.hours)
         self._limits: dict[str, tuple[NudgeBudget, ...]] = {}
         self._quiet: dict[str, QuietHours | None] = {}
+        # (hours, time zone) -> (from, until, the answer of quiet() all that time)
+        self._windows: dict[
+            tuple[QuietHours, tzinfo], tuple[float, float, tuple[float, float, float] | None]
+        ] = {}
 
     def __repr__(self) -> str:
         return f"Fatigue({self.budgets!r}, {self.hours!r})"
@@ -243,6 +277,33 @@ class Fatigue:
             found = own or every
             self._quiet[channel] = found[0] if found else None
         return self._quiet[channel]
+
+    def holds_back(
+        self, state: SubjectState, nudge: Nudge, t: float, why: Why | None
+    ) -> tuple[str, float] | None:
+        """What holds back a nudge that may otherwise fire at ``t``: ("over_budget", the
+        fire that spent the budget) or ("quiet_hours", their start; the nudge is deferred
+        to their end), else None. With ``why``, record the reasons in it."""
+        channel = nudge.channel
+        spent = self.over_budget(state.nudges or {}, channel, t)
+        if spent is not None:
+            if why is not None:
+                detail = f"the budget of {spent[1].describe(channel)} is spent"
+                why[nudge.name] = ("over_budget", detail, spent[0])
+            return "over_budget", spent[2]
+        quiet = self.quiet(state.traits, channel, t)
+        if quiet is None:
+            return None
+        began, ends, next_start = quiet
+        if state.nudges is None:
+            state.nudges = {}
+        state.nudges.setdefault(DEFERRED, {})[nudge.name] = [began, ends, next_start]
+        if why is not None:
+            hours = self.hours_of(channel)
+            assert hours is not None
+            where = self.zone_of(state.traits, hours)
+            why[nudge.name] = ("quiet_hours", f"deferred: {hours.describe()} in {where}", ends)
+        return "quiet_hours", began
 
     # ------------------------------------------------------------------ budget
 
@@ -298,46 +359,44 @@ class Fatigue:
         self, traits: Mapping[str, Any] | None, channel: str, t: float
     ) -> tuple[float, float, float] | None:
         """At ``t`` inside a channel's quiet hours: (their start, their end, the start of
-        the next ones); otherwise None."""
+        the next ones); otherwise None. (The answer holds until the next change, and is
+        kept per time zone: a nudge held back is asked again at each event that
+        triggers it.)"""
         hours = self.hours_of(channel)
         if hours is None:
             return None
         tz = self.zone_of(traits, hours)
-        local = datetime.fromtimestamp(t, tz)
-        now, today = local.time(), local.date()
-        start, end = hours.start, hours.end
-        one = timedelta(days=1)
-        if start < end:  # within a day
-            if not start <= now < end:
-                return None
-            first, last, following = today, today, today + one
-        elif now >= start:  # across midnight, in its evening
-            first, last, following = today, today + one, today + one
-        elif now < end:  # ...in its morning
-            first, last, following = today - one, today, today
-        else:
-            return None
-        began = datetime.combine(first, start, tzinfo=tz).timestamp()
-        ends = _at(last, end, tz, t)
-        return began, ends, _at(following, start, tz, ends)
+        key = (hours, tz)
+        known = self._windows.get(key)
+        if known is not None and known[0] <= t < known[1]:
+            return known[2]
+        found, lo, hi = _window(hours, tz, t)
+        if len(self._windows) >= 4096:  # time zones come from the host's users
+            self._windows.clear()
+        self._windows[key] = (lo, hi, found)
+        return found
 
-    def defer(self, records: dict[str, Any], name: str, until: float) -> None:
-        """Let a nudge held back by quiet hours count as triggered until ``until``."""
-        deferred: dict[str, float] = records.setdefault(DEFERRED, {})
-        if deferred.get(name, 0.0) < until:
-            deferred[name] = until
-
-    def deferred(self, records: Mapping[str, Any] | None, name: str, t: float) -> bool:
+    @staticmethod
+    def deferred(records: Mapping[str, Any] | None, name: str, t: float) -> bool:
         """Whether a nudge held back by quiet hours still counts as triggered at ``t``."""
         deferred = records.get(DEFERRED) if records else None
-        return deferred is not None and t < deferred.get(name, 0.0)
+        return deferred is not None and t < float(deferred.get(name, _NOT_DEFERRED)[2])
+
+    @staticmethod
+    def still_quiet(records: Mapping[str, Any], name: str, t: float) -> bool:
+        """Whether ``t`` falls in the quiet hours that deferred a nudge (a quick look for
+        an event that triggers it again: it cannot fire before they end)."""
+        deferred: dict[str, list[float]] | None = records.get(DEFERRED)
+        if not deferred:
+            return False
+        began, ends, _ = deferred.get(name, _NOT_DEFERRED)
+        return began <= t < ends
 
     # ------------------------------------------------------------------ due
 
     def moments(
         self,
         records: Mapping[str, Any],
-        traits: Mapping[str, Any] | None,
         live: Iterable[tuple[str, str]],
         t: float,
     ) -> list[float]:
@@ -353,8 +412,7 @@ class Fatigue:
                 spent = self.over_budget(records, channel, t)
                 if spent is not None:
                     moments.append(spent[0])
-            if t < deferred.get(name, 0.0):
-                quiet = self.quiet(traits, channel, t)
-                if quiet is not None:
-                    moments.append(quiet[1])
+            began, ends, _ = deferred.get(name, _NOT_DEFERRED)
+            if began <= t < ends:
+                moments.append(ends)
         return moments

@@ -321,6 +321,7 @@ class NudgeFired:
         timestamp: When it fired (event time, UTC).
         reason: Why, e.g. ``"Dashboard Viewed x3"``.
         priority: The nudge's priority.
+        channel: The nudge's channel (``"in_app"``, ``"email"``...): where to deliver it.
     """
 
     name: str
@@ -330,6 +331,7 @@ class NudgeFired:
     timestamp: datetime
     reason: str
     priority: int = 0
+    channel: str = DEFAULT_CHANNEL
 
 
 NudgeStatus = Literal[
