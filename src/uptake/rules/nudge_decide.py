@@ -51,15 +51,16 @@ __all__ = ["Context", "Decider", "Question", "Why"]
 logger = logging.getLogger("uptake")
 
 # Keys of SubjectState.nudges other than nudge names (which may not contain a NUL).
-LAST = "\x00last"  # when a nudge last fired for this user (the rate limit), + ":" + channel
-# for a channel other than the default one
+# When a nudge last fired for this user (the rate limit); + ":" + channel for a channel
+# other than the default one.
+LAST = "\x00last"
 PENDING = "\x00pending"  # names fired and not yet shown, clicked or dismissed
 COUNT = "\x00n:"  # + event: lifetime count
 RECENT = "\x00w:"  # + event: the latest times (for windowed counts)
 ACCOUNT = "\x00acct"  # account milestones (that Reached triggers name) this user has seen
 CONFIG = "\x00cfg"  # the nudge set ``due`` was computed for
 # A nudge's record: [fires (held-out ones too), last fire, dismissed, snoozed until,
-# rate-limit suppression recorded at].
+# the last suppression recorded (rate limit, budget or quiet hours) at].
 FIRES, AT, DISMISSED, UNTIL, SUPPRESSED = range(5)
 
 
