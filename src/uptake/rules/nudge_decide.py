@@ -20,18 +20,16 @@ Pure logic over a :class:`~uptake.rules.state.SubjectState`: no clock, no I/O.
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
-from types import MappingProxyType
 from typing import Any
 
+from .nudge_context import Context, Question, ask_audience
 from .nudge_fatigue import Fatigue, Why
 from .nudge_spec import (
     DEFAULT_CHANNEL,
     Action,
-    Audience,
     Declining,
     EventCount,
     Inactive,
@@ -48,8 +46,6 @@ from .state import REACHED, SubjectState, reached_key
 
 __all__ = ["Context", "Decider", "Question", "Why"]
 
-logger = logging.getLogger("uptake")
-
 # Keys of SubjectState.nudges other than nudge names (which may not contain a NUL).
 # When a nudge last fired for this user (the rate limit); + ":" + channel for a channel
 # other than the default one.
@@ -65,114 +61,6 @@ FIRES, AT, DISMISSED, UNTIL, SUPPRESSED = range(5)
 
 
 _ASK = "ask"  # check(): the host's audience callable must be asked first
-
-
-class Context:
-    """Who is being evaluated, and lazy access to what lives outside their state.
-
-    ``answers`` holds what the host's audience callables said (asked outside the store);
-    with ``direct`` set (explaining, on a copy of the state) they are called right away.
-    """
-
-    __slots__ = (
-        "_account_reached",
-        "_engagement",
-        "_reached",
-        "account_id",
-        "answers",
-        "direct",
-        "user_id",
-    )
-
-    def __init__(
-        self,
-        user_id: str,
-        account_id: str | None,
-        account_reached: frozenset[str] = frozenset(),
-        engagement: Callable[[SubjectState, float], Any] | None = None,
-    ) -> None:
-        self.user_id = user_id
-        self.account_id = account_id
-        self._account_reached = account_reached
-        self._engagement = engagement
-        self._reached: frozenset[str] | None = None
-        self.answers: dict[str, bool] | None = None
-        self.direct = False
-
-    def has(self, state: SubjectState, key: str) -> bool:
-        """Whether the user or their account reached the milestone of ``reached_key`` key."""
-        events = state.events
-        if events is not None and key in events:
-            return True
-        return bool(self._account_reached) and key[len(REACHED) :] in self._account_reached
-
-    def reached(self, state: SubjectState) -> frozenset[str]:
-        """Milestones reached by the user or by their account (nudges never change it)."""
-        if self._reached is None:
-            own = state.reached
-            both = frozenset(own) | self._account_reached if own else self._account_reached
-            self._reached = both
-        return self._reached
-
-    def view(self, state: SubjectState, t: float, copy: bool) -> Audience:
-        """What an audience callable is given; ``copy``: from a copy of the state, for use
-        after the store update has ended."""
-        compute = self._engagement
-        engagement = None
-        if compute is not None:
-            seen = SubjectState.from_json(state.to_json()) if copy else state
-            engagement = lambda: compute(seen, t)  # noqa: E731
-        return Audience(
-            self.user_id,
-            self.account_id,
-            MappingProxyType(dict(state.traits or {})),
-            self.reached(state),
-            engagement,
-        )
-
-
-def ask_audience(nudge: Nudge, view: Audience) -> bool:
-    """Ask a nudge's audience callable; a broken one keeps the nudge away (logged)."""
-    audience = nudge.audience
-    assert callable(audience)
-    try:
-        return bool(audience(view))
-    except Exception:  # a broken predicate keeps the nudge away, never breaks tracking
-        logger.exception("audience of nudge %r raised; the user is left out", nudge.name)
-        return False
-
-
-class Question:
-    """An audience callable the decision needs answered, outside the store's update.
-
-    Everything before ``rest[0]`` in priority order is decided and recorded; the decision
-    resumes at ``rest[0]`` once :meth:`ask` has answered (in ``context.answers``).
-    """
-
-    __slots__ = ("context", "everything", "previous", "rest", "t", "view")
-
-    def __init__(
-        self,
-        rest: Sequence[Nudge],
-        view: Audience,
-        context: Context,
-        t: float,
-        previous: float | None,
-        everything: bool,
-    ) -> None:
-        self.rest = rest
-        self.view = view
-        self.context = context
-        self.t = t
-        self.previous = previous
-        self.everything = everything
-
-    def ask(self) -> None:
-        """Call the host's audience callable (never inside a store update)."""
-        nudge = self.rest[0]
-        if self.context.answers is None:
-            self.context.answers = {}
-        self.context.answers[nudge.name] = ask_audience(nudge, self.view)
 
 
 class Decider:
