@@ -1,6 +1,6 @@
 """The rules' cost on the tracking thread, and where it goes (a focused microbenchmark).
 
-    python bench/rules_hot_path.py [--calls 30000] [--users 1000] [--rounds 5]
+    python bench/rules_hot_path.py [--calls 30000] [--users 1000] [--rounds 5] [--fatigue]
 
 Interleaved over rounds, CPU time per call, in steady state (60 events per user first, so
 milestones and nudges have stopped firing):
@@ -11,11 +11,14 @@ milestones and nudges have stopped firing):
 - both again with engagement signals on (``Engagement(signals=True)``: the score of the
   user and of the account computed at each event);
 - ``MilestoneRules.apply`` alone on one user's state (the milestone rules themselves).
+
+``--fatigue`` gives the ruled client a nudge budget and quiet hours too.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import statistics
 import sys
 import time
@@ -90,7 +93,18 @@ def main() -> int:
     p.add_argument("--calls", type=int, default=30_000)
     p.add_argument("--users", type=int, default=1_000)
     p.add_argument("--rounds", type=int, default=5)
+    p.add_argument(
+        "--fatigue",
+        action="store_true",
+        help="also give the ruled client a nudge budget and quiet hours",
+    )
     a = p.parse_args()
+    fatigue: dict[str, object] = {}
+    if a.fatigue:
+        fatigue = {
+            "nudge_budget": uptake.NudgeBudget(3, dt.timedelta(days=7)),
+            "quiet_hours": (dt.time(21), dt.time(8)),
+        }
     users = [f"user-{i}" for i in range(a.users)]
     rows: dict[str, list[float]] = {
         "none": [],
@@ -103,7 +117,11 @@ def main() -> int:
     for _ in range(a.rounds):
         plain = uptake.Client(send=False)
         ruled = uptake.Client(
-            send=False, milestones=twenty_milestones(), nudges=twenty_nudges(), engagement=True
+            send=False,
+            milestones=twenty_milestones(),
+            nudges=twenty_nudges(),
+            engagement=True,
+            **fatigue,  # type: ignore[arg-type]
         )
         signalled = uptake.Client(
             send=False,

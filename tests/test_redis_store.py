@@ -14,6 +14,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -254,6 +255,34 @@ def test_a_redis_cluster_merges_a_visitor_in_two_steps(cluster: RedisCluster) ->
     assert client.stats.rules_skipped == 0
     state = client.state("u3")
     assert state is not None and len(state["events"]["Go"]) == 4
+
+
+def test_a_redis_cluster_keeps_budgets_across_channels_and_merges(cluster: RedisCluster) -> None:
+    store = uptake.RedisStore(cluster.url, prefix=prefix(), timeout=2.0, cluster=True)
+    go = uptake.Nudge("go", trigger=uptake.EventCount("Go", 1))
+    mail = uptake.Nudge("mail", trigger=uptake.EventCount("Go", 1), channel="email")
+    later = uptake.Nudge("later", trigger=uptake.EventCount("Later", 1))
+    settings: dict[str, Any] = {
+        "nudges": [go, mail, later],
+        "nudge_budget": uptake.NudgeBudget(1, dt.timedelta(days=7)),
+        "quiet_hours": uptake.QuietHours(dt.time(21), dt.time(8), channel="email"),
+    }
+    first = uptake.Client(send=False, store=store, **settings)
+    second = uptake.Client(send=False, store=store, **settings)
+    seen: list[tuple[str, str]] = []
+    for client in (first, second):
+        client.on_nudge()(lambda n: seen.append((n.name, n.user_id)))
+    night = T0 + dt.timedelta(hours=13)  # 22:00 UTC: the emails wait
+    for v in range(10):  # visitors and users spread over the three nodes' slots
+        first.track(None, "Go", anonymous_id=f"v{v}", timestamp=night)
+        second.alias(f"v{v}", f"u{v}", timestamp=night)
+        second.track(f"u{v}", "Later", timestamp=night)  # the visitor's fire counts
+    assert sorted(seen) == sorted(("go", f"v{v}") for v in range(10))
+    morning = T0 + dt.timedelta(days=1)
+    for v in range(10):
+        assert [n.name for n in first.pending_nudges(f"u{v}", at=morning)] == ["go", "mail"]
+    assert sorted(seen)[10:] == sorted(("mail", f"u{v}") for v in range(10))
+    assert first.stats.rules_skipped == second.stats.rules_skipped == 0
 
 
 def test_a_deleted_subject_written_again_is_not_mistaken_for_the_cached_one(

@@ -28,8 +28,10 @@ from .rules.nudges import (
     Inactive,
     NotReached,
     Nudge,
+    NudgeBudget,
     NudgeExplanation,
     NudgeFired,
+    QuietHours,
     Reached,
 )
 from .rules.simulation import NudgeSimulation, Simulation
@@ -62,9 +64,11 @@ __all__ = [
     "MilestoneReached",
     "NotReached",
     "Nudge",
+    "NudgeBudget",
     "NudgeExplanation",
     "NudgeFired",
     "NudgeSimulation",
+    "QuietHours",
     "Reached",
     "RedisStore",
     "ReplayResult",

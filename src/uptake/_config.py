@@ -20,9 +20,11 @@ import attrs
 
 from .definitions import OWN_EVENTS
 from .errors import ConfigurationError
+from .rules import nudge_fatigue as _fatigue
 from .rules.engagement import Engagement
 from .rules.engine import RulesEngine
 from .rules.milestones import Milestone
+from .rules.nudge_fatigue import NudgeBudget, QuietHours
 from .rules.nudges import Declining, Nudge
 from .stores import Store
 from .transport import HttpTransport
@@ -101,6 +103,8 @@ class Rules:
     timezone: tzinfo | None
     rate_limit: float | None
     global_holdout: float = 0.0
+    budgets: tuple[NudgeBudget, ...] = ()
+    quiet_hours: tuple[QuietHours, ...] = ()
 
     def engine(self, store: Store) -> RulesEngine:
         """Build the rules engine for these settings over ``store``."""
@@ -113,6 +117,8 @@ class Rules:
             tz=self.timezone,
             inactive_events=self.inactive_events,
             global_holdout=self.global_holdout,
+            budgets=self.budgets,
+            quiet_hours=self.quiet_hours,
         )
 
 
@@ -215,8 +221,12 @@ def rules(
     timezone: tzinfo | None,
     rate_limit: timedelta | None,
     global_holdout: float = 0.0,
+    nudge_budget: object = None,
+    quiet_hours: object = None,
 ) -> Rules:
     """Check the rule arguments; engagement is on by default when there are rules."""
+    budget_list = _fatigue.budgets(nudge_budget)
+    quiet_list = _fatigue.quiet_hours(quiet_hours)
     if isinstance(global_holdout, bool) or not isinstance(global_holdout, (int, float)):
         raise ConfigurationError(
             f"global_holdout must be a fraction from 0 to 1, not {global_holdout!r}"
@@ -239,6 +249,14 @@ def rules(
         )
     nudges = tuple(nudges)
     check_nudges(nudges, milestones, rate_limit)
+    channels = {n.channel for n in nudges}
+    limits: tuple[NudgeBudget | QuietHours, ...] = (*budget_list, *quiet_list)
+    for limit in limits:
+        if limit.channel is not None and limit.channel not in channels:
+            raise ConfigurationError(
+                f"{limit!r} names channel {limit.channel!r}, but no nudge uses it; the "
+                f"nudges' channels: {sorted(channels)}"
+            )
     if engagement is None:  # on with the rules, off for a plain tracker
         engagement = bool(milestones) or bool(nudges)
     if engagement is True:
@@ -259,6 +277,8 @@ def rules(
         timezone=timezone,
         rate_limit=None if rate_limit is None else rate_limit.total_seconds(),
         global_holdout=float(global_holdout),
+        budgets=budget_list,
+        quiet_hours=quiet_list,
     )
 
 

@@ -89,6 +89,7 @@ class RulesApi:
         anonymous_id: str | None = None,
         account_id: str | None = None,
         at: datetime | None = None,
+        channel: str | None = None,
     ) -> list[NudgeFired]:
         """The nudges fired for a user and not yet shown, highest priority first.
 
@@ -98,12 +99,16 @@ class RulesApi:
         and a write only when something is due; with a RedisStore it waits at most the
         store's ``timeout``. Returns ``[]`` when nothing is pending or the store fails
         (logged at most every 10 s). ``account_id`` is the account you pass, echoed in
-        the results (pass it to evaluate ``Reached`` on account milestones).
+        the results (pass it to evaluate ``Reached`` on account milestones). With
+        ``channel`` (e.g. ``"in_app"``), only that channel's nudges are listed (every
+        channel's are evaluated).
 
         Raises:
-            InvalidEventError: no user id.
+            InvalidEventError: no user id, a channel that is not a string.
         """
         uid, anon = _ev.check_identity(user_id, anonymous_id)
+        if channel is not None and not isinstance(channel, str):
+            raise InvalidEventError(f"channel must be a channel name or None, not {channel!r}")
         account = _ev.check_account(account_id) if account_id is not None else None
         engine = self._rules.engine
         if not engine.nudges:
@@ -117,7 +122,11 @@ class RulesApi:
         session = self._sessions.current(uid or anon or "")
         self._rules.nudge_actions(actions, uid, anon, account, t, session)
         subject = uid or anon or ""
-        return [fired_nudge(n, subject, account, at_, n.trigger.describe()) for n, at_ in pending]
+        return [
+            fired_nudge(n, subject, account, at_, n.trigger.describe())
+            for n, at_ in pending
+            if channel is None or n.channel == channel
+        ]
 
     def nudge_shown(
         self,

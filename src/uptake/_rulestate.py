@@ -200,7 +200,8 @@ class SubjectState:
         due = data.get("due", 0.0)
         state.due = float("inf") if due is None else float(due)
         state.nudges = {
-            k: list(v) if isinstance(v, list) else v for k, v in data.get("nudges", {}).items()
+            k: list(v) if isinstance(v, list) else dict(v) if isinstance(v, dict) else v
+            for k, v in data.get("nudges", {}).items()
         } or None
         if data.get("traits"):
             state.traits = dict(data["traits"])

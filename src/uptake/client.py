@@ -35,6 +35,7 @@ from .rules.engagement import Engagement
 from .rules.engine import RulesEngine
 from .rules.facade import RulesFacade
 from .rules.milestones import Milestone
+from .rules.nudge_fatigue import BudgetArg, QuietHoursArg
 from .rules.nudges import Nudge
 from .stats import Reporter
 from .stores import Store
@@ -97,10 +98,12 @@ class Client(AsyncApi, ContextApi, DeliveryApi, IdentityApi, SessionsApi, RulesA
         engagement: ``True``, ``False`` or an :class:`~uptake.Engagement`; by default on
             when milestones or nudges are given.
         nudges: :class:`~uptake.Nudge` objects.
-        nudge_rate_limit: At most one nudge per user per this period (default one hour);
+        nudge_rate_limit: At most one nudge per user and channel per this period (an hour);
             ``None``: no limit.
         global_holdout: Fraction of users (a stable hash of the user id) no nudge ever
             fires for: the nudge programme's control group (see docs/nudges.md).
+        nudge_budget: :class:`~uptake.NudgeBudget` (or a list): nudges per user and channel.
+            ``quiet_hours``: ``(start, end)`` or :class:`~uptake.QuietHours` (see docs).
         transport: Where batches go instead of ``POST {endpoint}/v1/batch``: an object
             with a ``send(messages)`` method, such as
             :class:`uptake.testing.MockTransport` in your tests. ``write_key`` and
@@ -140,6 +143,8 @@ class Client(AsyncApi, ContextApi, DeliveryApi, IdentityApi, SessionsApi, RulesA
         nudges: Sequence[Nudge] = (),
         nudge_rate_limit: timedelta | None = timedelta(hours=1),
         global_holdout: float = 0.0,
+        nudge_budget: BudgetArg = None,
+        quiet_hours: QuietHoursArg = None,
         transport: Transport | None = None,
     ) -> None:
         if transport is not None and not callable(getattr(transport, "send", None)):
@@ -173,6 +178,8 @@ class Client(AsyncApi, ContextApi, DeliveryApi, IdentityApi, SessionsApi, RulesA
             timezone=timezone,
             rate_limit=nudge_rate_limit,
             global_holdout=global_holdout,
+            nudge_budget=nudge_budget,
+            quiet_hours=quiet_hours,
         )
         if store is not None:
             _config.check_store(store)

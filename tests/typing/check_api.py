@@ -62,6 +62,18 @@ options = IntegrationOptions(skip_paths=["/health"])
 held = uptake.Client(send=False, global_holdout=0.05)
 fraction: float = held.global_holdout
 statuses: list[str] = [w.status for w in held.explain_nudges("u1")]
+# Nudge fatigue: budgets per channel, quiet hours as a pair of times or per channel.
+tired = uptake.Client(
+    send=False,
+    nudges=[uptake.Nudge("digest", trigger=uptake.Inactive(dt.timedelta(days=3)), channel="email")],
+    nudge_budget=uptake.NudgeBudget(3, per=dt.timedelta(days=7)),
+    quiet_hours=(dt.time(21), dt.time(8)),
+)
+uptake.Client(
+    send=False,
+    nudge_budget=[uptake.NudgeBudget(1, dt.timedelta(days=1))],
+    quiet_hours=[uptake.QuietHours(dt.time(22), dt.time(7), trait="tz")],
+)
 
 
 def check_context(client: uptake.Client) -> None:

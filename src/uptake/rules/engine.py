@@ -31,6 +31,7 @@ from .engagement import (
 from .engagement_signals import Signals
 from .identity import Identity, Merged, Merger, merged_into
 from .milestones import FEATURE_EVENT, Milestone, MilestoneRules
+from .nudge_fatigue import Fatigue, NudgeBudget, QuietHours
 from .nudges import Action, Context, Decision, Nudge, NudgeExplanation, NudgeRules, Question
 from .plumbing import (
     ACCOUNT_LAST_RESOLUTION_S,
@@ -69,6 +70,8 @@ class RulesEngine:
         tz: tzinfo | None,
         inactive_events: frozenset[str],
         global_holdout: float = 0.0,
+        budgets: Sequence[NudgeBudget] = (),
+        quiet_hours: Sequence[QuietHours] = (),
     ) -> None:
         self.store = store
         self.calendar = Calendar(tz)
@@ -96,6 +99,7 @@ class RulesEngine:
             declining=user_engagement.declining_at if user_engagement is not None else None,
             next_week=self.calendar.next_week,
             global_holdout=global_holdout,
+            fatigue=Fatigue(budgets, quiet_hours, tz),
         )
         account_names = {m.name for m in milestones if m.scope == "account"}
         # Whether a user's nudges look at what their account reached.
@@ -443,13 +447,17 @@ class RulesEngine:
         return self.nudges.explain(state or SubjectState(), t, context)
 
     def identify(self, uid: str | None, anon: str | None, traits: Mapping[str, Any]) -> None:
-        """Keep the traits nudge audiences match (scalars only, a bounded number)."""
-        if not self.nudges.uses_traits or not traits:
+        """Keep the traits nudge audiences match, and the time zones of quiet hours
+        (scalars only, a bounded number)."""
+        every, zones = self.nudges.uses_traits, self.nudges.zone_traits
+        if not (every or zones) or not traits:
             return
         kept = {
             k: v
             for k, v in traits.items()
-            if isinstance(k, str) and (v is None or isinstance(v, (str, int, float, bool)))
+            if isinstance(k, str)
+            and (every or k in zones)
+            and (v is None or isinstance(v, (str, int, float, bool)))
         }
         if not kept:
             return

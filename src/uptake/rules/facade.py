@@ -401,6 +401,7 @@ class RulesFacade:
     def simulate(self, events: Iterable[Mapping[str, Any]], nudges: Sequence[Nudge]) -> Simulation:
         """Run history through these rules with other nudges, in a private store."""
         engine = self.engine
+        fatigue = engine.nudges.fatigue
         return simulate(
             events,
             milestones=self.milestones,
@@ -408,6 +409,8 @@ class RulesFacade:
             nudges=nudges,
             rate_limit=engine.nudges.rate_limit,
             global_holdout=engine.nudges.global_holdout,
+            budgets=fatigue.budgets if fatigue is not None else (),
+            quiet_hours=fatigue.hours if fatigue is not None else (),
             tz=engine.calendar.tz,
             inactive_events=engine.inactive_events,
             parse=parse_track,
@@ -424,6 +427,7 @@ def fired_nudge(nudge: Nudge, user: str, account: str | None, t: float, reason: 
         timestamp=datetime.fromtimestamp(t, timezone.utc),
         reason=reason,
         priority=nudge.priority,
+        channel=nudge.channel,
     )
 
 

@@ -18,8 +18,9 @@ Merge rules, field by field (documented in docs/identity.md):
 - features: the earliest first use, the union of the days of use;
 - nudges: fires added up (so ``max_shows`` counts both), the latest fire (cooldown),
   the latest snooze and rate-limit suppression, dismissed if either dismissed; pending
-  nudges united; the latest fire of any nudge (the rate limit); counted events added up,
-  windowed event times united (the latest kept);
+  nudges united; the latest fire of any nudge per channel (the rate limit); the fire
+  times budgets count united; deferrals by quiet hours united (the later end); counted
+  events added up, windowed event times united (the latest kept);
 - traits: the visitor's, overwritten by the user's;
 - every nudge is looked at afresh at the user's next event.
 
@@ -53,6 +54,7 @@ from .nudge_decide import (
     UNTIL,
 )
 from .nudge_eval import NudgeRules
+from .nudge_fatigue import DEFERRED, SPENT
 from .plumbing import Reached
 from .state import (
     REACHED,
@@ -224,8 +226,13 @@ class Merger:
                 into[key] = _copy(theirs)
             elif key == TRAITS:
                 into[key] = {**theirs, **mine}  # the user's own traits win
-            elif key == LAST:
+            elif key.startswith(LAST):  # (one per channel)
                 into[key] = max(mine, theirs)
+            elif key.startswith(SPENT):  # a channel's budget: the fires of both
+                fatigue = self.nudges.fatigue
+                into[key] = fatigue.merge_spent(key, mine, theirs) if fatigue else mine
+            elif key == DEFERRED:  # the later deferral of each nudge
+                into[key] = {n: max(d, mine.get(n, d)) for n, d in {**mine, **theirs}.items()}
             elif key in (PENDING, ACCOUNT):
                 into[key] = mine + [name for name in theirs if name not in mine]
             elif key.startswith(COUNT):

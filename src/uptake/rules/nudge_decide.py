@@ -1,12 +1,13 @@
 """The one decision: which nudges fire for a user at one moment, and why the others don't.
 
-Evaluation order for each nudge, in priority order: schedule, audience by traits, trigger,
-``unless``, caps (dismissal, max_shows, snooze, cooldown), then the host's ``audience``
-callable (asked last: it is host code and may be slow); the nudges that pass all of them
-go through the per-user rate limit one by one, and each is either held out (a stable hash
-of the user puts them in the client's global holdout, or one of nudge and user in the
-nudge's control group: recorded, never shown) or fired. Both arms are recorded at this
-same point, which is what makes the report's lift a comparison by assignment.
+Evaluation order for each nudge, in priority order: schedule, audience by traits, trigger
+(or a deferral by quiet hours), ``unless``, caps (dismissal, max_shows, snooze, cooldown),
+then the host's ``audience`` callable (asked last: it is host code and may be slow); the
+nudges that pass all of them go one by one through the limits of their channel (the
+user's budget, quiet hours where the user is, the rate limit), and each is either held out
+(a stable hash of the user puts them in the client's global holdout, or one of nudge and
+user in the nudge's control group: recorded, never shown) or fired. Both arms are recorded
+at this same point, which is what makes the report's lift a comparison by assignment.
 
 :meth:`Decider.decide` is used both to decide (on the live state, inside a store update)
 and to explain (on a copy, with ``why`` given: only then are reason strings built), so an
@@ -19,16 +20,16 @@ Pure logic over a :class:`~uptake.rules.state.SubjectState`: no clock, no I/O.
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
-from types import MappingProxyType
 from typing import Any
 
+from .nudge_context import Context, Question, ask_audience
+from .nudge_fatigue import Fatigue, Why
 from .nudge_spec import (
+    DEFAULT_CHANNEL,
     Action,
-    Audience,
     Declining,
     EventCount,
     Inactive,
@@ -45,131 +46,21 @@ from .state import REACHED, SubjectState, reached_key
 
 __all__ = ["Context", "Decider", "Question", "Why"]
 
-logger = logging.getLogger("uptake")
-
 # Keys of SubjectState.nudges other than nudge names (which may not contain a NUL).
-LAST = "\x00last"  # when any nudge last fired for this user (the rate limit)
+# When a nudge last fired for this user (the rate limit); + ":" + channel for a channel
+# other than the default one.
+LAST = "\x00last"
 PENDING = "\x00pending"  # names fired and not yet shown, clicked or dismissed
 COUNT = "\x00n:"  # + event: lifetime count
 RECENT = "\x00w:"  # + event: the latest times (for windowed counts)
 ACCOUNT = "\x00acct"  # account milestones (that Reached triggers name) this user has seen
 CONFIG = "\x00cfg"  # the nudge set ``due`` was computed for
 # A nudge's record: [fires (held-out ones too), last fire, dismissed, snoozed until,
-# rate-limit suppression recorded at].
+# the last suppression recorded (rate limit, budget or quiet hours) at].
 FIRES, AT, DISMISSED, UNTIL, SUPPRESSED = range(5)
 
-#: Reasons recorded while explaining: nudge name -> (status, detail, until).
-Why = dict[str, tuple[NudgeStatus, str, "float | None"]]
 
 _ASK = "ask"  # check(): the host's audience callable must be asked first
-
-
-class Context:
-    """Who is being evaluated, and lazy access to what lives outside their state.
-
-    ``answers`` holds what the host's audience callables said (asked outside the store);
-    with ``direct`` set (explaining, on a copy of the state) they are called right away.
-    """
-
-    __slots__ = (
-        "_account_reached",
-        "_engagement",
-        "_reached",
-        "account_id",
-        "answers",
-        "direct",
-        "user_id",
-    )
-
-    def __init__(
-        self,
-        user_id: str,
-        account_id: str | None,
-        account_reached: frozenset[str] = frozenset(),
-        engagement: Callable[[SubjectState, float], Any] | None = None,
-    ) -> None:
-        self.user_id = user_id
-        self.account_id = account_id
-        self._account_reached = account_reached
-        self._engagement = engagement
-        self._reached: frozenset[str] | None = None
-        self.answers: dict[str, bool] | None = None
-        self.direct = False
-
-    def has(self, state: SubjectState, key: str) -> bool:
-        """Whether the user or their account reached the milestone of ``reached_key`` key."""
-        events = state.events
-        if events is not None and key in events:
-            return True
-        return bool(self._account_reached) and key[len(REACHED) :] in self._account_reached
-
-    def reached(self, state: SubjectState) -> frozenset[str]:
-        """Milestones reached by the user or by their account (nudges never change it)."""
-        if self._reached is None:
-            own = state.reached
-            both = frozenset(own) | self._account_reached if own else self._account_reached
-            self._reached = both
-        return self._reached
-
-    def view(self, state: SubjectState, t: float, copy: bool) -> Audience:
-        """What an audience callable is given; ``copy``: from a copy of the state, for use
-        after the store update has ended."""
-        compute = self._engagement
-        engagement = None
-        if compute is not None:
-            seen = SubjectState.from_json(state.to_json()) if copy else state
-            engagement = lambda: compute(seen, t)  # noqa: E731
-        return Audience(
-            self.user_id,
-            self.account_id,
-            MappingProxyType(dict(state.traits or {})),
-            self.reached(state),
-            engagement,
-        )
-
-
-def ask_audience(nudge: Nudge, view: Audience) -> bool:
-    """Ask a nudge's audience callable; a broken one keeps the nudge away (logged)."""
-    audience = nudge.audience
-    assert callable(audience)
-    try:
-        return bool(audience(view))
-    except Exception:  # a broken predicate keeps the nudge away, never breaks tracking
-        logger.exception("audience of nudge %r raised; the user is left out", nudge.name)
-        return False
-
-
-class Question:
-    """An audience callable the decision needs answered, outside the store's update.
-
-    Everything before ``rest[0]`` in priority order is decided and recorded; the decision
-    resumes at ``rest[0]`` once :meth:`ask` has answered (in ``context.answers``).
-    """
-
-    __slots__ = ("context", "everything", "previous", "rest", "t", "view")
-
-    def __init__(
-        self,
-        rest: Sequence[Nudge],
-        view: Audience,
-        context: Context,
-        t: float,
-        previous: float | None,
-        everything: bool,
-    ) -> None:
-        self.rest = rest
-        self.view = view
-        self.context = context
-        self.t = t
-        self.previous = previous
-        self.everything = everything
-
-    def ask(self) -> None:
-        """Call the host's audience callable (never inside a store update)."""
-        nudge = self.rest[0]
-        if self.context.answers is None:
-            self.context.answers = {}
-        self.context.answers[nudge.name] = ask_audience(nudge, self.view)
 
 
 class Decider:
@@ -179,6 +70,7 @@ class Decider:
     rate_limit: float | None
     global_holdout: float
     fingerprint: str
+    fatigue: Fatigue | None
     _unless: dict[str, tuple[str, ...]]
     _declining: Callable[[SubjectState, float], bool] | None
     _next_week: Callable[[float], float]
@@ -201,10 +93,9 @@ class Decider:
         Returns the actions, and a :class:`Question` when a host audience callable must be
         asked before the rest of ``pool`` can be decided.
         """
-        records = state.nudges if state.nudges is not None else {}
         actions: list[Action] = []
-        last = records.get(LAST)
         rate_limit = self.rate_limit
+        fatigue = self.fatigue
         for i, nudge in enumerate(pool):
             status = self.check(nudge, state, t, previous, context, why)
             if status is not None:
@@ -214,6 +105,14 @@ class Decider:
                         state.due = min(state.due, t)
                     return actions, Question(pool[i:], view, context, t, previous, everything)
                 continue
+            if fatigue is not None:
+                held = fatigue.holds_back(state, nudge, t, why)
+                if held is not None:  # the budget is spent, or it is night for the user
+                    self._suppress(state, nudge, t, held[0], held[1], actions)
+                    continue
+            channel = nudge.channel
+            last_key = LAST if channel == DEFAULT_CHANNEL else f"{LAST}:{channel}"
+            last = state.nudges.get(last_key) if state.nudges is not None else None
             if rate_limit is not None and last is not None and t < last + rate_limit:
                 if why is not None:
                     why[nudge.name] = (
@@ -221,19 +120,18 @@ class Decider:
                         "the user was nudged too recently",
                         last + rate_limit,
                     )
-                record = self._record(state, nudge)
-                if record[SUPPRESSED] is None or record[SUPPRESSED] < last:
-                    record[SUPPRESSED] = t  # recorded once per rate-limit period
-                    actions.append(("suppressed", nudge, "rate_limited"))
+                self._suppress(state, nudge, t, "rate_limited", last, actions)
                 continue
             record = self._record(state, nudge)
             record[FIRES] += 1
             record[AT] = t
-            last = t
             assert state.nudges is not None
-            # A held-out user uses up the rate limit too: the control group must get what
-            # the others get, minus this nudge, or lift would compare with another nudge.
-            state.nudges[LAST] = t
+            # A held-out user uses up the rate limit (and the budget) too: the control
+            # group must get what the others get, minus this nudge, or lift would compare
+            # with another nudge.
+            state.nudges[last_key] = t
+            if fatigue is not None:
+                fatigue.spend(state.nudges, channel, nudge.name, t)
             if self.global_holdout and in_global_holdout(context.user_id, self.global_holdout):
                 # Assigned to the programme's control group: recorded like a held-out user
                 # of this nudge (same moment, same caps), marked global by the facade.
@@ -264,6 +162,22 @@ class Decider:
                 state.nudges[CONFIG] = self.fingerprint
         return actions, None
 
+    def _suppress(
+        self,
+        state: SubjectState,
+        nudge: Nudge,
+        t: float,
+        reason: str,
+        since: float,
+        actions: list[Action],
+    ) -> None:
+        """Record that ``reason`` holds a nudge back: once since ``since`` (the fire that
+        started the rate limit or spent the budget, the start of quiet hours)."""
+        record = self._record(state, nudge)
+        if record[SUPPRESSED] is None or record[SUPPRESSED] < since:
+            record[SUPPRESSED] = t
+            actions.append(("suppressed", nudge, reason))
+
     def check(
         self,
         nudge: Nudge,
@@ -291,9 +205,13 @@ class Decider:
             return "not_in_audience"
         reasons: list[str] | None = [] if why is not None else None
         if not self.holds(nudge, state, t, previous, context, reasons):
-            if why is not None and reasons is not None:
-                why[name] = ("trigger_not_met", reasons[0], None)
-            return "trigger_not_met"
+            fatigue = self.fatigue
+            if fatigue is None or not fatigue.deferred(state.nudges, name, t):
+                if why is not None and reasons is not None:
+                    why[name] = ("trigger_not_met", reasons[0], None)
+                return "trigger_not_met"
+            if reasons is not None:  # its trigger held during quiet hours
+                reasons[0] = f"triggered during quiet hours, deferred ({reasons[0]} now)"
         for key in self._unless[name]:
             if context.has(state, key):
                 if why is not None:
@@ -425,6 +343,8 @@ class Decider:
         moments: list[float] = []
         again: list[float] = []  # cooldown ends, which may be ``t`` itself
         records = state.nudges or {}
+        fatigue = self.fatigue
+        live: list[tuple[str, str]] = []  # nudges that may still fire: (name, channel)
         for nudge in self.nudges:
             record = records.get(nudge.name)
             if record is not None and (record[DISMISSED] or record[FIRES] >= nudge.max_shows):
@@ -447,9 +367,14 @@ class Decider:
                 if record[UNTIL] is not None:
                     moments.append(record[UNTIL])
                 if record[SUPPRESSED] is not None and self.rate_limit is not None:
-                    last = records.get(LAST)
+                    channel = nudge.channel
+                    last = records.get(LAST if channel == DEFAULT_CHANNEL else f"{LAST}:{channel}")
                     if last is not None:
                         moments.append(last + self.rate_limit)
+            if fatigue is not None:
+                live.append((nudge.name, nudge.channel))
+        if fatigue is not None and live:
+            moments += fatigue.moments(records, live, t)
         soonest = min((m for m in moments if m > t), default=math.inf)
         return min(soonest, min((m for m in again if m >= t), default=math.inf))
 

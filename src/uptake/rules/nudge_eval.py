@@ -2,8 +2,9 @@
 
 Only what can have changed is looked at: a nudge triggered by an event when that event
 arrives, one triggered by a milestone when it is reached, and all of them when time alone
-may have changed a decision (a deadline passed, a cooldown, snooze or rate limit ended, a
-new week for ``Declining``, a user back after a gap for ``Inactive``). ``SubjectState.due``
+may have changed a decision (a deadline passed, a cooldown, snooze, rate limit or quiet
+hours ended, a spent budget freed up, a new week for ``Declining``, a user back after a gap
+for ``Inactive``). ``SubjectState.due``
 holds the earliest such moment, so the common event costs one comparison. The decision
 itself is :class:`~uptake.rules.nudge_decide.Decider`'s, shared with the explanation.
 
@@ -35,7 +36,16 @@ from .nudge_decide import (
     Question,
 )
 from .nudge_explain import explain
-from .nudge_spec import Action, EventCount, Inactive, Nudge, NudgeExplanation, Reached
+from .nudge_fatigue import Fatigue
+from .nudge_spec import (
+    DEFAULT_CHANNEL,
+    Action,
+    EventCount,
+    Inactive,
+    Nudge,
+    NudgeExplanation,
+    Reached,
+)
 from .state import REACHED, SubjectState, reached_key
 
 __all__ = ["Decision", "NudgeRules"]
@@ -56,8 +66,12 @@ class NudgeRules(Decider):
         declining: Callable[[SubjectState, float], bool] | None,
         next_week: Callable[[float], float] | None = None,
         global_holdout: float = 0.0,
+        fatigue: Fatigue | None = None,
     ) -> None:
         self.nudges = tuple(sorted(nudges, key=lambda n: (-n.priority, n.name)))
+        # Budgets and quiet hours (None when neither is set: the decision skips them).
+        used = fatigue is not None and bool(fatigue.budgets or fatigue.hours)
+        self.fatigue = fatigue if used else None
         self.global_holdout = global_holdout
         self.by_name = {n.name: n for n in self.nudges}
         self.rate_limit = rate_limit
@@ -97,12 +111,20 @@ class NudgeRules(Decider):
         self._account_milestones: frozenset[str] = frozenset()
         # Which nudge set a user's ``due`` was computed for: after a deploy that changes
         # the nudges, every user is looked at afresh once.
-        self.fingerprint = hashlib.blake2b(
-            repr([(n.name, n.trigger, n.start, n.end, n.cooldown) for n in self.nudges]).encode(),
-            digest_size=6,
-        ).hexdigest()
+        # (Channels and fatigue only when used: a set of nudges without them keeps the
+        # fingerprint it had before they existed.)
+        fingerprint: list[object] = [
+            (n.name, n.trigger, n.start, n.end, n.cooldown)
+            + ((n.channel,) if n.channel != DEFAULT_CHANNEL else ())
+            for n in self.nudges
+        ]
+        if self.fatigue is not None:
+            fingerprint.append(self.fatigue)
+        self.fingerprint = hashlib.blake2b(repr(fingerprint).encode(), digest_size=6).hexdigest()
         self._unless = {n.name: tuple(reached_key(m) for m in n.unless) for n in self.nudges}
         self.uses_traits = any(n.audience is not None for n in self.nudges)
+        #: Traits kept for quiet hours (the user's time zone) when no audience needs all.
+        self.zone_traits = self.fatigue.traits if self.fatigue is not None else frozenset()
 
     def __bool__(self) -> bool:
         return bool(self.nudges)
@@ -229,6 +251,9 @@ class NudgeRules(Decider):
                 return False  # (state.due brings it back when the cooldown ends)
             if record[UNTIL] is not None and t < record[UNTIL]:
                 return False
+            quiet = self.fatigue is not None and records is not None
+            if quiet and Fatigue.still_quiet(records or {}, nudge.name, t):
+                return False  # (deferred: state.due brings it back when they end)
         unless = self._unless[nudge.name]
         if not unless:
             return True

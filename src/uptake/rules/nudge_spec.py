@@ -18,6 +18,7 @@ import attrs
 from ..errors import ConfigurationError
 
 __all__ = [
+    "DEFAULT_CHANNEL",
     "Action",
     "Audience",
     "AudienceRule",
@@ -32,6 +33,10 @@ __all__ = [
     "Reached",
     "Trigger",
 ]
+
+
+#: The channel of a nudge that names none: shown inside the product.
+DEFAULT_CHANNEL = "in_app"
 
 
 def _positive_duration(value: object, what: str) -> timedelta:
@@ -211,6 +216,9 @@ class Nudge:
         payload: Anything the host needs to render it; opaque to uptake.
         start: Not before this time (event time).
         end: Not from this time on.
+        channel: Where the host delivers it: ``"in_app"`` (default), ``"email"``, any
+            name. Budgets, quiet hours and the rate limit count each channel apart, so
+            in-product and out-of-product nudges do not starve each other.
 
     Raises:
         ConfigurationError: a bad name, trigger, cap, holdout or window.
@@ -233,10 +241,12 @@ class Nudge:
     )
     start: datetime | None = attrs.field(default=None, kw_only=True)
     end: datetime | None = attrs.field(default=None, kw_only=True)
+    channel: str = attrs.field(default=DEFAULT_CHANNEL, kw_only=True)
 
     def __attrs_post_init__(self) -> None:
         _name(self.name, "a nudge's name")
         where = f"nudge {self.name!r}"
+        _name(self.channel, f"{where}: channel")
         if not isinstance(self.trigger, _TRIGGERS):
             raise ConfigurationError(
                 f"{where}: trigger must be EventCount, Reached, NotReached, Inactive or "
@@ -311,6 +321,7 @@ class NudgeFired:
         timestamp: When it fired (event time, UTC).
         reason: Why, e.g. ``"Dashboard Viewed x3"``.
         priority: The nudge's priority.
+        channel: The nudge's channel (``"in_app"``, ``"email"``...): where to deliver it.
     """
 
     name: str
@@ -320,6 +331,7 @@ class NudgeFired:
     timestamp: datetime
     reason: str
     priority: int = 0
+    channel: str = DEFAULT_CHANNEL
 
 
 NudgeStatus = Literal[
@@ -334,6 +346,8 @@ NudgeStatus = Literal[
     "snoozed",
     "cooldown",
     "rate_limited",
+    "over_budget",
+    "quiet_hours",
     "held_out",
     "global_holdout",
 ]
@@ -357,9 +371,12 @@ class NudgeExplanation:
             ``"not_scheduled"``, ``"not_in_audience"``,
             ``"trigger_not_met"``, ``"suppressed"`` (an ``unless`` milestone),
             ``"max_shows"``, ``"dismissed"``, ``"snoozed"``, ``"cooldown"``,
+            ``"over_budget"`` (the user's ``nudge_budget`` for its channel is spent),
+            ``"quiet_hours"`` (deferred: it is night where the user is),
             ``"rate_limited"``.
         detail: A sentence for humans.
-        until: When the blocking condition ends, for cooldown, snooze and rate limit.
+        until: When the blocking condition ends, for cooldown, snooze, budget, quiet
+            hours and rate limit.
         fires: How many times it fired for this user so far.
         pending: Whether it fired and waits to be shown (also when it would fire again).
     """

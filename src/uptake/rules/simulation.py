@@ -16,6 +16,7 @@ from ..stores.memory import MemoryStore
 from .engagement import Engagement
 from .engine import RulesEngine
 from .milestones import Milestone
+from .nudge_fatigue import NudgeBudget, QuietHours
 from .nudges import Nudge
 
 __all__ = ["NudgeSimulation", "Simulation", "apply_past", "simulate"]
@@ -37,6 +38,9 @@ class NudgeSimulation:
         first: The first fire (event time), or None.
         last: The last fire, or None.
         by_day: Fires per UTC day (``"YYYY-MM-DD"``), in date order.
+        over_budget: Times the user's ``nudge_budget`` would have held it back (once per
+            spent budget, as "Nudge Suppressed" is live).
+        quiet_hours: Times quiet hours would have deferred it (once per night).
     """
 
     name: str
@@ -47,6 +51,8 @@ class NudgeSimulation:
     first: datetime | None
     last: datetime | None
     by_day: Mapping[str, int]
+    over_budget: int = 0
+    quiet_hours: int = 0
 
 
 @attrs.frozen
@@ -91,6 +97,8 @@ def simulate(
     inactive_events: frozenset[str],
     parse: Callable[[object], Parsed | None],
     global_holdout: float = 0.0,
+    budgets: Sequence[NudgeBudget] = (),
+    quiet_hours: Sequence[QuietHours] = (),
 ) -> Simulation:
     """Run history through a private engine and count every nudge decision."""
     engine = RulesEngine(
@@ -102,6 +110,8 @@ def simulate(
         tz=tz,
         inactive_events=inactive_events,
         global_holdout=global_holdout,
+        budgets=budgets,
+        quiet_hours=quiet_hours,
     )
     applied = skipped = 0
     users: set[str] = set()
@@ -128,8 +138,8 @@ def simulate(
             snooze = props.get("snooze_s")
             seconds = float(snooze) if isinstance(snooze, (int, float)) else 0.0
             engine.outcome(uid, anon, str(props["nudge"]), outcome, t, seconds)
-        for kind, nudge, _ in engine.update(uid, anon, account, name, props, t).nudges:
-            counts[nudge.name][kind] += 1
+        for kind, nudge, reason in engine.update(uid, anon, account, name, props, t).nudges:
+            counts[nudge.name][reason if kind == "suppressed" else kind] += 1
             if kind == "fired":
                 fired_users[nudge.name].add(subject)
                 times[nudge.name].append(t)
@@ -143,7 +153,9 @@ def simulate(
             users=len(fired_users[n.name]),
             fires=counts[n.name]["fired"],
             held_out=counts[n.name]["held_out"] + counts[n.name]["global_holdout"],
-            rate_limited=counts[n.name]["suppressed"],
+            rate_limited=counts[n.name]["rate_limited"],
+            over_budget=counts[n.name]["over_budget"],
+            quiet_hours=counts[n.name]["quiet_hours"],
             first=datetime.fromtimestamp(min(when), timezone.utc) if when else None,
             last=datetime.fromtimestamp(max(when), timezone.utc) if when else None,
             by_day=MappingProxyType(dict(sorted(days[n.name].items()))),
