@@ -45,7 +45,7 @@ from ..lift import ArmSums
 from ..metrics import DailyActive, Record, Report, SegmentStat
 from ..sources import Source
 from . import model
-from .backends import Backend, DuckDBBackend, append_all, load, open_backend
+from .backends import Backend, DuckDBBackend, load, open_backend
 from .store import arrow_batches, fast_path_available
 from .table import batches
 
@@ -121,7 +121,8 @@ def _ingest(
         odd: list[int] = []
         fast = arrow_batches(store, records, seats_trait, segment_by, odd, DuckDBBackend.day(*zone))
         if fast is not None:
-            append_all(db, fast)
+            for arrow in fast:  # batch by batch: joining them into larger appends
+                db.append(arrow)  # cost the 10M report 150 MB of peak RSS
             calendar = Calendar(tz)
             for i in range(0, len(odd), 500):
                 ids = ", ".join(str(int(rowid)) for rowid in odd[i : i + 500])

@@ -57,7 +57,7 @@ class Backend(Protocol):
 
 
 #: DuckDB's memory limit for the report (it spills to disk beyond it).
-MEMORY_LIMIT = "1GB"
+MEMORY_LIMIT = "900MB"
 
 _DUCK_TYPES = {"int": "BIGINT", "float": "DOUBLE", "text": "VARCHAR"}
 
