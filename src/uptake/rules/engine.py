@@ -17,8 +17,7 @@ from collections.abc import Mapping, Sequence
 from datetime import tzinfo
 from typing import Any
 
-from ..errors import InvalidEventError, StoreUnavailable
-from ..events import check_account, check_identity
+from ..errors import StoreUnavailable
 from ..stores import Store
 from .calendar import Calendar
 from .engagement import (
@@ -26,9 +25,9 @@ from .engagement import (
     MASK_DAYS,
     Engagement,
     EngagementRules,
-    EngagementSnapshot,
 )
 from .engagement_signals import Signals
+from .engine_reads import EngineReads, subject_keys
 from .identity import Identity, Merged, Merger, merged_into
 from .milestones import FEATURE_EVENT, Milestone, MilestoneRules
 from .nudge_fatigue import Fatigue, NudgeBudget, QuietHours
@@ -56,7 +55,7 @@ _MAX_TRAITS = 64
 _NOTHING = Effects()
 
 
-class RulesEngine:
+class RulesEngine(EngineReads):
     """Every rule of one client over one store (internal)."""
 
     def __init__(
@@ -498,44 +497,6 @@ class RulesEngine:
                     self.failures,
                 )
 
-    # ------------------------------------------------------------------ reading
-
-    def state(
-        self, user_id: object, account_id: object, now: float
-    ) -> tuple[str, SubjectState] | None:
-        """The stored state of a user (as user or anonymous id) or an account, with its key."""
-        for key in subject_keys(user_id, account_id):
-            key, state = self.identity.resolve(key, self.store.get(key))
-            if state is not None:
-                return key, state
-        return None
-
-    def missed(self, key: str, state: SubjectState, now: float) -> list[str]:
-        rules = self.account if key.startswith("account:") else self.user
-        return rules.missed_by(state, now)
-
-    def snapshot(self, user_id: object, account_id: object, now: float) -> EngagementSnapshot:
-        """The engagement snapshot of a user or account at event time ``now``."""
-        found = self.state(user_id, account_id, now)
-        key, state = found if found is not None else (subject_keys(user_id, account_id)[0], None)
-        rules = self.account_engagement if key.startswith("account:") else self.user_engagement
-        assert rules is not None  # the client checks engagement is on
-        return rules.snapshot(
-            state,
-            now,
-            subject=key.split(":", 1)[1],
-            reached=state.reached if state is not None else {},
-            missed=self.missed(key, state, now) if state is not None else (),
-        )
-
-    def forget(self, user_id: object, account_id: object) -> bool:
-        known = False
-        for key in subject_keys(user_id, account_id):
-            if key.startswith("account:") and self._accounts is not None:
-                self._accounts.forget(key[len("account:") :])
-            known = self.store.delete(key) or known
-        return known
-
 
 def _set_traits(state: SubjectState, traits: dict[str, Any]) -> None:
     merged = dict(state.traits or {})
@@ -545,13 +506,3 @@ def _set_traits(state: SubjectState, traits: dict[str, Any]) -> None:
     if merged != state.traits:
         state.traits = merged
         state.due = 0.0  # an audience may now let a nudge through: look again when next seen
-
-
-def subject_keys(user_id: object, account_id: object) -> list[str]:
-    """The store keys a user id (as user or anonymous id) or an account id may have."""
-    if (user_id is None) == (account_id is None):
-        raise InvalidEventError("give either a user_id or an account_id")
-    if account_id is not None:
-        return [f"account:{check_account(account_id)}"]
-    uid = check_identity(user_id, None)[0]
-    return [f"user:{uid}", f"anon:{uid}"]
