@@ -33,9 +33,8 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 from .._rulestate import SubjectState
-from .._sessionstate import SessionChange, SessionRecord
 from ..errors import ConfigurationError, StoreUnavailable
-from . import _redis_sessions as _sessions
+from ._redis_sessions import RedisSessions
 
 __all__ = ["RedisStore"]
 
@@ -110,21 +109,10 @@ return {1}
 #: Tokens of a subject's latest writes kept in its value (the newest first).
 _KEPT = 8
 _ATTEMPTS = 8
-#: A session is written by every worker a user's requests reach, often at once (a page's
-#: parallel requests): more tries, each after the second lost one preceded by a random
-#: pause of up to 0.25 ms, doubling to 8 ms (at most about 50 ms in all), before its event
-#: goes without a session id. Two writers in lockstep on one user part ways.
-_SESSION_ATTEMPTS = 12
-
-
-def _step_aside(attempt: int) -> None:
-    time.sleep(secrets.randbelow(1 + min(8_000, 250 << (attempt - 2))) / 1_000_000)
-
-
 _STRIPES = 32
 
 
-class RedisStore:
+class RedisStore(RedisSessions):
     """Keeps rule state in Redis, so every host behind a load balancer shares it.
 
     Needs the ``redis`` extra: ``pip install 'uptake[redis]'``. Thread-safe and fork-safe.
@@ -328,87 +316,6 @@ class RedisStore:
             for node in self._client.get_nodes():
                 if node.redis_connection is not None:
                     node.redis_connection.connection_pool.reset()
-
-    # ------------------------------------------------------------------ sessions
-
-    def session_update(self, key: str, change: SessionChange[T]) -> T:
-        """Call ``change(record or None)`` on the open session of ``key``, atomically.
-
-        Optimistic, as :meth:`update`: a change is one script that writes only if the
-        session still holds what this process last saw of it (one round trip when no
-        other process changed it since); an event that changes nothing is one read.
-
-        Raises:
-            StoreUnavailable: Redis failed, was too slow, or is being given a rest.
-        """
-        self._check_available()
-        names = _sessions.keys(self.prefix)
-        with self._cache_lock:
-            raw = self._session_cache.get(key)
-        fresh = raw is None
-        try:
-            for attempt in range(_SESSION_ATTEMPTS):
-                if attempt >= 2 and fresh:  # lost to another writer twice: step aside a
-                    _step_aside(attempt)  # random moment, so two in lockstep part ways
-                if raw is None:
-                    raw = _sessions.text(self._call(lambda: self._client.hget(names[0], key)))
-                current = _sessions.loads(key, raw)
-                kept, result = change(current)
-                if kept is current and not fresh:  # decided on a cached copy: read it
-                    raw, fresh = None, True
-                    continue
-                if kept is not current:
-                    args = _sessions.cas_args(key, raw, kept)
-                    reply = self._call(
-                        lambda a=args: self._client.eval(_sessions.CAS, 3, *names, *a)
-                    )
-                    if reply[0] != 1:
-                        self.conflicts += 1
-                        raw, fresh = _sessions.text(reply[1]), True
-                        continue
-                    raw = args[2]
-                self._remember_session(key, raw)
-                return result
-        except BaseException:
-            self._remember_session(key, None)
-            raise
-        raise StoreUnavailable(f"{self!r}: the session of {key} kept changing")
-
-    def _remember_session(self, key: str, raw: str | None) -> None:
-        """Keep (or with None forget) what this process last saw of a user's session."""
-        with self._cache_lock:
-            cache = self._session_cache
-            cache.pop(key, None)
-            if raw is not None and self.cache_size:
-                cache[key] = raw
-                if len(cache) > self.cache_size:
-                    del cache[next(iter(cache))]
-
-    def session_get(self, key: str) -> SessionRecord | None:
-        """The open session of ``key``, or None.
-
-        Raises:
-            StoreUnavailable: Redis failed, was too slow, or is being given a rest.
-        """
-        self._check_available()
-        name = _sessions.keys(self.prefix)[0]
-        return _sessions.loads(key, self._call(lambda: self._client.hget(name, key)))
-
-    def session_take(
-        self, idle_before: float, started_before: float, limit: int
-    ) -> list[SessionRecord]:
-        """Delete and return (at most ``limit``) sessions over, each to one caller only.
-
-        Raises:
-            StoreUnavailable: Redis failed, was too slow, or is being given a rest.
-        """
-        self._check_available()
-        names = _sessions.keys(self.prefix)
-        args = [repr(idle_before), repr(started_before), limit]
-        taken = self._call(lambda: self._client.eval(_sessions.TAKE, 3, *names, *args))
-        pairs = zip(taken[::2], taken[1::2], strict=True)
-        found = [_sessions.loads(_sessions.text(key), raw) for key, raw in pairs]
-        return [record for record in found if record is not None]
 
     def _landed(self, names: list[str], tokens: list[str]) -> bool:
         """Whether a write whose reply was lost did land: the keys keep its tokens.
