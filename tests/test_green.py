@@ -3,7 +3,10 @@
 Each case runs in its own process (monkey-patching is for a whole process): ten greenlets,
 each inside its own ``client.context()``, track 100 events while yielding to each other;
 then the process ends normally (the interpreter-exit flush delivers), or, for gevent, is
-stopped by SIGTERM (the SIGTERM flush delivers). The three processes run at once.
+stopped by SIGTERM (the SIGTERM flush delivers): sent by the test once the process idles,
+or raised inside the first batch's delivery, so that the handler interrupts the delivery
+greenlet itself (waiting there once stalled the flush until its deadline, and the process
+died with nothing delivered). The four processes run at once.
 """
 
 from __future__ import annotations
@@ -39,8 +42,21 @@ else:
         for g in greenlets:
             g.wait()
 
+import os
+import signal
 import time
 import uptake
+
+if ending == "sigterm-in-delivery":  # the signal lands while the delivery greenlet runs
+    from uptake.transport import HttpTransport
+
+    send = HttpTransport.send
+    def send_after_signal(self, messages):
+        if not getattr(send_after_signal, "done", False):
+            send_after_signal.done = True
+            os.kill(os.getpid(), signal.SIGTERM)
+        return send(self, messages)
+    HttpTransport.send = send_after_signal
 
 client = uptake.Client(
     write_key="wk", endpoint=sys.argv[1], flush_at=50, flush_interval=60, exit_timeout=10
@@ -55,11 +71,16 @@ def work(n):
 
 join_all([spawn(work, n) for n in range(10)])
 print("tracked", flush=True)
-if ending == "sigterm":
+if ending.startswith("sigterm"):
     time.sleep(60)  # a server idling until it is told to stop
 """
 
-CASES = [("gevent", "exit"), ("gevent", "sigterm"), ("eventlet", "exit")]
+CASES = [
+    ("gevent", "exit"),
+    ("gevent", "sigterm"),
+    ("gevent", "sigterm-in-delivery"),
+    ("eventlet", "exit"),
+]
 
 
 @dataclass
@@ -107,7 +128,7 @@ def test_every_event_is_delivered(
     outcomes: dict[tuple[str, str], Outcome], case: tuple[str, str]
 ) -> None:
     outcome = outcomes[case]
-    expected_status = -signal.SIGTERM if case[1] == "sigterm" else 0
+    expected_status = -signal.SIGTERM if case[1].startswith("sigterm") else 0
     assert outcome.returncode == expected_status, outcome.stderr
     green = [e for e in outcome.events if e.get("event") == "Green"]
     assert len(green) == 1000, outcome.stderr
@@ -115,3 +136,41 @@ def test_every_event_is_delivered(
     assert all(e["userId"] == f"u{e['properties']['greenlet']}" for e in green)
     assert len({e["messageId"] for e in outcome.events}) == len(outcome.events)
     assert "Traceback" not in outcome.stderr
+
+
+BUSY = """
+import sys
+from gevent import monkey
+monkey.patch_all()
+import uptake
+
+client = uptake.Client(write_key="wk", endpoint=sys.argv[1], exit_timeout=0.5)
+client.track("u1", "Busy")
+print("busy", flush=True)
+while True:  # a greenlet that never yields: the flush greenlet never gets to run
+    pass
+"""
+
+
+def test_sigterm_ends_a_process_whose_greenlets_never_yield(tmp_path: Any) -> None:
+    script = tmp_path / "busy.py"
+    script.write_text(BUSY)
+    with LoopbackCollector(write_key="wk") as collector:
+        proc = subprocess.Popen(
+            [sys.executable, str(script), collector.url],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert proc.stdout is not None
+            assert proc.stdout.readline().strip() == "busy"
+            proc.send_signal(signal.SIGTERM)
+            _, stderr = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    # the watchdog re-delivered the signal after the deadline: died by it, as without uptake
+    assert proc.returncode == -signal.SIGTERM, stderr
+    assert "Traceback" not in stderr

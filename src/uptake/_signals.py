@@ -24,15 +24,22 @@ The flush runs on a helper thread while the handler waits for it (at most the lo
 a lock the flush needs, and waiting on it inline would hang the process forever. A second
 SIGTERM while the handler waits stops waiting at once.
 
-Under gevent's monkey-patching, the handler may run in the event loop's own greenlet (the
-hub), which must never wait (gevent raises ``BlockingSwitchOutError``): there, it hands
-the same work to a new greenlet and returns, and that greenlet flushes, then does what the
-signal would have done. Under eventlet's patching no handler is installed (its main
+Under gevent's monkey-patching every greenlet shares the main thread, so the handler runs
+in whichever greenlet was interrupted: the event loop's own (the hub, which must never
+wait), a request's, or the delivery greenlet itself in the middle of a batch. Waiting there
+would stop the very greenlet the flush waits for (the process then sat out the whole
+``exit_timeout`` and died with the batch undelivered). So under gevent the handler always
+hands the work to a new greenlet and returns at once; that greenlet flushes, then does what
+the signal would have done. When that is the default action, the handler also restores
+``SIG_DFL`` at once (a second SIGTERM ends the process) and starts a real watchdog thread
+that re-delivers the signal after the deadline, so a process whose greenlets never yield
+still dies by SIGTERM. Under eventlet's patching no handler is installed (its main
 greenlet is not the main thread for ``threading``): SIGTERM kills the process as before.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -82,11 +89,22 @@ class SigtermFlush:
         self._busy = False
 
     def __call__(self, signum: int, frame: FrameType | None) -> None:
-        spawn = _green_hub_spawn()
-        if spawn is not None:  # in a green event loop, which must not wait: hand it over
-            spawn(self._handle, signum, frame)
+        spawn = _green_spawn()
+        if spawn is None:
+            self._handle(signum, frame)
             return
-        self._handle(signum, frame)
+        # Green: the interrupted greenlet may be the one the flush needs; hand it over.
+        if not callable(self.previous):
+            signal.signal(signum, signal.SIG_DFL)
+            _start_watchdog(self.deadline() + 2 * _SLACK_S, signum)
+        spawn(self._handle, signum, frame)
+
+    def deadline(self) -> float:
+        """The longest ``exit_timeout`` of the live clients (0 when there are none)."""
+        try:
+            return max((_exit_timeout(client) for client in self.clients()), default=0.0)
+        except Exception:  # never let uptake break a shutdown
+            return 0.0
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if not self._busy:  # a second signal during the flush goes straight on
@@ -178,24 +196,45 @@ def install_sigterm_flush(clients: Callable[[], Iterable[Flushable]]) -> bool:
         return True
 
 
-def _green_hub_spawn() -> Callable[..., object] | None:
-    """A function that starts a greenlet, when this code runs in a green event loop's hub.
+def _green_spawn() -> Callable[..., object] | None:
+    """``gevent.spawn`` when gevent has monkey-patched ``threading`` in this process.
 
-    Only for gevent with ``threading`` monkey-patched (elsewhere the wait is on a real
-    thread and may block); None otherwise, and when gevent is not imported. (Under
-    eventlet's patching no handler is installed: its main greenlet is not the main thread
-    for ``threading``.)
+    None otherwise, and when gevent is not imported: there the flush waits on a real thread
+    and the handler may block. (Under eventlet's patching no handler is installed: its main
+    greenlet is not the main thread for ``threading``.)
     """
     try:
         monkey = sys.modules.get("gevent.monkey")
         if monkey is not None and monkey.is_module_patched("threading"):
             import gevent
 
-            if gevent.getcurrent() is gevent.get_hub():
-                return gevent.spawn  # type: ignore[no-any-return]
+            return gevent.spawn  # type: ignore[no-any-return]
     except Exception:  # a green library in a state we do not know: wait inline
-        logger.debug("uptake: could not tell whether SIGTERM arrived in a green hub", exc_info=True)
+        logger.debug("uptake: could not tell whether gevent patched threading", exc_info=True)
     return None
+
+
+def _start_watchdog(after: float, signum: int) -> None:
+    """Re-deliver ``signum`` after ``after`` seconds from a real OS thread (gevent's originals).
+
+    The handler has restored ``SIG_DFL`` by then, so this ends the process when the green
+    flush has not (its greenlet never got to run, or the flush hung).
+    """
+    try:
+        from gevent import monkey
+
+        start_new_thread = monkey.get_original("_thread", "start_new_thread")
+        real_sleep = monkey.get_original("time", "sleep")
+    except Exception:
+        logger.debug("uptake: no real thread for the SIGTERM watchdog", exc_info=True)
+        return
+
+    def watch() -> None:
+        real_sleep(after)
+        os.kill(os.getpid(), signum)
+
+    with contextlib.suppress(RuntimeError):  # interpreter shutting down: nothing to guard
+        start_new_thread(watch, ())
 
 
 def _exit_timeout(client: Flushable) -> float:
