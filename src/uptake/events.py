@@ -69,7 +69,7 @@ if hasattr(os, "register_at_fork"):
 
 def new_message_id() -> str:
     """Return a fresh message id, unique across processes (32 hex digits)."""
-    return "%s%016x" % (_id_prefix, next(_id_counter))  # noqa: UP031 - fastest here
+    return f"{_id_prefix}{next(_id_counter):016x}"
 
 
 def new_session_id() -> str:
@@ -351,7 +351,7 @@ _LIBRARY_JSON = _encode(LIBRARY)
 
 
 def encode_track(
-    message_id: str,
+    message_id: str | None,
     timestamp: str,
     user_id: str | None,
     anonymous_id: str | None,
@@ -362,7 +362,8 @@ def encode_track(
 ) -> bytes | None:
     """Encode a plain track event without building its dict first (the hot path).
 
-    Produces the same JSON document as :func:`encode` on the equivalent message. Returns
+    Produces the same JSON document as :func:`encode` on the equivalent message; a
+    ``message_id`` of None gives the event a new one (as :func:`new_message_id`). Returns
     ``None`` when the event needs the careful path (properties that need sanitising, text
     that is not valid UTF-8); the caller then builds the dict and uses :func:`encode`.
     """
@@ -370,27 +371,23 @@ def encode_track(
         props = _encode(properties) if properties else "{}"
     except Exception:
         return None
-    parts = [
-        '{"type":"track","messageId":"',
-        message_id,
-        '","timestamp":"',
-        timestamp,
-        '","event":',
-        _escape(event),
-        ',"properties":',
-        props,
-    ]
-    if user_id is not None:
-        parts += (',"userId":', _escape(user_id))
-    if anonymous_id is not None:
-        parts += (',"anonymousId":', _escape(anonymous_id))
-    parts += (',"context":{"library":', _LIBRARY_JSON)
-    if account_id is not None:
-        parts += (',"groupId":', _escape(account_id))
-    if session_id is not None:
-        parts += (',"sessionId":', _escape(session_id))
-    parts.append("}}")
+    # One f-string per event (cheaper than joining a list); the common shapes first.
+    if anonymous_id is None:
+        ids = "" if user_id is None else f',"userId":{_escape(user_id)}'
+    elif user_id is None:
+        ids = f',"anonymousId":{_escape(anonymous_id)}'
+    else:
+        ids = f',"userId":{_escape(user_id)},"anonymousId":{_escape(anonymous_id)}'
+    group = "" if account_id is None else f',"groupId":{_escape(account_id)}'
+    session = "" if session_id is None else f',"sessionId":{_escape(session_id)}'
+    if message_id is None:
+        message_id = f"{_id_prefix}{next(_id_counter):016x}"
+    text = (
+        f'{{"type":"track","messageId":"{message_id}","timestamp":"{timestamp}",'
+        f'"event":{_escape(event)},"properties":{props}{ids},'
+        f'"context":{{"library":{_LIBRARY_JSON}{group}{session}}}}}'
+    )
     try:
-        return "".join(parts).encode("utf-8")
+        return text.encode("utf-8")
     except UnicodeEncodeError:
         return None

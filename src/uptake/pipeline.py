@@ -33,7 +33,6 @@ logger = logging.getLogger("uptake")
 __all__ = ["Pipeline"]
 
 _encode_track = _ev.encode_track
-_new_message_id = _ev.new_message_id
 _format_timestamp = _ev.format_timestamp
 _MAX_EVENT_BYTES = _ev.MAX_EVENT_BYTES
 
@@ -54,6 +53,9 @@ class Waker(Protocol):
     def wake(self) -> None: ...
 
     def ensure_started(self) -> None: ...
+
+    @property
+    def started(self) -> bool: ...
 
 
 class RulesStage(Protocol):
@@ -105,6 +107,7 @@ class Pipeline:
         self.backlog: Callable[[], int] | None = getattr(buffer, "backlog", None)
         self._captures: list[Capture] = []
         self._too_large_logged: dict[str, float] = {}
+        self._started = False
         self._countdown = _SWEEP_CHECK_EVERY
         self._next_sweep = time.monotonic() + _SWEEP_EVERY_S
         self._select()
@@ -163,7 +166,7 @@ class Pipeline:
         data = None
         if context is None and self._fast:
             data = _encode_track(
-                _new_message_id(),
+                None,
                 _format_timestamp(t),
                 uid,
                 anon,
@@ -282,7 +285,9 @@ class Pipeline:
 
     def _disabled(self, data: bytes) -> None:
         """The sink of a ``send=False`` client: count the event as not sent."""
-        self.reporter.dropped("send_disabled", log=False)
+        counters = self.reporter.counters
+        with counters.lock:
+            counters.disabled += 1
 
     def _enqueue(self, data: bytes) -> None:
         """Queue one encoded event (or count why not). Never raises."""
@@ -296,11 +301,20 @@ class Pipeline:
             with reporter.counters.lock:
                 accepted = reporter.count_put(accepted_now)
         else:
-            with reporter.counters.lock:  # one step for the buffer and the counters
-                accepted = reporter.count_put(buffer.put(data))
+            counters = reporter.counters
+            with counters.lock:  # one step for the buffer and the counters
+                if buffer.put(data):  # (the common case of Reporter.count_put, inline)
+                    counters.tracked += 1
+                    counters.enqueued += 1
+                    accepted = counters.enqueued
+                else:
+                    accepted = reporter.count_put(False)
         worker = self.worker
         if not accepted or worker is None:
             return
+        if not self._started:  # (once the delivery thread runs, no call is needed)
+            worker.ensure_started()
+            self._started = worker.started
         if not accepted % self.flush_at:  # another flush_at events: a full batch may wait
             worker.wake()
             high = self.high_water
@@ -316,7 +330,6 @@ class Pipeline:
                 while backlog() >= high + high // 2 and waited < _MAX_WAIT_MS:
                     time.sleep(0.001)
                     waited += 1
-        worker.ensure_started()
 
     def too_large(self, name: str, size: int) -> None:
         """Refuse an event over the size limit on the caller's thread: counted and logged.

@@ -83,6 +83,9 @@ class Counters:
         self.in_flight = 0
         self.dropped: Counter[str] = Counter()
         self.failed: Counter[str] = Counter()
+        #: Events a ``send=False`` client was given: tracked and dropped ("send_disabled"),
+        #: kept apart so that counting one is a single increment under the lock.
+        self.disabled = 0
 
     def losses(self) -> int:
         """Events lost so far: failed, or dropped other than on purpose (call with the lock)."""
@@ -99,16 +102,20 @@ class Counters:
         with self.lock:
             if held < 0:
                 held = len(buffer)
+            dropped = self.dropped
+            if self.disabled:
+                dropped = dropped.copy()
+                dropped["send_disabled"] += self.disabled
             return Stats(
-                tracked=self.tracked,
+                tracked=self.tracked + self.disabled,
                 enqueued=self.enqueued,
                 delivered=self.delivered,
-                dropped=sum(self.dropped.values()),
+                dropped=sum(dropped.values()),
                 failed=sum(self.failed.values()),
                 retried=self.retried,
                 queued=max(0, held - self.in_flight),
                 in_flight=self.in_flight,
-                dropped_by_reason=MappingProxyType(dict(+self.dropped)),
+                dropped_by_reason=MappingProxyType(dict(+dropped)),
                 failed_by_reason=MappingProxyType(dict(+self.failed)),
             )
 

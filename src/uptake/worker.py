@@ -91,6 +91,11 @@ class Worker:
         """Ask the thread to look at the buffer now (a full batch is waiting)."""
         self._wake.set()
 
+    @property
+    def started(self) -> bool:
+        """True once the delivery thread has been started (it may have stopped since)."""
+        return self._thread is not None
+
     def ensure_started(self) -> None:
         """Start the thread if it is not running. Thread-safe."""
         if self._thread is not None:
