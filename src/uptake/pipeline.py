@@ -181,10 +181,16 @@ class Pipeline:
             else:
                 self._raw(data)
         else:  # a hook, extra context, or values the fast encoder hands back
-            message = self.message("track", uid, anon, t, account, context, session_id)
+            # With before_send and no host context, the message is built as the hook's own
+            # JSON-ready copy at once (rather than built, then copied for the hook).
+            own = context is None and self.before_send is not None and not self._captures
+            message = self.message("track", uid, anon, t, account, context, session_id, own=own)
             message["event"] = event
-            message["properties"] = properties if properties is not None else {}
-            self.emit(message, host_context=context is not None)
+            if properties is None:
+                message["properties"] = {}
+            else:
+                message["properties"] = _bs.json_ready(properties) if own else properties
+            self.emit(message, host_context=context is not None, ready=own)
         rules = self.rules
         if rules is not None:
             rules.after_track(uid, anon, account, event, properties, t, session_id, stamped)
@@ -222,10 +228,16 @@ class Pipeline:
         account: str | None,
         context: Mapping[str, Any] | None,
         session_id: str | None,
+        *,
+        own: bool = False,
     ) -> dict[str, Any]:
-        """Build the common fields of a wire message (the caller adds the rest)."""
+        """Build the common fields of a wire message (the caller adds the rest).
+
+        ``own``: the message will be handed to ``before_send`` as it is, so nothing in it
+        may be shared (the library gets its own dict).
+        """
         if context is None:
-            ctx: dict[str, Any] = {"library": _ev.LIBRARY}
+            ctx: dict[str, Any] = {"library": dict(_ev.LIBRARY) if own else _ev.LIBRARY}
         else:
             ctx = dict(context)
             ctx["library"] = _ev.LIBRARY
@@ -245,18 +257,24 @@ class Pipeline:
             message["anonymousId"] = anon
         return message
 
-    def emit(self, message: dict[str, Any], *, host_context: bool = False) -> None:
+    def emit(
+        self, message: dict[str, Any], *, host_context: bool = False, ready: bool = False
+    ) -> None:
         """Encode, filter and queue one message. Never raises.
 
         ``host_context`` says that the message's context holds values the host passed
-        (they are copied for ``before_send``; uptake's own are not).
+        (they are copied for ``before_send``; uptake's own are not). ``ready``: the message
+        is already a copy made only of JSON types that nothing else holds (see
+        :meth:`message`'s ``own``), which ``before_send`` may get as it is.
         """
         before_send = None if self._captures else self.before_send
         try:
             if before_send is None:
                 data = _ev.encode(message)
             else:
-                filtered = before_send(_bs.json_ready_message(message, host_context=host_context))
+                if not ready:
+                    message = _bs.json_ready_message(message, host_context=host_context)
+                filtered = before_send(message)
                 if filtered is None:
                     self.drop("before_send", log=False)
                     return
