@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from uptake import MemoryBuffer
 
@@ -69,3 +71,29 @@ def test_a_forked_child_starts_empty(buffer: MemoryBuffer) -> None:
     buffer.put(b"a")
     buffer.after_fork_in_child()
     assert len(buffer) == 0 and buffer.mark() == 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    sizes=st.lists(st.integers(min_value=1, max_value=400), min_size=1, max_size=300),
+    max_bytes=st.integers(min_value=1, max_value=3_000),
+)
+def test_take_returns_the_longest_prefix_that_fits_in_order(
+    sizes: list[int], max_bytes: int
+) -> None:
+    buffer = MemoryBuffer()
+    buffer.configure(max_events=10_000, max_bytes=10**9, on_drop=never, lease=60)
+    events = [b"%d:" % i + b"x" * size for i, size in enumerate(sizes)]
+    for event in events:
+        assert buffer.put(event)
+    taken: list[bytes] = []
+    while (batch := buffer.take(max_bytes)) is not None:
+        messages = list(batch.messages)
+        cost = sum(len(m) + 1 for m in messages)
+        # within the limit, or a single event larger than it; and nothing more would fit
+        assert cost <= max_bytes or len(messages) == 1
+        rest = events[len(taken) + len(messages) :]
+        assert not rest or cost + len(rest[0]) + 1 > max_bytes
+        taken += messages
+        assert buffer.nbytes == sum(map(len, rest))
+    assert taken == events

@@ -14,6 +14,7 @@ events accepted before it.
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -162,10 +163,23 @@ class MemoryBuffer:
         """
         with self._lock:
             items = self._items
-            if not items:
+            count = len(items)
+            if not count:
                 return None
-            out: list[bytes] = []
-            size = 0
+            # Whole runs of events are moved in C, not one by one: this runs under the lock
+            # that every tracking call takes, and a busy queue holds thousands of events.
+            if self._nbytes + count <= max_bytes:  # all of it fits (the usual case)
+                out = list(items)
+                items.clear()
+                size = self._nbytes + count
+            else:  # as many as fit at the average size, then one by one to the limit
+                fit = max_bytes * count // (self._nbytes + count)
+                out = list(itertools.islice(items, fit))
+                size = sum(map(len, out)) + len(out)
+                while size > max_bytes and len(out) > 1:
+                    size -= len(out.pop()) + 1
+                if out:
+                    items = self._items = deque(itertools.islice(items, len(out), None))
             while items:
                 cost = len(items[0]) + 1
                 if out and size + cost > max_bytes:
