@@ -121,6 +121,7 @@ class RulesEngine(EngineReads, EngineNudges):
         # This process's own MemoryStore (not a subclass): it never fails between the
         # change and its write, so the user's step returns what it decided directly.
         self._direct = type(store) is MemoryStore and self._atomic_many
+        self._memory: MemoryStore = store  # type: ignore[assignment]  # (when _direct)
         self._engagement = self._engagement_of
         self._nudging = bool(self.nudges)
         self._facts: dict[str, Facts] = {}
@@ -201,26 +202,25 @@ class RulesEngine(EngineReads, EngineNudges):
                     or (feature is not None and feature not in seen.features)
                 ):
                     account_key = self._keys.account(account)
-            if account_key is None and self._direct:
+            if account_key is None and self._direct and "update" not in self._memory.__dict__:
                 # The common case, in this process's memory: the user alone, one key, and
-                # the step's results returned (a MemoryStore never fails in between).
+                # the step's results returned (a MemoryStore never fails in between). Only
+                # for the class's own ``update`` (one given to the instance is honoured).
                 if not wants_user:
                     return effects
-                key = self._users.get(uid) if uid is not None else None
+                key = self._users.get(uid)  # type: ignore[arg-type]  # (None: a visitor)
                 if key is None:
                     key = self._keys.user(uid, anon)
-                reached, actions, question, changes = self.store.update(
-                    key,
-                    self._user_step if uid is not None else self._visitor_step,
-                    event,
-                    t,
-                    active,
-                    feature,
-                    day,
-                    uid or anon or "",
-                    account,
-                    decide,
-                )
+                store = self._memory
+                with store._lock:  # what MemoryStore.update does, without its *args
+                    state = store._touch(key)
+                    if uid is None:  # a visitor merged into a user: before any change
+                        target = merged_into(state)
+                        if target is not None:
+                            raise Merged(target)
+                    reached, actions, question, changes = self._user_step(
+                        state, event, t, active, feature, day, uid or anon or "", account, decide
+                    )
                 if question is not None:
                     actions = self._answer(key, question, actions)
                 if reached or actions or changes:
@@ -373,24 +373,6 @@ class RulesEngine(EngineReads, EngineNudges):
             ev.account_reached_now,
             ev.known,
         )
-
-    def _visitor_step(
-        self,
-        state: SubjectState,
-        event: str,
-        t: float,
-        active: bool,
-        feature: str | None,
-        day: int | None,
-        user: str,
-        account: str | None,
-        decide: bool,
-    ) -> Step:
-        """:meth:`_user_step` for a visitor, unless they were merged into a user."""
-        target = merged_into(state)
-        if target is not None:  # before any change: the store writes nothing
-            raise Merged(target)
-        return self._user_step(state, event, t, active, feature, day, user, account, decide)
 
     def _user_step(
         self,

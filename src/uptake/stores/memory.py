@@ -47,18 +47,13 @@ class MemoryStore:
     def __len__(self) -> int:
         return len(self._states)
 
+    # (The rules engine applies most events to a MemoryStore (this class, not a subclass)
+    # as ``update`` does, under ``_lock`` with ``_touch``, without packing arguments.)
+
     def update(self, key: str, change: Callable[..., T], *args: Any) -> T:
         """Call ``change(state, *args)`` on the state of ``key`` (created if new), atomically."""
-        with self._lock:  # (the body of _touch, inline: this runs at every event)
-            states = self._states
-            state = states.pop(key, None)
-            if state is None:
-                state = SubjectState()
-                if len(states) >= self.max_users:
-                    del states[next(iter(states))]
-                    self.evicted += 1
-            states[key] = state
-            return change(state, *args)
+        with self._lock:
+            return change(self._touch(key), *args)
 
     def update_many(self, keys: Sequence[str], change: Callable[..., T], *args: Any) -> T:
         """Call ``change([state of each key], *args)`` atomically for all the keys."""
