@@ -129,6 +129,8 @@ class RulesEngine(EngineReads, EngineNudges):
         # but ``last`` (by under a minute) skip the account's update. Off when nudges read
         # what accounts reached (they must see it at once).
         self._accounts = None if self._account_nudges else AccountMemo()
+        # (Its dict, read inline at every event with an account; empty while it is off.)
+        self._account_seen = self._accounts.seen if self._accounts is not None else {}
         self.identity = Identity(
             store, Merger(self.user, self.nudges), atomic_many=self._atomic_many
         )
@@ -192,7 +194,7 @@ class RulesEngine(EngineReads, EngineNudges):
                 day = _floor(t / 86_400.0) if self._utc else self.calendar.day_of(t)
             account_key = None
             if account is not None and wants_account:
-                seen = self._accounts.get(account) if self._accounts is not None else None
+                seen = self._account_seen.get(account)
                 if (
                     seen is None
                     or counted  # (touchpoints and inactive events are counted too)

@@ -215,6 +215,12 @@ class AccountMemo:
     def __init__(self) -> None:
         self._seen: dict[str, _Seen] = {}
 
+    @property
+    def seen(self) -> dict[str, _Seen]:
+        """Account -> what was last written there, for a lookup inline (the same dict for
+        the memo's life)."""
+        return self._seen
+
     def get(self, account: str) -> _Seen | None:
         return self._seen.get(account)
 
