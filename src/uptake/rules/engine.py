@@ -178,9 +178,10 @@ class RulesEngine(EngineReads, EngineNudges):
         effects = NO_EFFECTS
         ev: Event | None = None
         try:
-            active, dated, wants_account, counted, wants_user = self._facts.get(
-                event
-            ) or self._classify(event)
+            try:
+                active, dated, wants_account, counted, wants_user = self._facts[event]
+            except KeyError:  # (a name not seen yet)
+                active, dated, wants_account, counted, wants_user = self._classify(event)
             feature = None
             if event == FEATURE_EVENT and properties:
                 name = properties.get("feature")
@@ -213,8 +214,12 @@ class RulesEngine(EngineReads, EngineNudges):
                 key = self._users.get(uid)  # type: ignore[arg-type]  # (None: a visitor)
                 if key is None:
                     key = self._keys.user(uid, anon)
+                # What MemoryStore.update does, without packing the arguments (and with
+                # acquire and release: cheaper than ``with`` on a lock).
                 store = self._memory
-                with store._lock:  # what MemoryStore.update does, without its *args
+                lock = store._lock
+                lock.acquire()
+                try:
                     state = store._touch(key)
                     if uid is None:  # a visitor merged into a user: before any change
                         target = merged_into(state)
@@ -223,6 +228,8 @@ class RulesEngine(EngineReads, EngineNudges):
                     reached, actions, question, changes = self._user_step(
                         state, event, t, active, feature, day, uid or anon or "", account, decide
                     )
+                finally:
+                    lock.release()
                 if question is not None:
                     actions = self._answer(key, question, actions)
                 if reached or actions or changes:
