@@ -193,7 +193,12 @@ class NudgeRules(Decider):
         if everything:
             context = Context(user, account, account_reached, engagement)
             return self.decide(state, t, previous, context, self.nudges, True)
-        candidates = [n for n in triggered or () if self._open(n, state, t, account_reached)]
+        candidates: list[Nudge] = []
+        if triggered:  # (a loop, not a comprehension: no function to call)
+            is_open = self._open
+            for n in triggered:
+                if is_open(n, state, t, account_reached):
+                    candidates.append(n)
         for name in reached_now:
             candidates += self.by_milestone.get(name, ())
         if not candidates:
