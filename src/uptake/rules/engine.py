@@ -10,15 +10,13 @@ still sent.
 
 from __future__ import annotations
 
-import logging
-import math
-import time
 from collections.abc import Mapping, Sequence
 from datetime import tzinfo
+from math import floor as _floor
 from typing import Any
 
-from ..errors import StoreUnavailable
 from ..stores import Store
+from ..stores.memory import MemoryStore
 from .calendar import Calendar
 from .engagement import (
     ACTIVITY_DAYS,
@@ -26,12 +24,13 @@ from .engagement import (
     Engagement,
     EngagementRules,
 )
-from .engagement_signals import Signals
+from .engagement_signals import Change, Signals
+from .engine_nudges import EngineNudges
 from .engine_reads import EngineReads, subject_keys
 from .identity import Identity, Merged, Merger, merged_into
 from .milestones import FEATURE_EVENT, Milestone, MilestoneRules
 from .nudge_fatigue import Fatigue, NudgeBudget, QuietHours
-from .nudges import Action, Context, Decision, Nudge, NudgeExplanation, NudgeRules, Question
+from .nudges import Action, Nudge, NudgeRules, Question
 from .plumbing import (
     ACCOUNT_LAST_RESOLUTION_S,
     AccountMemo,
@@ -44,18 +43,23 @@ from .plumbing import (
 )
 from .state import SubjectState
 
-__all__ = ["Effects", "Reached", "RulesEngine", "subject_keys"]
+__all__ = ["NO_EFFECTS", "Effects", "Reached", "RulesEngine", "subject_keys"]
 
-logger = logging.getLogger("uptake")
+#: What an event that decides nothing returns (shared: never changed).
+NO_EFFECTS = Effects()
+# Shared and never changed (each step makes new lists when it has something to say).
+_NO_REACHED: list[Reached] = []
+_NO_ACTIONS: list[Action] = []
+_NO_CHANGES: list[Change] = []
+_NO_KNOWN: frozenset[str] = frozenset()
+#: What the rules do with an event of a name (see ``RulesEngine._classify``).
+Facts = tuple[bool, bool, bool, bool, bool]
+#: What a user's step decided: milestones reached, nudge actions, a question for the
+#: host, engagement signals.
+Step = tuple[list[Reached], list[Action], Question | None, list[Change]]
 
-#: Traits kept per user for nudge audiences: scalar values, this many at most.
-_MAX_TRAITS = 64
 
-
-_NOTHING = Effects()
-
-
-class RulesEngine(EngineReads):
+class RulesEngine(EngineReads, EngineNudges):
     """Every rule of one client over one store (internal)."""
 
     def __init__(
@@ -113,11 +117,20 @@ class RulesEngine(EngineReads):
         self._touchpoints = frozenset(engagement.touchpoints) if engagement else frozenset()
         self._atomic_many = bool(getattr(store, "atomic_many", True))
         self._keys = Keys()
-        self._facts: dict[str, tuple[bool, bool, bool, bool, bool]] = {}
+        self._users = self._keys.users
+        # This process's own MemoryStore (not a subclass): it never fails between the
+        # change and its write, so the user's step returns what it decided directly.
+        self._direct = type(store) is MemoryStore and self._atomic_many
+        self._memory: MemoryStore = store  # type: ignore[assignment]  # (when _direct)
+        self._engagement = self._engagement_of
+        self._nudging = bool(self.nudges)
+        self._facts: dict[str, Facts] = {}
         # What this process last wrote to each account: events that change nothing there
         # but ``last`` (by under a minute) skip the account's update. Off when nudges read
         # what accounts reached (they must see it at once).
         self._accounts = None if self._account_nudges else AccountMemo()
+        # (Its dict, read inline at every event with an account; empty while it is off.)
+        self._account_seen = self._accounts.seen if self._accounts is not None else {}
         self.identity = Identity(
             store, Merger(self.user, self.nudges), atomic_many=self._atomic_many
         )
@@ -162,12 +175,13 @@ class RulesEngine(EngineReads):
         refuses, one other writers keep changing) leaves this event out of the rules
         (``skipped``).
         """
-        effects = _NOTHING
+        effects = NO_EFFECTS
+        ev: Event | None = None
         try:
-            facts = self._facts.get(event)
-            if facts is None:
-                facts = self._classify(event)
-            active, touchpoint, wants_account, counted, wants_user = facts
+            try:
+                active, dated, wants_account, counted, wants_user = self._facts[event]
+            except KeyError:  # (a name not seen yet)
+                active, dated, wants_account, counted, wants_user = self._classify(event)
             feature = None
             if event == FEATURE_EVENT and properties:
                 name = properties.get("feature")
@@ -177,11 +191,11 @@ class RulesEngine(EngineReads):
                     wants_user = wants_user or self.user.wants(event, active, feature)
             # Both scopes keep days when either does (engagement): one time zone lookup.
             day = None
-            if (active and self._days) or touchpoint:
-                day = math.floor(t / 86_400.0) if self._utc else self.calendar.day_of(t)
+            if dated:
+                day = _floor(t / 86_400.0) if self._utc else self.calendar.day_of(t)
             account_key = None
             if account is not None and wants_account:
-                seen = self._accounts.get(account) if self._accounts is not None else None
+                seen = self._account_seen.get(account)
                 if (
                     seen is None
                     or counted  # (touchpoints and inactive events are counted too)
@@ -191,6 +205,39 @@ class RulesEngine(EngineReads):
                     or (feature is not None and feature not in seen.features)
                 ):
                     account_key = self._keys.account(account)
+            if account_key is None and self._direct and "update" not in self._memory.__dict__:
+                # The common case, in this process's memory: the user alone, one key, and
+                # the step's results returned (a MemoryStore never fails in between). Only
+                # for the class's own ``update`` (one given to the instance is honoured).
+                if not wants_user:
+                    return effects
+                key = self._users.get(uid)  # type: ignore[arg-type]  # (None: a visitor)
+                if key is None:
+                    key = self._keys.user(uid, anon)
+                # What MemoryStore.update does, without packing the arguments (and with
+                # acquire and release: cheaper than ``with`` on a lock).
+                store = self._memory
+                lock = store._lock
+                lock.acquire()
+                try:
+                    state = store._touch(key)
+                    if uid is None:  # a visitor merged into a user: before any change
+                        target = merged_into(state)
+                        if target is not None:
+                            raise Merged(target)
+                    reached, actions, question, changes = self._user_step(
+                        state, event, t, active, feature, day, uid or anon or "", account, decide
+                    )
+                finally:
+                    lock.release()
+                if question is not None:
+                    actions = self._answer(key, question, actions)
+                if reached or actions or changes:
+                    effects = Effects()
+                    effects.reached = reached
+                    effects.nudges = actions
+                    effects.changes = changes
+                return effects
             user_key = self._keys.user(uid, anon) if wants_user else None
             # One atomic store update for both subjects (one lock, or one transaction).
             if user_key is None:
@@ -249,7 +296,7 @@ class RulesEngine(EngineReads):
         except Exception as exc:  # never let the rules break the host's call
             if decide and outage(exc):
                 self.failed("evaluating milestones and nudges", exc)
-                return deferred(exc, ev)
+                return deferred(exc, ev)  # (ev: None on the direct path, which has none)
             self.skipped += 1
             self.failed("evaluating milestones and nudges", exc)
         return effects
@@ -261,15 +308,15 @@ class RulesEngine(EngineReads):
             facts = self._classify(event)
         return facts[4] or (account is not None and facts[2])
 
-    def _classify(self, event: str) -> tuple[bool, bool, bool, bool, bool]:
+    def _classify(self, event: str) -> Facts:
         """What the rules do with an event of this name (a feature aside), kept per name:
-        (active, touchpoint, the account wants it, the account cannot skip it, the user
-        wants it)."""
+        (active, its day is needed, the account wants it, the account cannot skip it, the
+        user wants it)."""
         active = event not in self.inactive_events
         touchpoint = event in self._touchpoints  # counted even when marked inactive
         facts = (
             active,
-            touchpoint,
+            (active and self._days) or touchpoint,
             (active and self._account_active)
             or touchpoint
             or self.account.wants(event, active, None),
@@ -282,23 +329,6 @@ class RulesEngine(EngineReads):
             self._facts.clear()
         self._facts[event] = facts
         return facts
-
-    def _answer(self, key: str, question: Question, actions: list[Action]) -> list[Action]:
-        """Ask the host's audience callables the decision needs, outside the store, and
-        go on deciding after each answer (one store update per answer)."""
-        actions = list(actions)
-        for _ in range(len(self.nudges.nudges)):  # each round answers one more nudge
-            question.ask()
-            try:
-                more, next_question = self.store.update(key, self.nudges.resume, question)
-            except (StoreUnavailable, TimeoutError) as exc:  # the event itself is stored
-                self.failed("deciding nudges after their audience", exc)
-                break
-            actions += more
-            if next_question is None:
-                break
-            question = next_question
-        return actions
 
     def _apply(self, states: Sequence[SubjectState], ev: Event) -> None:
         """Apply one event to the account's state (``ev.with_account``: the first of
@@ -338,171 +368,68 @@ class RulesEngine(EngineReads):
         self._apply_user(state, ev)
 
     def _apply_user(self, state: SubjectState, ev: Event) -> None:
-        """Apply one event to the user's state (directly the store's change when the
-        event has no account to update: the common case). One function, few calls: this
-        runs on the tracking thread for every event."""
-        event, t, active = ev.event, ev.t, ev.active
+        """Apply one event to the user's state, recording in ``ev`` what it decided."""
+        ev.reached, ev.actions, ev.question, ev.user_changes = self._user_step(
+            state,
+            ev.event,
+            ev.t,
+            ev.active,
+            ev.feature,
+            ev.day,
+            ev.uid or ev.anon or "",
+            ev.account,
+            ev.decide,
+            ev.account_reached_now,
+            ev.known,
+        )
+
+    def _user_step(
+        self,
+        state: SubjectState,
+        event: str,
+        t: float,
+        active: bool,
+        feature: str | None,
+        day: int | None,
+        user: str,
+        account: str | None,
+        decide: bool,
+        account_reached: list[Reached] = _NO_REACHED,
+        known: frozenset[str] = _NO_KNOWN,
+    ) -> Step:
+        """Apply one event to a user's state (the store's change when the event has no
+        account to update: the common case); return the milestones reached (the
+        account's first), the nudge actions, a question for the host, the engagement
+        signals. One function, few calls: this runs on the tracking thread for every
+        event."""
         previous = state.last if active else None
         first_before = state.first
         signals = self.user_signals
+        changes = _NO_CHANGES
         if signals is None:
-            mine = self.user.apply(state, event, t, active, ev.feature, ev.day)
+            mine = self.user.apply(state, event, t, active, feature, day)
         else:  # (what the score reads, before and after: unchanged, not computed again)
-            before = signals.inputs(state, ev.feature, None)
-            mine = self.user.apply(state, event, t, active, ev.feature, ev.day)
-            ev.user_changes = signals.evaluate(state, t, first_before is None, before, ev.feature)
-        reached = ev.account_reached_now
-        if reached:
-            mine = reached + mine
-        ev.reached = mine
+            before = signals.inputs(state, feature, None)
+            mine = self.user.apply(state, event, t, active, feature, day)
+            changes = signals.evaluate(state, t, first_before is None, before, feature)
+        if account_reached:
+            mine = account_reached + mine
         nudges = self.nudges
-        if not nudges:
-            return
-        if not ev.decide:
+        if not self._nudging:
+            return mine, _NO_ACTIONS, None, changes
+        if not decide:
             nudges.count(state, event, t)
-            return
-        names = [m.name for m, _, _ in mine] if mine else ()
-        ev.actions, ev.question = nudges.on_event(
+            return mine, _NO_ACTIONS, None, changes
+        actions, question = nudges.on_event(
             state,
             event,
             t,
             previous,
-            names,
-            ev.uid or ev.anon or "",
-            ev.account,
-            ev.known,
-            self._engagement_of,
+            [m.name for m, _, _ in mine] if mine else (),
+            user,
+            account,
+            known,
+            self._engagement,
             first_before,
         )
-
-    def _engagement_of(self, state: SubjectState, t: float) -> Any:
-        rules = self.user_engagement
-        if rules is None:
-            return None
-        missed = self.user.missed_by(state, t)
-        return rules.snapshot(state, t, subject="", reached=state.reached, missed=missed)
-
-    def _account_reached(self, account: str | None) -> frozenset[str]:
-        if account is None or not self._account_nudges:
-            return frozenset()
-        state = self.store.get(f"account:{account}")
-        return frozenset(state.reached) if state is not None else frozenset()
-
-    # ------------------------------------------------------------------ nudges
-
-    def look(
-        self, uid: str | None, anon: str | None, account: str | None, t: float
-    ) -> tuple[list[Action], list[tuple[Nudge, float]]]:
-        """Evaluate a user's nudges at ``t`` without an event (time-based triggers); return
-        what fired and the pending nudges. One store update (two with account milestones
-        in the nudges)."""
-        key = self._keys.user(uid, anon)
-        account_reached = self._account_reached(account)
-        context = Context(uid or anon or "", account, account_reached, self._engagement_of)
-        # A read first: most requests find nothing due, and a visitor never seen must not
-        # get a state (nor push a real user out of a bounded MemoryStore).
-        seen = self.store.get(key)
-        if uid is None and seen is not None and merged_into(seen) is not None:
-            return self.look(merged_into(seen), None, account, t)
-        if seen is None or not self.nudges.due_at(seen, t, account_reached):
-            return [], [] if seen is None else self.nudges.pending(seen, context)
-        decision: Decision
-        pending: list[tuple[Nudge, float]]
-        decision, pending = self.store.update(key, self._look, t, context, account_reached)
-        actions, question = decision
-        if question is not None:  # a host audience callable, asked outside the store
-            actions = self._answer(key, question, actions)
-            pending = self.store.update(key, self.nudges.pending, context)
-        return actions, pending
-
-    def _look(
-        self, state: SubjectState, t: float, context: Context, account_reached: frozenset[str]
-    ) -> tuple[Decision, list[tuple[Nudge, float]]]:
-        decision: Decision = ([], None)
-        if state.first is not None:
-            decision = self.nudges.look(state, t, context, account_reached)
-        return decision, self.nudges.pending(state, context)
-
-    def outcome(
-        self, uid: str | None, anon: str | None, name: str, kind: str, t: float, snooze: float
-    ) -> bool:
-        """Record a nudge outcome for a user; True if it was pending."""
-        key = self._keys.user(uid, anon)
-        if uid is None:  # a merged visitor's outcomes are their user's
-            key = self.identity.resolve(key, self.store.get(key))[0]
-        result: bool = self.store.update(key, self.nudges.outcome, name, kind, t, snooze)
-        return result
-
-    def explain(
-        self, uid: str | None, anon: str | None, account: str | None, t: float
-    ) -> list[NudgeExplanation]:
-        """Where each nudge stands for a user at ``t``: what the decision for an event at
-        ``t`` does, run on a copy of their state (the store is not changed)."""
-        key = self._keys.user(uid, anon)
-        state = self.identity.resolve(key, self.store.get(key))[1]
-        context = Context(
-            uid or anon or "", account, self._account_reached(account), self._engagement_of
-        )
-        return self.nudges.explain(state or SubjectState(), t, context)
-
-    def identify(self, uid: str | None, anon: str | None, traits: Mapping[str, Any]) -> None:
-        """Keep the traits nudge audiences match, and the time zones of quiet hours
-        (scalars only, a bounded number)."""
-        every, zones = self.nudges.uses_traits, self.nudges.zone_traits
-        if not (every or zones) or not traits:
-            return
-        kept = {
-            k: v
-            for k, v in traits.items()
-            if isinstance(k, str)
-            and (every or k in zones)
-            and (v is None or isinstance(v, (str, int, float, bool)))
-        }
-        if not kept:
-            return
-        key = f"user:{uid}" if uid is not None else f"anon:{anon}"
-        try:
-            self.store.update(key, _set_traits, kept)
-        except Exception as exc:
-            self.failed("recording traits", exc)
-
-    def group(self, account: str, traits: Mapping[str, Any]) -> None:
-        """Record the account traits the rules read (the seats engagement compares with)."""
-        rules = self.account_engagement
-        if rules is None or rules.config.seats_trait not in traits:
-            return
-        try:
-            self.store.update(f"account:{account}", rules.group, traits)
-        except Exception as exc:
-            self.failed("recording account traits", exc)
-
-    def failed(self, doing: str, exc: Exception) -> None:
-        """Count a rule failure and log it (one message per 10 s at most)."""
-        self.failures += 1
-        now = time.monotonic()
-        if now - self._failure_logged >= 10.0:  # one message per 10 s at most
-            self._failure_logged = now
-            if isinstance(exc, (StoreUnavailable, TimeoutError)):  # operational, not a bug
-                logger.warning(
-                    "rule store unavailable while %s (%d failures so far; the events are "
-                    "still sent, and applied to the rules once it answers again): %s",
-                    doing,
-                    self.failures,
-                    exc,
-                )
-            else:
-                logger.exception(
-                    "error while %s (%d failures so far); events are still sent",
-                    doing,
-                    self.failures,
-                )
-
-
-def _set_traits(state: SubjectState, traits: dict[str, Any]) -> None:
-    merged = dict(state.traits or {})
-    merged.update(traits)
-    if len(merged) > _MAX_TRAITS:  # keep the latest ones
-        merged = dict(list(merged.items())[-_MAX_TRAITS:])
-    if merged != state.traits:
-        state.traits = merged
-        state.due = 0.0  # an audience may now let a nudge through: look again when next seen
+        return mine, actions, question, changes

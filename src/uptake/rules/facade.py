@@ -23,7 +23,7 @@ from ..errors import ConfigurationError
 from ..stats import Stats
 from .backlog import Backlog, Pending
 from .engagement_report import ChangeHooks
-from .engine import Effects, RulesEngine
+from .engine import NO_EFFECTS, Effects, RulesEngine
 from .milestones import Milestone, MilestoneReached
 from .nudges import Action, Nudge, NudgeFired
 from .plumbing import outage
@@ -83,6 +83,7 @@ class RulesFacade:
         nudges: Sequence[Nudge],
     ) -> None:
         self.engine = engine
+        self._update = engine.update
         self.emitter = emitter
         self.milestones = tuple(milestones)
         self.nudges = tuple(nudges)
@@ -157,8 +158,8 @@ class RulesFacade:
         if self._waiting:  # the store failed earlier: some events wait (a slower path)
             self._track_while_waiting(uid, anon, account, event, properties, t, session_id)
             return
-        effects = self.engine.update(uid, anon, account, event, properties, t)
-        if effects:
+        effects = self._update(uid, anon, account, event, properties, t)
+        if effects is not NO_EFFECTS and effects:  # (the common case: one comparison)
             if effects.deferred is not None:  # the store could not be reached: keep it
                 entry = Pending("track", uid, anon, account, event, properties, t, session_id)
                 entry.landed, entry.saved = effects.deferred

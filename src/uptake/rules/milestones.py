@@ -169,6 +169,10 @@ class MilestoneReached:
     time_to_reach: timedelta
 
 
+#: What ``apply`` returns when nothing was reached (shared: never changed).
+_NONE_REACHED: list[tuple[Milestone, float, float]] = []
+
+
 def _nth(events: dict[str, float | list[float]], name: str, n: int) -> float | None:
     """The time of the n-th occurrence of an event (from the earliest), or None."""
     times = events.get(name)
@@ -282,7 +286,9 @@ class MilestoneRules:
         ``day`` is the calendar day of ``t`` when the caller already knows it. Each result
         is ``(milestone, reached_at, first_seen)``, in event time.
         """
-        candidates: list[Milestone] = []
+        # The milestones this event may have completed: None while there are none (the
+        # common case), else a new list (the compiled lists are shared, never changed).
+        candidates: list[Milestone] | None = None
         # Everything that can fail (a time zone lookup) happens before the state changes.
         if not active or not self._track_days:
             day = None
@@ -299,7 +305,7 @@ class MilestoneRules:
                 kept = state.days
                 # (Another event on the latest day, the common case, changes no day.)
                 if (kept is None or kept[-1] != day) and self._add_day(state, day):
-                    candidates.extend(self._by_day)
+                    candidates = list(self._by_day)
         keep = self._keep.get(event)
         if keep:
             events = state.events
@@ -309,7 +315,7 @@ class MilestoneRules:
             changed = True
             if times is None:
                 events[event] = t if keep == 1 else [t]
-            elif not isinstance(times, list):  # only the first time was needed: a bare number
+            elif not isinstance(times, list):  # only the first time was needed: a number
                 if keep > 1:  # a count was added to the rules since: keep a list from now on
                     events[event] = sorted((times, t))[:keep]
                 elif t < times:
@@ -322,7 +328,9 @@ class MilestoneRules:
             else:
                 changed = False
             if changed:  # (an event that changes nothing cannot reach anything)
-                candidates.extend(self._by_event[event])
+                if candidates is None:
+                    candidates = []
+                candidates += self._by_event[event]
         if feature is not None and self._track_features:
             features = state.features
             if features is None:
@@ -333,11 +341,13 @@ class MilestoneRules:
                 days = mark_day(days, day, self._feature_days)
             if packed is None or t < feature_first_use(packed):
                 features[feature] = pack_feature(t, days)
-                candidates.extend(self._by_feature)
+                if candidates is None:
+                    candidates = []
+                candidates += self._by_feature
             else:
                 features[feature] = packed - feature_days(packed) + days
-        if not candidates or self._all_reached(state):
-            return []
+        if candidates is None or self._all_reached(state):
+            return _NONE_REACHED
         return self._evaluate(state, candidates, t)
 
     def _all_reached(self, state: SubjectState) -> bool:

@@ -97,9 +97,7 @@ class NudgeRules(Decider):
             elif isinstance(trigger, Inactive):
                 inactive.append(trigger.after.total_seconds())
         self._inactive_after = min(inactive, default=math.inf)
-        self._counted = frozenset(self._lifetime) | frozenset(self._recent)
-        self._count_keys = {e: sys.intern(COUNT + e) for e in self._lifetime}
-        self._lifetime_min = {
+        lifetime_min = {
             e: min(
                 n.trigger.n
                 for n in self.by_event[e]
@@ -107,7 +105,19 @@ class NudgeRules(Decider):
             )
             for e in self._lifetime
         }
-        self._recent_keys = {e: sys.intern(RECENT + e) for e in self._recent}
+        # Per counted event, all an event needs in one lookup: (lifetime count kept up to,
+        # its key, the least n a lifetime trigger asks for; latest times kept, their key).
+        # 0 and "" where no trigger of that kind counts the event.
+        self._counting: dict[str, tuple[int, str, int, int, str]] = {
+            e: (
+                self._lifetime.get(e, 0),
+                sys.intern(COUNT + e) if e in self._lifetime else "",
+                lifetime_min.get(e, 0),
+                self._recent.get(e, 0),
+                sys.intern(RECENT + e) if e in self._recent else "",
+            )
+            for e in {**self._lifetime, **self._recent}
+        }
         self._account_milestones: frozenset[str] = frozenset()
         # Which nudge set a user's ``due`` was computed for: after a deploy that changes
         # the nudges, every user is looked at afresh once.
@@ -162,13 +172,15 @@ class NudgeRules(Decider):
         nothing while nothing is due, returns after a few dictionary lookups.
         """
         # An event-count trigger can only start to hold when its count just changed.
-        counted = event in self._counted and self.count(state, event, t)
+        counting = self._counting.get(event)
+        counted = counting is not None and self._count(state, counting, t)
         records = state.nudges
         everything = (
             t >= state.due
-            or (previous is not None and t - previous >= self._inactive_after)
             or (records is None or records.get(CONFIG) != self.fingerprint)
-            or (state.first is not None and first_before is not None and state.first < first_before)
+            or (previous is not None and t - previous >= self._inactive_after)
+            # (the event moved the first one earlier: ``apply`` only ever lowers it)
+            or (first_before is not None and state.first != first_before)
         )
         if account_reached and self._account_milestones:
             # Account milestones reached by other members are news to this user too.
@@ -181,7 +193,12 @@ class NudgeRules(Decider):
         if everything:
             context = Context(user, account, account_reached, engagement)
             return self.decide(state, t, previous, context, self.nudges, True)
-        candidates = [n for n in triggered or () if self._open(n, state, t, account_reached)]
+        candidates: list[Nudge] = []
+        if triggered:  # (a loop, not a comprehension: no function to call)
+            is_open = self._open
+            for n in triggered:
+                if is_open(n, state, t, account_reached):
+                    candidates.append(n)
         for name in reached_now:
             candidates += self.by_milestone.get(name, ())
         if not candidates:
@@ -263,23 +280,23 @@ class NudgeRules(Decider):
     def count(self, state: SubjectState, event: str, t: float) -> bool:
         """Count an event some ``EventCount`` trigger looks at; True if one of them may
         have started to hold (a count reached a trigger's ``n``, or a window changed)."""
-        if event not in self._counted:
-            return False
+        counting = self._counting.get(event)
+        return counting is not None and self._count(state, counting, t)
+
+    @staticmethod
+    def _count(state: SubjectState, counting: tuple[int, str, int, int, str], t: float) -> bool:
+        cap, count_key, least, keep, recent_key = counting
         records = state.nudges
         if records is None:
             records = state.nudges = {}
         changed = False
-        cap = self._lifetime.get(event)
         if cap:  # counted up to the largest n a trigger asks for: beyond, nothing changes
-            key = self._count_keys[event]
-            count = records.get(key, 0)
+            count = records.get(count_key, 0)
             if count < cap:
-                records[key] = count + 1
-                changed = count + 1 >= self._lifetime_min[event]
-        keep = self._recent.get(event)
+                records[count_key] = count + 1
+                changed = count + 1 >= least
         if keep:
-            key = self._recent_keys[event]
-            times: list[float] = records.setdefault(key, [])
+            times: list[float] = records.setdefault(recent_key, [])
             if len(times) < keep or t > times[0]:
                 if times and t < times[-1]:  # a late event
                     bisect.insort(times, t)

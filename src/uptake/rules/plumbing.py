@@ -135,11 +135,13 @@ def outage(exc: BaseException) -> bool:
     return isinstance(exc, StoreUnavailable) and exc.outage
 
 
-def deferred(exc: Exception, ev: Event) -> Effects:
-    """The effects of an event the store could not take: to be applied again later."""
+def deferred(exc: Exception, ev: Event | None) -> Effects:
+    """The effects of an event the store could not take: to be applied again later
+    (``ev``: what the store's change decided, when it carried one)."""
     made = Effects()
-    made.reached, made.nudges = ev.reached, ev.actions
-    made.changes = ev.account_changes + ev.user_changes
+    if ev is not None:
+        made.reached, made.nudges = ev.reached, ev.actions
+        made.changes = ev.account_changes + ev.user_changes
     deferred = Deferred()
     deferred.deferred = (getattr(exc, "landed", None), made)
     return deferred
@@ -156,6 +158,11 @@ class Keys:
         self._users: dict[str, str] = {}
         self._anons: dict[str, str] = {}
         self._accounts: dict[str, str] = {}
+
+    @property
+    def users(self) -> dict[str, str]:
+        """User id -> key, for a lookup inline (the same dict for the cache's life)."""
+        return self._users
 
     def user(self, uid: str | None, anon: str | None) -> str:
         """The key of a user (by user id, else anonymous id)."""
@@ -207,6 +214,12 @@ class AccountMemo:
 
     def __init__(self) -> None:
         self._seen: dict[str, _Seen] = {}
+
+    @property
+    def seen(self) -> dict[str, _Seen]:
+        """Account -> what was last written there, for a lookup inline (the same dict for
+        the memo's life)."""
+        return self._seen
 
     def get(self, account: str) -> _Seen | None:
         return self._seen.get(account)

@@ -47,6 +47,9 @@ class MemoryStore:
     def __len__(self) -> int:
         return len(self._states)
 
+    # (The rules engine applies most events to a MemoryStore (this class, not a subclass)
+    # as ``update`` does, under ``_lock`` with ``_touch``, without packing arguments.)
+
     def update(self, key: str, change: Callable[..., T], *args: Any) -> T:
         """Call ``change(state, *args)`` on the state of ``key`` (created if new), atomically."""
         with self._lock:
