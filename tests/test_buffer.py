@@ -97,3 +97,10 @@ def test_take_returns_the_longest_prefix_that_fits_in_order(
         taken += messages
         assert buffer.nbytes == sum(map(len, rest))
     assert taken == events
+
+
+def test_a_budget_below_zero_still_takes_one_event(buffer: MemoryBuffer) -> None:
+    buffer.put(b"a" * 10)
+    buffer.put(b"b" * 10)
+    batch = buffer.take(-14)  # (a max_batch_bytes under the envelope's size)
+    assert batch is not None and list(batch.messages) == [b"a" * 10]

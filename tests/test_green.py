@@ -139,25 +139,48 @@ def test_every_event_is_delivered(
 
 
 BUSY = """
+import signal
 import sys
 from gevent import monkey
 monkey.patch_all()
 import uptake
 
-client = uptake.Client(write_key="wk", endpoint=sys.argv[1], exit_timeout=0.5)
+mode = sys.argv[2]
+if mode == "host-handler":  # installed before the client: uptake calls it after
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(3))
+if mode == "in-delivery":  # the signal lands in uptake's delivery greenlet: handed over
+    import os
+    from uptake.transport import HttpTransport
+
+    send = HttpTransport.send
+
+    def send_after_signal(self, messages):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return send(self, messages)
+
+    HttpTransport.send = send_after_signal
+client = uptake.Client(write_key="wk", endpoint=sys.argv[1], exit_timeout=1)
 client.track("u1", "Busy")
+if mode == "in-delivery":
+    client.flush()  # the batch goes; the flush greenlet handed the signal never runs
 print("busy", flush=True)
-while True:  # a greenlet that never yields: the flush greenlet never gets to run
+while True:  # a greenlet that never yields
     pass
 """
 
 
-def test_sigterm_ends_a_process_whose_greenlets_never_yield(tmp_path: Any) -> None:
+@pytest.mark.parametrize(
+    ("handler", "status"),
+    [("default", -signal.SIGTERM), ("host-handler", 3), ("in-delivery", -signal.SIGTERM)],
+)
+def test_sigterm_reaches_a_greenlet_that_never_yields(
+    tmp_path: Any, handler: str, status: int
+) -> None:
     script = tmp_path / "busy.py"
     script.write_text(BUSY)
     with LoopbackCollector(write_key="wk") as collector:
         proc = subprocess.Popen(
-            [sys.executable, str(script), collector.url],
+            [sys.executable, str(script), collector.url, handler],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -165,12 +188,18 @@ def test_sigterm_ends_a_process_whose_greenlets_never_yield(tmp_path: Any) -> No
         try:
             assert proc.stdout is not None
             assert proc.stdout.readline().strip() == "busy"
-            proc.send_signal(signal.SIGTERM)
+            if handler != "in-delivery":  # (there the process raised it itself)
+                proc.send_signal(signal.SIGTERM)
             _, stderr = proc.communicate(timeout=30)
         finally:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-    # the watchdog re-delivered the signal after the deadline: died by it, as without uptake
-    assert proc.returncode == -signal.SIGTERM, stderr
+        events = collector.events
+    # The handler waited in the spinning greenlet while the delivery greenlet flushed, then
+    # did what the signal did before: died by it, or ran the host's handler there. Handed
+    # over from the delivery greenlet, the watchdog thread ended the process after the
+    # deadline, since the greenlet that had it never ran.
+    assert proc.returncode == status, stderr
+    assert [e["event"] for e in events if e["type"] == "track"][-1] == "Busy", stderr
     assert "Traceback" not in stderr

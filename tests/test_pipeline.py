@@ -189,3 +189,18 @@ def test_a_burst_into_the_outbox_yields_to_its_writer(tmp_path: Path) -> None:
     assert stats.dropped <= 3_000, stats.dropped_by_reason
     assert set(stats.dropped_by_reason) <= {"queue_full", "outbox_full"}
     assert stats.delivered + stats.dropped == 30_050 and stats.failed == 0
+
+
+def test_properties_that_fail_to_copy_for_before_send_are_a_counted_drop() -> None:
+    class Changing(dict[str, Any]):  # as a dict another thread changes during the copy
+        def items(self) -> Any:
+            raise RuntimeError("dictionary changed size during iteration")
+
+    transport = MockTransport()
+    client = uptake.Client(transport=transport, before_send=lambda event: event)
+    client.track("u1", "Odd", {"p": Changing(a=1)})  # must not raise in the host's call
+    client.track("u1", "Fine", {"p": {"a": 1}})
+    client.flush(5.0)
+    client.shutdown()
+    assert client.stats.dropped_by_reason == {"before_send_error": 1}
+    assert [e["event"] for e in transport.events if e["event"] != "Session Started"] == ["Fine"]

@@ -25,16 +25,18 @@ a lock the flush needs, and waiting on it inline would hang the process forever.
 SIGTERM while the handler waits stops waiting at once.
 
 Under gevent's monkey-patching every greenlet shares the main thread, so the handler runs
-in whichever greenlet was interrupted: the event loop's own (the hub, which must never
-wait), a request's, or the delivery greenlet itself in the middle of a batch. Waiting there
-would stop the very greenlet the flush waits for (the process then sat out the whole
-``exit_timeout`` and died with the batch undelivered). So under gevent the handler always
-hands the work to a new greenlet and returns at once; that greenlet flushes, then does what
-the signal would have done. When that is the default action, the handler also restores
-``SIG_DFL`` at once (a second SIGTERM ends the process) and starts a real watchdog thread
-that re-delivers the signal after the deadline, so a process whose greenlets never yield
-still dies by SIGTERM. Under eventlet's patching no handler is installed (its main
-greenlet is not the main thread for ``threading``): SIGTERM kills the process as before.
+in whichever greenlet was interrupted. In the host's own code it waits there, as it would
+on a thread (the other greenlets, delivery included, run meanwhile), then calls the host's
+handler in that greenlet or dies. In the event loop's own greenlet (the hub, which must
+never wait) or in uptake's own code (the delivery greenlet in the middle of a batch, whose
+waiting once stalled the flush until ``exit_timeout`` and let the process die with the batch
+undelivered, or a tracking call that may hold a lock the flush needs), it hands the work
+to a new greenlet and returns at once. There, when the signal's action is the default,
+it also restores ``SIG_DFL`` at once (a second SIGTERM ends the process) and starts a real
+watchdog thread that re-delivers the signal after the deadline, so the process dies by
+SIGTERM even if its greenlets never yield again. Under eventlet's patching no handler is
+installed (its main greenlet is not the main thread for ``threading``): SIGTERM kills the
+process as before.
 """
 
 from __future__ import annotations
@@ -90,10 +92,13 @@ class SigtermFlush:
 
     def __call__(self, signum: int, frame: FrameType | None) -> None:
         spawn = _green_spawn()
-        if spawn is None:
+        if spawn is None or not _must_hand_over(frame):
             self._handle(signum, frame)
             return
-        # Green: the interrupted greenlet may be the one the flush needs; hand it over.
+        # In the hub (which must not wait) or inside uptake's own code (the delivery
+        # greenlet, or a tracking call holding a lock the flush needs): hand it over. The
+        # host's own handler then runs in that greenlet too (gevent passes SystemExit and
+        # KeyboardInterrupt raised there on to the main greenlet).
         if not callable(self.previous):
             signal.signal(signum, signal.SIG_DFL)
             _start_watchdog(self.deadline() + 2 * _SLACK_S, signum)
@@ -212,6 +217,33 @@ def _green_spawn() -> Callable[..., object] | None:
     except Exception:  # a green library in a state we do not know: wait inline
         logger.debug("uptake: could not tell whether gevent patched threading", exc_info=True)
     return None
+
+
+def _must_hand_over(frame: FrameType | None) -> bool:
+    """Under gevent: whether the interrupted greenlet must not wait for the flush.
+
+    It must not when it is the hub (which may never wait) or when it is running uptake's
+    own code: the delivery or outbox greenlet (waiting there stops the very greenlet the
+    flush waits for), or a tracking call that may hold a lock the flush needs. Any other
+    greenlet waits, as a thread would, while the others (delivery included) run: that
+    keeps the host's handler in the interrupted greenlet and gives the flush the loop.
+    """
+    try:
+        import gevent
+
+        if gevent.getcurrent() is gevent.get_hub():
+            return True
+        if threading.current_thread().name.startswith("uptake-"):
+            return True
+        while frame is not None:
+            module = frame.f_globals.get("__name__", "")
+            if module == "uptake" or module.startswith("uptake."):
+                return True
+            frame = frame.f_back
+    except Exception:  # a green library in a state we do not know: do not wait
+        logger.debug("uptake: could not tell where SIGTERM arrived", exc_info=True)
+        return True
+    return False
 
 
 def _start_watchdog(after: float, signum: int) -> None:

@@ -173,13 +173,18 @@ class MemoryBuffer:
                 items.clear()
                 size = self._nbytes + count
             else:  # as many as fit at the average size, then one by one to the limit
-                fit = max_bytes * count // (self._nbytes + count)
+                fit = max(0, max_bytes * count // (self._nbytes + count))
                 out = list(itertools.islice(items, fit))
                 size = sum(map(len, out)) + len(out)
                 while size > max_bytes and len(out) > 1:
                     size -= len(out.pop()) + 1
-                if out:
-                    items = self._items = deque(itertools.islice(items, len(out), None))
+                taken = len(out)
+                if taken >= count - taken:  # fewer left than taken: keep a copy of the rest
+                    items = self._items = deque(itertools.islice(items, taken, None))
+                else:  # a long backlog: drop the taken ones from its front
+                    popleft = items.popleft
+                    for _ in range(taken):
+                        popleft()
             while items:
                 cost = len(items[0]) + 1
                 if out and size + cost > max_bytes:

@@ -186,10 +186,12 @@ class Pipeline:
             own = context is None and self.before_send is not None and not self._captures
             message = self.message("track", uid, anon, t, account, context, session_id, own=own)
             message["event"] = event
-            if properties is None:
-                message["properties"] = {}
-            else:
-                message["properties"] = _bs.json_ready(properties) if own else properties
+            message["properties"] = properties if properties is not None else {}
+            if own and properties:
+                try:
+                    message["properties"] = _bs.json_ready(properties)
+                except Exception:  # (changed by another thread?) emit's copy counts it
+                    own = False
             self.emit(message, host_context=context is not None, ready=own)
         rules = self.rules
         if rules is not None:
