@@ -1,6 +1,6 @@
 """What uptake's web integration costs a FastAPI and a Flask app, as req/s ratios in one run.
 
-    python bench/web_overhead.py [--seconds 8] [--rounds 2] [--connections 50]
+    python bench/web_overhead.py [--seconds 8] [--rounds 2] [--connections 50] [--modes ...]
 
 Needs ``wrk`` (Debian: ``apt-get install wrk``) and the fastapi, flask, uvicorn and
 gunicorn packages (the ``test`` extra has them). For each framework it serves the same
@@ -125,8 +125,9 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--connections", type=int, default=50)
     p.add_argument("--frameworks", default="fastapi,flask")
+    p.add_argument("--modes", default="bare,memory,sqlite", help="bare is always measured")
     args = p.parse_args()
-    modes = ("bare", "memory", "sqlite")
+    modes = ("bare", *(m for m in args.modes.split(",") if m != "bare"))
     sink = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Sink)
     threading.Thread(target=sink.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{sink.server_address[1]}"
