@@ -1,6 +1,6 @@
 """What uptake's web integration costs a FastAPI and a Flask app, as req/s ratios in one run.
 
-    python bench/web_overhead.py [--seconds 8] [--rounds 2] [--connections 50]
+    python bench/web_overhead.py [--seconds 8] [--rounds 2] [--connections 50] [--modes ...]
 
 Needs ``wrk`` (Debian: ``apt-get install wrk``) and the fastapi, flask, uvicorn and
 gunicorn packages (the ``test`` extra has them). For each framework it serves the same
@@ -9,9 +9,11 @@ a SqliteStore, interleaved over ``--rounds`` rounds, and loads each with wrk (on
 1,000 per request, named in a header). The events go to a loopback sink in this process
 that reads each batch and answers 200 without parsing it: a collector elsewhere costs
 the app's machine nothing, and a parsing collector on these 2 cores would bill its own
-work to the app. Prints requests per second (median of the rounds) and each set-up's ratio to
-the bare app measured in the same run. Target (issue on production hosts): with a
-MemoryStore and sending, at least 0.85 of the bare app's req/s.
+work to the app. Prints requests per second (median of the rounds), each set-up's ratio to
+the bare app measured in the same run, and in brackets each round's ratio to the bare app
+of that round: other work on the machine moves between rounds, and the spread of those
+ratios shows how much. Target (issue on production hosts): with a MemoryStore and
+sending, at least 0.85 of the bare app's req/s.
 """
 
 from __future__ import annotations
@@ -123,12 +125,14 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--connections", type=int, default=50)
     p.add_argument("--frameworks", default="fastapi,flask")
+    p.add_argument("--modes", default="bare,memory,sqlite", help="bare is always measured")
     args = p.parse_args()
-    modes = ("bare", "memory", "sqlite")
+    modes = ("bare", *(m for m in args.modes.split(",") if m != "bare"))
     sink = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Sink)
     threading.Thread(target=sink.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{sink.server_address[1]}"
     results: dict[tuple[str, str], list[float]] = {}
+    load_before = os.getloadavg()[0]
     try:
         for _ in range(args.rounds):
             for framework in args.frameworks.split(","):
@@ -139,13 +143,19 @@ def main() -> int:
         sink.shutdown()
     if not _Sink.received:
         raise RuntimeError("no batch reached the sink: the apps sent nothing")
-    print(f"load average {os.getloadavg()[0]:.1f}; wrk {args.connections} connections, "
-          f"{args.seconds} s x {args.rounds} rounds (median req/s)")  # fmt: skip
+    print(f"load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after; wrk "
+          f"{args.connections} connections, {args.seconds} s x {args.rounds} rounds (median "
+          "req/s; each round's ratio to the bare app of the same round in brackets)")  # fmt: skip
     for framework in args.frameworks.split(","):
-        bare = statistics.median(results[(framework, "bare")])
+        bare_runs = results[(framework, "bare")]
+        bare = statistics.median(bare_runs)
         for mode in modes:
-            rps = statistics.median(results[(framework, mode)])
-            print(f"  {framework:8s} {mode:7s} {rps:9,.0f} req/s  {rps / bare:5.2f}x bare")
+            runs = results[(framework, mode)]
+            rps = statistics.median(runs)
+            rounds = " ".join(f"{r / b:.2f}" for r, b in zip(runs, bare_runs, strict=True))
+            print(
+                f"  {framework:8s} {mode:7s} {rps:9,.0f} req/s  {rps / bare:5.2f}x bare  [{rounds}]"
+            )
     return 0
 
 

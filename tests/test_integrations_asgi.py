@@ -295,6 +295,42 @@ def test_raw_asgi_non_http_scopes_and_double_wrapping(client: uptake.Client) -> 
     assert len(features(events)) == 1
 
 
+def test_raw_asgi_reads_split_cookie_headers_and_the_session_header(
+    client: uptake.Client,
+) -> None:
+    seen: list[RequestState | None] = []
+    sent: list[Any] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        seen.append(current_state())
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    middleware = uptake_asgi.UptakeMiddleware(app, client, features={"/*": "all"})
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/x",
+        "headers": [
+            (b"cookie", b"theme=dark"),
+            (b"X-Uptake-Session", b"tab-1"),
+            (b"cookie", b"uptake_anon=abcdef123456"),
+        ],
+    }
+    with capture_events() as events:
+        asyncio.run(middleware(scope, _never, send))
+    [state] = seen
+    assert state is not None and state.anonymous_id == "abcdef123456"
+    assert state.session_id == "tab-1" and not state.new_anonymous
+    assert sent[0]["headers"] == []  # a known visitor: no cookie to set
+    [event] = features(events)
+    assert event["anonymousId"] == "abcdef123456" and event["context"]["sessionId"] == "tab-1"
+    assert event["properties"]["status"] == 204
+
+
 def test_raw_asgi_endpoint_limits_the_body(client: uptake.Client) -> None:
     async def app(scope: Any, receive: Any, send: Any) -> None:  # pragma: no cover
         raise AssertionError("the endpoint answers by itself")

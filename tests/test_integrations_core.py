@@ -74,6 +74,41 @@ def test_skip_lists_can_be_replaced() -> None:
     assert not core.skips("GET", "/health") and not core.skips("HEAD", "/x")
 
 
+def test_path_answers_are_remembered_within_a_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("uptake.integrations._core._PATHS_KEPT", 8)
+    core = Integration(make_client(), features={"/reports/*": "reports", "home": "home"})
+    for _ in range(2):  # asked again: the remembered answers are the same
+        for n in range(20):
+            assert core.feature_for(f"/reports/{n}") == "reports"
+            assert core.skips("GET", f"/static/{n}.css") and not core.skips("GET", f"/r/{n}")
+            assert core.feature_for(f"/other/{n}", "home") == "home"
+    assert 0 < len(core._paths) <= 8
+    long_path = "/reports/" + "x" * 300
+    assert core.feature_for(long_path) == "reports" and long_path not in core._paths
+    assert core.skips("GET", "/static/" + "y" * 300 + ".css")
+
+
+def test_responses_get_headers_only_when_there_is_one_to_add() -> None:
+    core = Integration(make_client())
+    known = core.begin(user_id="u1", cookie=None)
+    minted = core.begin(user_id=None, cookie=None)
+    signed_in = core.begin(user_id="u1", cookie="anon-12345678")
+    assert not core.adds_headers(known) and core.response_headers(known, secure=True) == []
+    assert core.adds_headers(minted) and core.adds_headers(signed_in)
+    assert not core.adds_headers(core.skipped_state())
+    [(name, value)] = core.response_headers(signed_in, secure=False)
+    assert name == "Set-Cookie" and value.startswith("uptake_anon=; Max-Age=0")
+    quiet = Integration(make_client(), anonymous_cookie=None)
+    assert quiet.never_adds_headers and not quiet.adds_headers(
+        quiet.begin(user_id="u1", cookie=None)
+    )
+    header = Integration(make_client(), anonymous_cookie=None, nudges_header="X-Nudges")
+    state = header.begin(user_id="u1", cookie=None)
+    assert header.adds_headers(state) and header.response_headers(state, secure=False) == [
+        ("X-Nudges", "")
+    ]
+
+
 @pytest.mark.parametrize(
     "options",
     [

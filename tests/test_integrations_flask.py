@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from flask import Flask, Response, g, render_template_string, stream_with_context
+from flask import request as flask_request
 
 import uptake
 from uptake.integrations import current_state
@@ -231,3 +232,27 @@ def test_the_endpoint_refuses_cross_site_and_truncated_posts(client: uptake.Clie
         ok = http.post(url, json={}, headers={"X-User": "u1", "Sec-Fetch-Site": "same-origin"})
     assert (cross.status_code, truncated.status_code, ok.status_code) == (403, 400, 204)
     assert [e["event"] for e in events] == ["Nudge Dismissed"]
+
+
+def test_host_functions_get_the_request_itself_not_the_proxy(client: uptake.Client) -> None:
+    app = Flask(__name__)
+    given: list[Any] = []
+    Uptake(
+        app,
+        client,
+        user_id=lambda request: given.append(request) or "u1",
+        account_id=lambda request: given.append(request) or "acme",
+        features={"/*": "all"},
+    )
+
+    @app.get("/x")
+    def view() -> str:
+        given.append(flask_request._get_current_object())  # type: ignore[attr-defined]
+        return "ok"
+
+    with capture_events() as events:
+        assert app.test_client().get("/x").status_code == 200
+    assert len(given) == 3 and given[0] is given[1] is given[2]
+    assert type(given[0]) is app.request_class
+    [event] = features(events)
+    assert event["userId"] == "u1" and event["context"]["groupId"] == "acme"

@@ -75,6 +75,12 @@ MAX_ID_LENGTH = 256
 COOKIE_MAX_AGE = 365 * 24 * 3600
 _LOG_EVERY_S = 60.0
 _ALIASES_KEPT = 10_000
+#: Paths whose routing answers (skipped? which feature?) are remembered, and the longest
+#: path remembered: an app's paths repeat, so most requests skip the pattern matching.
+_PATHS_KEPT = 4096
+_PATH_KEPT_LENGTH = 256
+#: The event a request's feature use is recorded as (``Client.feature_used``'s).
+_FEATURE_USED = "Feature Used"
 
 # Control characters (C0, DEL, C1) and the Unicode line and paragraph separators.
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
@@ -126,12 +132,33 @@ class Integration:
         self._dropped: Counter[str] = Counter()
         self._logged_at: dict[str, float] = {}
         self._aliased: OrderedDict[tuple[str, str], None] = OrderedDict()
+        #: path -> (skipped by a skip pattern, the feature its patterns give)
+        self._paths: dict[str, tuple[bool, str | None]] = {}
+        #: True when no response ever gets a header from uptake (no cookie to set or
+        #: drop, no nudges header): the adapters then skip building any.
+        self.never_adds_headers = self.anonymous_cookie is None and self.nudges_header is None
 
     # ------------------------------------------------------------------ routing
 
     def skips(self, method: str, path: str) -> bool:
         """True when the request records nothing (static file, health check, method)."""
-        return method.upper() in self.skip_methods or bool(self._skip(path))
+        return method.upper() in self.skip_methods or self._path(path)[0]
+
+    def _path(self, path: str) -> tuple[bool, str | None]:
+        """Whether ``path`` is skipped, and the feature its patterns map it to (cached)."""
+        found = self._paths.get(path)
+        if found is None:
+            feature = None
+            for match, name in self._globs:
+                if match(path):
+                    feature = name
+                    break
+            found = (bool(self._skip(path)), feature)
+            if len(path) <= _PATH_KEPT_LENGTH:
+                if len(self._paths) >= _PATHS_KEPT:
+                    self._paths.clear()  # an app with unbounded paths: start over
+                self._paths[path] = found
+        return found
 
     def is_endpoint(self, path: str) -> bool:
         """True when ``path`` belongs to the nudge endpoint."""
@@ -144,10 +171,7 @@ class Integration:
             feature = self._routes.get(route_name)
             if feature is not None:
                 return feature
-        for match, feature in self._globs:
-            if match(path):
-                return feature
-        return None
+        return self._path(path)[1] if self._globs else None
 
     # ------------------------------------------------------------------ identity
 
@@ -159,6 +183,8 @@ class Integration:
         """
         if value is None:
             return None
+        if type(value) is str and 0 < len(value) <= MAX_ID_LENGTH and not _CONTROL.search(value):
+            return value  # the usual case, checked at once
         if isinstance(value, bool):
             self.drop(f"invalid_{what}", f"a {what} that is a bool")
             return None
@@ -246,6 +272,16 @@ class Integration:
 
     # ------------------------------------------------------------------ response
 
+    def adds_headers(self, state: RequestState) -> bool:
+        """True when :meth:`response_headers` may add a header (cheap: no store read)."""
+        if state.skipped or self.never_adds_headers:
+            return False
+        return (
+            self.nudges_header is not None
+            or state.new_anonymous
+            or (state.forget_anonymous and self.anonymous_cookie is not None)
+        )
+
     def cookie_headers(self, state: RequestState, *, secure: bool) -> list[tuple[str, str]]:
         """``Set-Cookie`` headers for the anonymous id: set a fresh one, or drop it."""
         name = self.anonymous_cookie
@@ -270,6 +306,8 @@ class Integration:
 
     def response_headers(self, state: RequestState, *, secure: bool) -> list[tuple[str, str]]:
         """Every header uptake adds to a response. Never raises."""
+        if not self.adds_headers(state):
+            return []
         try:
             headers = self.cookie_headers(state, secure=secure)
             value = self.nudges_header_value(state)

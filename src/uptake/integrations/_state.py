@@ -13,11 +13,12 @@ import contextvars
 import logging
 import threading
 from collections.abc import Callable, Iterator, Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 
-from .._context_api import ContextScope
+from .._context_api import Context
 from ..client import Client
 from ..rules.nudges import NudgeFired
 
@@ -41,6 +42,7 @@ T = TypeVar("T")
 logger = logging.getLogger("uptake.integrations")
 
 _NO_NUDGES: list[NudgeFired] = []
+_NO_PROPERTIES: Mapping[str, Any] = MappingProxyType({})
 
 
 @attrs.define(eq=False)
@@ -192,38 +194,52 @@ def activate(state: RequestState) -> Iterator[RequestState]:
 
 
 #: What :func:`reset` needs to undo one :func:`publish`: the request state's token, and
-#: the client context opened for the request (if any).
-Published = tuple["contextvars.Token[RequestState | None]", "ContextScope | None"]
+#: the client's context variable and its token when a context was opened for the request.
+Published = tuple[
+    "contextvars.Token[RequestState | None]",
+    "contextvars.ContextVar[Context | None] | None",
+    "contextvars.Token[Context | None] | None",
+]
 
 
 def publish(state: RequestState) -> Published:
     """Publish ``state`` as the current request's, and its ids as the client's context.
 
     Code deep inside the request can then call ``client.track("Report Exported")``: the
-    request's user (or visitor), account and session are the context's. Never raises.
+    request's user (or visitor), account and session are the context's, as inside
+    ``with client.context(...)``. Never raises.
     """
     token = _current.set(state)
-    client, scope = state.client, None
-    if client is not None and not state.skipped and state.subject is not None:
-        try:
-            scope = client._scoped(
-                state.user_id,
-                state.anonymous_id if state.user_id is None else None,
-                state.account_id,
-                state.session_id,
+    client = state.client
+    if client is None or state.skipped or not (state.user_id or state.anonymous_id):
+        return token, None, None
+    try:
+        var = client._context_var
+        outer = var.get()
+        anonymous_id = state.anonymous_id if state.user_id is None else None
+        if outer is None:  # the usual case: a request at the top of its thread or task
+            context = Context(
+                state.user_id, anonymous_id, state.account_id, _NO_PROPERTIES, state.session_id
             )
-            scope.__enter__()
-        except Exception:  # never break a request
-            logger.exception("opening the request's uptake context failed")
-            scope = None
-    return token, scope
+        else:
+            context = outer.inner(
+                state.user_id, anonymous_id, state.account_id, None, state.session_id
+            )
+        return token, var, var.set(context)
+    except Exception:  # never break a request
+        logger.exception("opening the request's uptake context failed")
+        return token, None, None
 
 
 def reset(published: Published) -> None:
     """Undo one :func:`publish`; never raises (a token from another context is ignored)."""
-    token, scope = published
-    if scope is not None:
-        scope.__exit__(None, None, None)
+    token, var, opened = published
+    if var is not None and opened is not None:
+        try:
+            var.reset(opened)
+        except ValueError:  # left in another context than it was entered in
+            old = opened.old_value
+            var.set(None if old is contextvars.Token.MISSING else old)
     try:
         _current.reset(token)
     except ValueError:  # set in another context (a framework moved the request)

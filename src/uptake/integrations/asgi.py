@@ -28,6 +28,7 @@ from ._core import (
     Integration,
     RequestState,
     cookie_value,
+    off_loop,
     off_loop_for,
     publish,
     reset,
@@ -51,6 +52,8 @@ IdFunction = Callable[[Scope], object]
 
 #: The key of the request's state in ``scope["state"]`` (``request.state.uptake``).
 STATE_KEY = "uptake"
+#: What host id functions usually return: no need to ask whether it is awaitable.
+_PLAIN = (str, int, type(None))
 
 
 def default_user_id(scope: Scope) -> object:
@@ -103,7 +106,7 @@ class UptakeMiddleware:
         self._user_id: IdFunction = self.options.user_id or default_user_id
         self._account_id: IdFunction | None = self.options.account_id
         session_header = self.options.session_header
-        self._session_header = None if session_header is None else session_header.lower()
+        self._session_key = None if session_header is None else session_header.lower().encode()
         self._cookie = self.options.anonymous_cookie
 
     @property
@@ -112,11 +115,12 @@ class UptakeMiddleware:
         return self.integration.dropped
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            await lifespan(self.app, self.integration.client, scope, receive, send)
-            return
-        if scope["type"] != "http" or state_of(scope) is not None:
-            await self.app(scope, receive, send)  # websockets, wrapped twice
+        kind = scope["type"]
+        if kind != "http" or (scope.get("state") and state_of(scope) is not None):
+            if kind == "lifespan":
+                await lifespan(self.app, self.integration.client, scope, receive, send)
+            else:
+                await self.app(scope, receive, send)  # websockets, wrapped twice
             return
         integration = self.integration
         method = scope.get("method") or "GET"
@@ -139,63 +143,18 @@ class UptakeMiddleware:
             elif state.skipped:
                 await self.app(scope, receive, send)
             else:
-                await self._run(scope, receive, send, state, method, path)
+                exchange = _Exchange(integration, state, scope, send, method, path)
+                try:
+                    await self.app(scope, receive, exchange.send)
+                except GeneratorExit:  # the coroutine is being closed: no await possible
+                    exchange.finish(True)
+                    raise
+                except BaseException:
+                    await exchange.record(True)
+                    raise
+                await exchange.record(False)
         finally:
             reset(token)
-
-    async def _run(
-        self,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        state: RequestState,
-        method: str,
-        path: str,
-    ) -> None:
-        integration = self.integration
-        status: int | None = None
-        wants_header = integration.nudges_header is not None
-
-        async def send_with_headers(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message.get("status")
-                if wants_header and not state.nudges_loaded:
-                    await state.anudges()  # the store read, off the loop; never raises
-                secure = scope.get("scheme") in ("https", "wss")
-                extra = integration.response_headers(state, secure=secure)
-                if extra:
-                    message = dict(message)
-                    message["headers"] = [*message.get("headers", ()), *_encode(extra)]
-            await send(message)
-
-        def finish(error: bool) -> None:
-            route_name, route = _route(scope)
-            integration.finish(
-                state,
-                path=path,
-                method=method,
-                status=500 if error and status is None else status,
-                route_name=route_name,
-                route=route,
-                error=error,
-            )
-
-        async def record(error: bool) -> None:
-            # Recording runs the client's rules, which may write the store: off the loop,
-            # unless nothing would be recorded or nothing can wait (a MemoryStore).
-            if integration.records(state, path, _route(scope)[0]):
-                await off_loop_for(state.client, lambda: finish(error))
-
-        try:
-            await self.app(scope, receive, send_with_headers)
-        except GeneratorExit:  # the coroutine is being closed: no await possible
-            finish(True)
-            raise
-        except BaseException:
-            await record(True)
-            raise
-        await record(False)
 
     async def _begin(
         self, scope: Scope, headers: _Headers, method: str, path: str, endpoint: bool
@@ -203,27 +162,28 @@ class UptakeMiddleware:
         integration = self.integration
         if not endpoint and integration.skips(method, path):
             return integration.skipped_state()
-        user = await self._call(self._user_id, scope, "user_id")
+        user = integration.call_host(self._user_id, scope, "user_id")
+        if type(user) not in _PLAIN and inspect.isawaitable(user):
+            user = await self._settle(user, "user_id")
         account = None
         if self._account_id is not None:
-            account = await self._call(self._account_id, scope, "account_id")
-        cookie = None
-        if self._cookie is not None:
-            cookie = cookie_value(headers.get("cookie"), self._cookie)
-        session = headers.get(self._session_header) if self._session_header else None
+            account = integration.call_host(self._account_id, scope, "account_id")
+            if type(account) not in _PLAIN and inspect.isawaitable(account):
+                account = await self._settle(account, "account_id")
+        cookie, session = headers.cookie_and(self._session_key)
+        if cookie is not None:
+            cookie = cookie_value(cookie, self._cookie) if self._cookie is not None else None
         return integration.begin(
             user_id=user, cookie=cookie, account_id=account, session=session, mint=not endpoint
         )
 
-    async def _call(self, func: IdFunction, scope: Scope, what: str) -> object:
-        value = self.integration.call_host(func, scope, what)
-        if inspect.isawaitable(value):
-            try:
-                value = await value
-            except Exception:
-                self.integration.drop(f"{what}_error", f"the {what} function raised", exc=True)
-                return None
-        return value
+    async def _settle(self, value: Awaitable[object], what: str) -> object:
+        """The result of an ``async`` host id function; an exception is a counted drop."""
+        try:
+            return await value
+        except Exception:
+            self.integration.drop(f"{what}_error", f"the {what} function raised", exc=True)
+            return None
 
     async def _endpoint(
         self,
@@ -260,6 +220,74 @@ class UptakeMiddleware:
         await _reply(send, reply)
 
 
+class _Exchange:
+    """One recorded request's response: its status, uptake's headers, the event at the end."""
+
+    __slots__ = ("_send", "integration", "method", "path", "scope", "state", "status")
+
+    def __init__(
+        self,
+        integration: Integration,
+        state: RequestState,
+        scope: Scope,
+        send: Send,
+        method: str,
+        path: str,
+    ) -> None:
+        self.integration = integration
+        self.state = state
+        self.scope = scope
+        self._send = send
+        self.method = method
+        self.path = path
+        self.status: int | None = None
+
+    async def send(self, message: Message) -> None:
+        """The app's ``send``: note the status, add uptake's headers to the response start."""
+        if message["type"] == "http.response.start":
+            self.status = message.get("status")
+            integration, state = self.integration, self.state
+            if integration.adds_headers(state):
+                if integration.nudges_header is not None and not state.nudges_loaded:
+                    await state.anudges()  # the store read, off the loop; never raises
+                secure = self.scope.get("scheme") in ("https", "wss")
+                extra = integration.response_headers(state, secure=secure)
+                if extra:
+                    message = dict(message)
+                    message["headers"] = [*message.get("headers", ()), *_encode(extra)]
+        await self._send(message)
+
+    def finish(self, error: bool, matched: tuple[str | None, str | None] | None = None) -> None:
+        """Record the request now, on this thread (``matched``: :func:`_route`'s answer)."""
+        route_name, route = _route(self.scope) if matched is None else matched
+        status = self.status
+        self.integration.finish(
+            self.state,
+            path=self.path,
+            method=self.method,
+            status=500 if error and status is None else status,
+            route_name=route_name,
+            route=route,
+            error=error,
+        )
+
+    async def record(self, error: bool) -> None:
+        """Record the request: on the loop when nothing can wait, else in a worker thread.
+
+        Recording runs the client's rules, which may write the store, or host callbacks:
+        those run off the loop. Nothing happens when nothing would be recorded.
+        """
+        state = self.state
+        matched = _route(self.scope)
+        if not self.integration.records(state, self.path, matched[0]):
+            return
+        client = state.client
+        if client is not None and client._never_waits():
+            self.finish(error, matched)
+        else:
+            await off_loop(lambda: self.finish(error, matched))
+
+
 async def _reply(send: Send, reply: Reply) -> None:
     """Send one of the nudge endpoint's replies."""
     out = [*reply.headers, ("Content-Length", str(len(reply.body)))]
@@ -274,6 +302,25 @@ class _Headers:
 
     def __init__(self, scope: Scope) -> None:
         self._raw: Iterable[tuple[bytes, bytes]] = scope.get("headers") or ()
+
+    def cookie_and(self, key: bytes | None) -> tuple[str | None, str | None]:
+        """The ``Cookie`` header (several joined) and header ``key``'s value, in one pass.
+
+        ``key`` is a lowercase header name, or None for the cookie only.
+        """
+        cookies: list[bytes] | None = None
+        found: bytes | None = None
+        for k, v in self._raw:
+            k = k.lower()
+            if k == b"cookie":
+                if cookies is None:
+                    cookies = [v]
+                else:
+                    cookies.append(v)
+            elif k == key and found is None:
+                found = v
+        cookie = None if cookies is None else b"; ".join(cookies).decode("latin-1")
+        return cookie, None if found is None else found.decode("latin-1")
 
     def get(self, name: str) -> str | None:
         key = name.encode("latin-1")

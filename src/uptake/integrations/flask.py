@@ -32,6 +32,7 @@ from ._core import (
     MAX_BODY,
     Integration,
     RequestState,
+    cookie_value,
     current_nudges,
     logger,
     publish,
@@ -39,6 +40,7 @@ from ._core import (
 )
 from ._endpoint import incomplete_body
 from ._options import IntegrationOptions, OptionsKwargs, resolve_options
+from ._state import Published
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -46,6 +48,8 @@ if TYPE_CHECKING:
 __all__ = ["Uptake", "default_user_id"]
 
 _EXTENSION = "uptake"
+#: Where the hooks keep a request's :class:`_Pending` in ``g``.
+_PENDING = "_uptake_pending"
 
 
 def default_user_id(request: Request) -> object:
@@ -97,10 +101,11 @@ class Uptake:
         if _EXTENSION in app.extensions:
             logger.debug("uptake is already installed on %r", app)
             return
-        app.extensions[_EXTENSION] = Integration(client, self.options)
-        app.before_request(self._before)
-        app.after_request(self._after)
-        app.teardown_request(self._teardown)
+        integration = app.extensions[_EXTENSION] = Integration(client, self.options)
+        hooks = _Hooks(integration, self._user_id, self._account_id)
+        app.before_request(hooks.before)
+        app.after_request(hooks.after)
+        app.teardown_request(hooks.teardown)
         app.jinja_env.globals["uptake_nudges"] = current_nudges
 
     @staticmethod
@@ -110,24 +115,60 @@ class Uptake:
         assert isinstance(found, Integration)
         return found
 
-    def _before(self) -> Response | None:
-        integration: Integration = current_app.extensions[_EXTENSION]
-        method, path = request.method, request.path
+
+class _Pending:
+    """What uptake's hooks pass each other through ``g`` for one request."""
+
+    __slots__ = ("records", "state", "status", "token")
+
+    def __init__(self, state: RequestState, token: Published, records: bool) -> None:
+        self.state = state
+        self.token = token
+        self.records = records  # False: skipped, or answered by the nudge endpoint
+        self.status: int | None = None
+
+
+class _Hooks:
+    """uptake's request hooks on one app, bound to its integration.
+
+    Each hook reaches Flask's ``request`` and ``g`` proxies once and then works on the
+    objects behind them, and passes the host's functions the ``Request`` itself.
+    """
+
+    __slots__ = ("account_id", "integration", "user_id")
+
+    def __init__(
+        self,
+        integration: Integration,
+        user_id: Callable[[Request], object],
+        account_id: Callable[[Request], object] | None,
+    ) -> None:
+        self.integration = integration
+        self.user_id = user_id
+        self.account_id = account_id
+
+    def before(self) -> Response | None:
+        integration = self.integration
+        req: Request = request._get_current_object()  # type: ignore[attr-defined]
+        method, path = req.method, req.path
         endpoint = integration.is_endpoint(path)
         try:
-            state = self._begin(integration, method, path, endpoint)
+            state = self._begin(req, method, path, endpoint)
         except Exception:
             integration.drop("sdk_error", "starting the request's state failed", exc=True)
             state, endpoint = integration.skipped_state(), False
-        g.uptake = state
-        g._uptake_token = publish(state)
+        globals_ = g._get_current_object()
+        globals_.uptake = state
+        setattr(
+            globals_, _PENDING, _Pending(state, publish(state), not (endpoint or state.skipped))
+        )
         if not endpoint:
             return None
-        declared = request.content_length
+        declared = req.content_length
         body = None if (declared or 0) > MAX_BODY else b""
         try:
             if body is not None and method == "POST":
-                body = request.stream.read(MAX_BODY + 1)
+                body = req.stream.read(MAX_BODY + 1)
                 if declared is not None and len(body) != declared:
                     raise ValueError("the body does not match its Content-Length")
         except Exception:  # a truncated body (the client went away): record nothing
@@ -137,66 +178,64 @@ class Uptake:
                 state,
                 method=method,
                 path=path,
-                content_type=request.content_type,
+                content_type=req.content_type,
                 body=body,
-                fetch_site=request.headers.get("Sec-Fetch-Site"),
+                fetch_site=req.headers.get("Sec-Fetch-Site"),
             )
-        g._uptake_endpoint = True
         return Response(reply.body, status=reply.status, headers=list(reply.headers))
 
-    def _begin(
-        self, integration: Integration, method: str, path: str, endpoint: bool
-    ) -> RequestState:
-        if not endpoint and (integration.skips(method, path) or _is_static(request.endpoint)):
+    def _begin(self, req: Request, method: str, path: str, endpoint: bool) -> RequestState:
+        integration = self.integration
+        if not endpoint and (integration.skips(method, path) or _is_static(req.endpoint)):
             return integration.skipped_state()
         account = None
-        if self._account_id is not None:
-            account = integration.call_host(self._account_id, request, "account_id")
+        if self.account_id is not None:
+            account = integration.call_host(self.account_id, req, "account_id")
+        environ = req.environ
         cookie = None
         if integration.anonymous_cookie is not None:
-            cookie = request.cookies.get(integration.anonymous_cookie)
-        session_id = None
-        if integration.session_header is not None:
-            session_id = request.headers.get(integration.session_header)
+            cookie = cookie_value(environ.get("HTTP_COOKIE"), integration.anonymous_cookie)
+        session_key = integration.session_header_wsgi
         return integration.begin(
-            user_id=integration.call_host(self._user_id, request, "user_id"),
+            user_id=integration.call_host(self.user_id, req, "user_id"),
             cookie=cookie,
             account_id=account,
-            session=session_id,
+            session=environ.get(session_key) if session_key else None,
             mint=not endpoint,
         )
 
-    def _after(self, response: Response) -> Response:
-        state = g.get("uptake")
-        if not isinstance(state, RequestState) or state.skipped or g.get("_uptake_endpoint"):
+    def after(self, response: Response) -> Response:
+        pending = getattr(g._get_current_object(), _PENDING, None)
+        if pending is None or not pending.records:
             return response
-        g._uptake_status = response.status_code
-        integration: Integration = current_app.extensions[_EXTENSION]
-        for name, value in integration.response_headers(state, secure=request.is_secure):
-            response.headers.add(name, value)
+        pending.status = response.status_code
+        integration, state = self.integration, pending.state
+        if integration.adds_headers(state):
+            for name, value in integration.response_headers(state, secure=request.is_secure):
+                response.headers.add(name, value)
         return response
 
-    def _teardown(self, exc: BaseException | None) -> None:
-        token = g.pop("_uptake_token", None)
+    def teardown(self, exc: BaseException | None) -> None:
+        # Popped: stream_with_context tears the request down a second time.
+        pending = g._get_current_object().pop(_PENDING, None)
+        if pending is None:
+            return
         try:
-            state = g.get("uptake")
-            done = g.get("_uptake_done") or g.get("_uptake_endpoint")
-            if isinstance(state, RequestState) and not done:
-                g._uptake_done = True  # stream_with_context tears down a second time
-                status = g.get("_uptake_status")
-                rule = request.url_rule
-                current_app.extensions[_EXTENSION].finish(
-                    state,
-                    path=request.path,
-                    method=request.method,
+            if pending.records:
+                req: Request = request._get_current_object()  # type: ignore[attr-defined]
+                status = pending.status
+                rule = req.url_rule
+                self.integration.finish(
+                    pending.state,
+                    path=req.path,
+                    method=req.method,
                     status=500 if exc is not None and status is None else status,
-                    route_name=request.endpoint,
+                    route_name=req.endpoint,
                     route=rule.rule if rule is not None else None,
                     error=exc is not None,
                 )
         finally:
-            if token is not None:
-                reset(token)
+            reset(pending.token)
 
 
 def _is_static(endpoint: str | None) -> bool:

@@ -195,10 +195,11 @@ class _Response:
         exc_info: Any = None,
     ) -> Callable[[bytes], object]:
         self.status = _status_code(status)
-        secure = self.environ.get("wsgi.url_scheme") == "https"
-        extra = self.integration.response_headers(self.state, secure=secure)
-        if extra:
-            headers = [*headers, *extra]
+        if self.integration.adds_headers(self.state):
+            secure = self.environ.get("wsgi.url_scheme") == "https"
+            extra = self.integration.response_headers(self.state, secure=secure)
+            if extra:
+                headers = [*headers, *extra]
         if exc_info is not None:
             return self._start(status, headers, exc_info)
         return self._start(status, headers)
