@@ -11,7 +11,7 @@ import pytest
 
 import uptake
 import uptake.integrations
-from uptake.integrations._core import MAX_BODY, Integration, RequestState, cookie_value
+from uptake.integrations._core import MAX_BODY, Integration, RequestState, activate, cookie_value
 from uptake.testing import capture_events
 
 from .integrations_helpers import HOSTILE_IDS, make_client
@@ -271,6 +271,74 @@ def test_finish_records_the_feature_with_method_status_route_and_session() -> No
     assert event["context"]["sessionId"] == "s-123"
 
 
+def _comparable(event: dict[str, Any]) -> tuple[Any, ...]:
+    context = {k: v for k, v in event["context"].items() if k != "sessionId"}
+    return (
+        event["event"],
+        event.get("userId"),
+        event.get("anonymousId"),
+        event["properties"],
+        context,
+    )
+
+
+@pytest.mark.parametrize(
+    ("user", "cookie", "account", "session"),
+    [
+        ("u1", None, None, None),
+        ("u1", None, "acme", "s-1"),
+        (None, "abcdef0123456789", "acme", None),
+    ],
+)
+def test_finish_records_what_feature_used_records_inside_its_own_context(
+    user: str | None, cookie: str | None, account: str | None, session: str | None
+) -> None:
+    """The integration's shortcut past track()'s checks gives the very event it would."""
+    core = Integration(make_client(), features={"/reports/*": "reports"})
+    state = core.begin(user_id=user, cookie=cookie, account_id=account, session=session)
+    with capture_events() as events, activate(state):
+        core.finish(state, path="/reports/1", method="GET", status=200, route="/reports/{id}")
+        state.client.feature_used(  # type: ignore[union-attr]
+            user,
+            "reports",
+            {"method": "GET", "status": 200, "route": "/reports/{id}"},
+            anonymous_id=None if user else cookie,
+            account_id=account,
+            context=None if session is None else {"sessionId": session},
+        )
+    recorded = [e for e in events if e["event"] == "Feature Used"]
+    assert len(recorded) == 2
+    assert _comparable(recorded[0]) == _comparable(recorded[1])
+    assert recorded[0]["context"].get("sessionId") == recorded[1]["context"].get("sessionId")
+
+
+def test_finish_inside_a_host_context_keeps_its_properties_and_account() -> None:
+    client = make_client()
+    core = Integration(client, features={"/reports/*": "reports"})
+    with client.context(user_id="u1", account_id="acme", properties={"job": "nightly"}):
+        state = core.begin(user_id="u1", cookie=None)
+        with capture_events() as events, activate(state):
+            core.finish(state, path="/reports/1", method="GET", status=200)
+    [event] = [e for e in events if e["event"] == "Feature Used"]
+    assert event["properties"] == {
+        "job": "nightly",
+        "method": "GET",
+        "status": 200,
+        "feature": "reports",
+    }
+    assert event["context"]["groupId"] == "acme"
+
+
+def test_a_feature_a_view_set_that_is_no_name_is_a_counted_drop() -> None:
+    core = Integration(make_client())
+    state = core.begin(user_id="u1", cookie=None)
+    state.feature = 42  # type: ignore[assignment]
+    with capture_events() as events:
+        core.finish(state, path="/x", method="GET", status=200)
+    assert [e for e in events if e["event"] == "Feature Used"] == []
+    assert core.dropped == {"sdk_error": 1}
+
+
 def test_a_view_can_name_its_feature_and_track_for_the_request() -> None:
     core = Integration(make_client())
     state = core.begin(user_id=None, cookie="abcdef0123456789")
@@ -294,7 +362,7 @@ def test_an_sdk_failure_while_recording_is_counted_never_raised(
     def broken(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(client, "feature_used", broken)
+    monkeypatch.setattr(client, "_record_feature", broken)
     core.finish(core.begin(user_id="u1", cookie=None), path="/x", method="GET", status=200)
     assert core.dropped == {"sdk_error": 1}
 

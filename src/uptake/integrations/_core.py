@@ -320,11 +320,14 @@ class Integration:
 
     # ------------------------------------------------------------------ recording
 
-    def records(self, state: RequestState, path: str, route_name: str | None = None) -> bool:
-        """True when :meth:`finish` would record an event (cheap: no store access)."""
-        if state.skipped or state.client is None or state.subject is None:
-            return False
-        return bool(state.feature) or self.feature_for(path, route_name) is not None
+    def records(self, state: RequestState, path: str, route_name: str | None = None) -> str | None:
+        """The feature :meth:`finish` would record, or None (cheap: no store access).
+
+        Pass it on to :meth:`finish` as ``feature=``, which then skips the lookup.
+        """
+        if state.skipped or state.client is None or not (state.user_id or state.anonymous_id):
+            return None
+        return state.feature or self.feature_for(path, route_name)
 
     def finish(
         self,
@@ -336,34 +339,41 @@ class Integration:
         route_name: str | None = None,
         route: str | None = None,
         error: bool = False,
+        feature: str | None = None,
     ) -> None:
         """Record the request's feature use, if it maps to one. Never raises.
 
         ``status=None`` (the app never sent a response) records status 500 with
-        ``error: true``. Runs the client's rules, which may write the rule store: async
-        adapters call it through :func:`off_loop`.
+        ``error: true``. ``feature`` is what :meth:`records` answered, when the adapter
+        asked. Runs the client's rules, which may write the rule store: async adapters
+        call it through :func:`off_loop`.
         """
-        if state.skipped or state.client is None:
+        client = state.client
+        if state.skipped or client is None:
             return
         if status is None:
             error = True
         try:
-            feature = state.feature or self.feature_for(path, route_name)
-            if feature is None or state.subject is None:
+            if state.feature:  # (a view may set it while its response streams)
+                feature = state.feature
+            elif feature is None:
+                feature = self.feature_for(path, route_name)
+            uid = state.user_id
+            anon = state.anonymous_id
+            if feature is None or not (uid or anon):
                 return
             properties: dict[str, Any] = {"method": method, "status": status or 500}
             if route is not None:
                 properties["route"] = route
             if error:
                 properties["error"] = True
-            context = None if state.session_id is None else {"sessionId": state.session_id}
-            state.client.feature_used(
-                state.user_id,
+            client._record_feature(
+                uid,
+                anon if uid is None else None,
+                state.account_id,
                 feature,
                 properties,
-                anonymous_id=state.anonymous_id if state.user_id is None else None,
-                account_id=state.account_id,
-                context=context,
+                state.session_id,
             )
         except Exception:
             self.drop("sdk_error", "recording the request's feature failed", exc=True)

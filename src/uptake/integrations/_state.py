@@ -42,6 +42,8 @@ T = TypeVar("T")
 logger = logging.getLogger("uptake.integrations")
 
 _NO_NUDGES: list[NudgeFired] = []
+#: Guards the making of a request's own lock (held for an instant, never during a read).
+_LOCK_MAKING = threading.Lock()
 _NO_PROPERTIES: Mapping[str, Any] = MappingProxyType({})
 
 
@@ -74,7 +76,8 @@ class RequestState:
     #: The anonymous id was aliased to the user: drop the cookie with the response.
     forget_anonymous: bool = attrs.field(default=False, repr=False)
     _nudges: list[NudgeFired] | None = attrs.field(default=None, init=False, repr=False)
-    _lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, repr=False)
+    #: Made on the first read of the nudges (most requests never read them).
+    _lock: threading.Lock | None = attrs.field(default=None, init=False, repr=False)
     _integration: Integration | None = attrs.field(default=None, repr=False, alias="integration")
 
     @property
@@ -93,7 +96,13 @@ class RequestState:
         """
         found = self._nudges
         if found is None:
-            with self._lock:
+            lock = self._lock
+            if lock is None:
+                with _LOCK_MAKING:
+                    lock = self._lock
+                    if lock is None:
+                        lock = self._lock = threading.Lock()
+            with lock:
                 if self._nudges is None:
                     self._nudges = self._load()
                 found = self._nudges

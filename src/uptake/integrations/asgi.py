@@ -257,7 +257,12 @@ class _Exchange:
                     message["headers"] = [*message.get("headers", ()), *_encode(extra)]
         await self._send(message)
 
-    def finish(self, error: bool, matched: tuple[str | None, str | None] | None = None) -> None:
+    def finish(
+        self,
+        error: bool,
+        matched: tuple[str | None, str | None] | None = None,
+        feature: str | None = None,
+    ) -> None:
         """Record the request now, on this thread (``matched``: :func:`_route`'s answer)."""
         route_name, route = _route(self.scope) if matched is None else matched
         status = self.status
@@ -269,6 +274,7 @@ class _Exchange:
             route_name=route_name,
             route=route,
             error=error,
+            feature=feature,
         )
 
     async def record(self, error: bool) -> None:
@@ -279,13 +285,14 @@ class _Exchange:
         """
         state = self.state
         matched = _route(self.scope)
-        if not self.integration.records(state, self.path, matched[0]):
+        feature = self.integration.records(state, self.path, matched[0])
+        if feature is None:
             return
         client = state.client
         if client is not None and client._never_waits():
-            self.finish(error, matched)
+            self.finish(error, matched, feature)
         else:
-            await off_loop(lambda: self.finish(error, matched))
+            await off_loop(lambda: self.finish(error, matched, feature))
 
 
 async def _reply(send: Send, reply: Reply) -> None:
