@@ -4,6 +4,8 @@
 MemoryStore, sending to ``UPTAKE_ENDPOINT``) or ``sqlite`` (the same with a SqliteStore in
 ``UPTAKE_BENCH_DB``). Every request names its user in an ``X-User`` header; the client has
 one nudge and two milestones, so recording runs the rules as a real app's would.
+``UPTAKE_BENCH_ROWS`` (default 0) makes the route answer that many rows of a small table,
+so the app does the work of a real page (serializing a response) around uptake's.
 """
 
 from __future__ import annotations
@@ -13,6 +15,18 @@ from datetime import timedelta
 from typing import Any
 
 MODE = os.environ.get("UPTAKE_BENCH_MODE", "bare")
+ROWS = int(os.environ.get("UPTAKE_BENCH_ROWS", "0"))
+
+
+def _page() -> dict[str, Any]:
+    """The route's answer: a page name, and ``ROWS`` rows of a report when asked."""
+    if not ROWS:
+        return {"page": "dashboard"}
+    rows = [
+        {"id": i, "name": f"report {i}", "owner": f"user-{i % 97}", "views": i * 7, "ok": i % 3 > 0}
+        for i in range(ROWS)
+    ]
+    return {"page": "dashboard", "rows": rows}
 
 
 def _client() -> Any:
@@ -51,8 +65,8 @@ def fastapi_app() -> Any:
     app = FastAPI()
 
     @app.get("/dashboard")
-    def dashboard() -> dict[str, str]:
-        return {"page": "dashboard"}
+    def dashboard() -> dict[str, Any]:
+        return _page()
 
     if MODE != "bare":
         from uptake.integrations.fastapi import UptakeMiddleware
@@ -72,8 +86,8 @@ def flask_app() -> Any:
     app = Flask("bench")
 
     @app.get("/dashboard")
-    def dashboard() -> dict[str, str]:
-        return {"page": "dashboard"}
+    def dashboard() -> dict[str, Any]:
+        return _page()
 
     if MODE != "bare":
         from uptake.integrations.flask import Uptake
