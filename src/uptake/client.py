@@ -34,7 +34,7 @@ from .pipeline import Pipeline
 from .rules.engagement import Engagement
 from .rules.engine import RulesEngine
 from .rules.facade import RulesFacade
-from .rules.milestones import Milestone
+from .rules.milestones import FEATURE_EVENT, Milestone
 from .rules.nudge_fatigue import BudgetArg, QuietHoursArg
 from .rules.nudges import Nudge
 from .stats import Reporter
@@ -348,7 +348,7 @@ class Client(AsyncApi, ContextApi, DeliveryApi, IdentityApi, SessionsApi, RulesA
         props["feature"] = feature
         self.track(
             user_id,
-            "Feature Used",
+            FEATURE_EVENT,
             props,
             account_id=account_id,
             anonymous_id=anonymous_id,
@@ -390,7 +390,7 @@ class Client(AsyncApi, ContextApi, DeliveryApi, IdentityApi, SessionsApi, RulesA
             return
         properties["feature"] = feature
         self._pipeline.track(
-            uid, anon, account, "Feature Used", properties, time.time(), context, False
+            uid, anon, account, FEATURE_EVENT, properties, time.time(), context, False
         )
 
     def group(

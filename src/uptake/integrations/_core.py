@@ -79,8 +79,6 @@ _ALIASES_KEPT = 10_000
 #: path remembered: an app's paths repeat, so most requests skip the pattern matching.
 _PATHS_KEPT = 4096
 _PATH_KEPT_LENGTH = 256
-#: The event a request's feature use is recorded as (``Client.feature_used``'s).
-_FEATURE_USED = "Feature Used"
 
 # Control characters (C0, DEL, C1) and the Unicode line and paragraph separators.
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
