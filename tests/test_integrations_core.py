@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import uuid
 from typing import Any
 
 import pytest
@@ -327,6 +328,33 @@ def test_finish_inside_a_host_context_keeps_its_properties_and_account() -> None
         "feature": "reports",
     }
     assert event["context"]["groupId"] == "acme"
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "user", "account"),
+    [
+        ("user_id", 42, "42", None),
+        ("user_id", uuid.UUID(int=1), "00000000-0000-0000-0000-000000000001", None),
+        ("account_id", 7, "u1", "7"),
+    ],
+)
+@pytest.mark.parametrize("inside", [True, False])
+def test_ids_a_view_sets_on_the_state_are_checked_as_track_checks_them(
+    field: str, value: object, user: str, account: str | None, inside: bool
+) -> None:
+    core = Integration(make_client(), features={"/login": "login"})
+    state = core.begin(user_id=None if field == "user_id" else "u1", cookie=None)
+    setattr(state, field, value)  # a login view: state.user_id = user.pk
+    with capture_events() as events:
+        if inside:
+            with activate(state):
+                core.finish(state, path="/login", method="POST", status=200)
+        else:
+            core.finish(state, path="/login", method="POST", status=200)
+    [event] = [e for e in events if e["event"] == "Feature Used"]
+    assert event["userId"] == user
+    assert event["context"].get("groupId") == account
+    assert core.dropped == {}
 
 
 def test_a_feature_a_view_set_that_is_no_name_is_a_counted_drop() -> None:

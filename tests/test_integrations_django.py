@@ -134,6 +134,19 @@ def stream(request: HttpRequest) -> StreamingHttpResponse:
     return StreamingHttpResponse(chunks())
 
 
+def renamed_stream(request: HttpRequest) -> StreamingHttpResponse:
+    """A view that names its feature, then withdraws it while the body streams."""
+    state = request.uptake  # type: ignore[attr-defined]
+    state.feature = "exports"
+
+    def chunks() -> Iterator[bytes]:
+        yield b"a"
+        state.feature = None
+        yield b"b"
+
+    return StreamingHttpResponse(chunks())
+
+
 async def plain(request: HttpRequest) -> HttpResponse:
     return HttpResponse("ok")
 
@@ -176,6 +189,8 @@ urlpatterns = [
     path("dashboard/", dashboard, name="dashboard"),
     path("dashboard/stream/", stream),
     path("dashboard/failing/", failing_stream),
+    path("dashboard/renamed/", renamed_stream),
+    path("unmapped/renamed/", renamed_stream),
     path("async/stream/", async_stream),
     path("async/plain/", plain),
     path("healthz", plain),
@@ -244,6 +259,19 @@ def test_a_streaming_response_is_recorded_once_its_body_is_sent(client: uptake.C
     [event] = features(events)
     assert event["properties"]["status"] == 200 and "error" not in event["properties"]
     assert current_state() is None
+
+
+@pytest.mark.parametrize(
+    ("url", "recorded"), [("/dashboard/renamed/", ["dashboard"]), ("/unmapped/renamed/", [])]
+)
+def test_a_feature_the_view_withdraws_while_streaming_is_not_recorded(
+    client: uptake.Client, url: str, recorded: list[str]
+) -> None:
+    with capture_events() as events:
+        response = Client().get(url, headers={"X-User": "u1"})
+        assert b"".join(response.streaming_content) == b"ab"
+        response.close()
+    assert [e["properties"]["feature"] for e in features(events)] == recorded
 
 
 def test_a_streaming_response_closed_unread_is_recorded_once(client: uptake.Client) -> None:

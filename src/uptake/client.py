@@ -365,16 +365,22 @@ class Client(AsyncApi, ContextApi, DeliveryApi, IdentityApi, SessionsApi, RulesA
         properties: dict[str, Any],
         session_id: str | None,
     ) -> None:
-        """:meth:`feature_used` for a web integration, whose ids are already clean strings
-        and whose ``properties`` dict is its own. Runs :meth:`track`'s checks and context
-        filling only when they could change something: a host's feature name, or a
-        context other than the one the integration opened for this request."""
+        """:meth:`feature_used` for a web integration, whose ``properties`` dict is its own.
+
+        Runs :meth:`track`'s checks and context filling only when they could change
+        something: ids or a feature name that are not non-empty strings (a view may set
+        them on the request's state), or a context other than the one the integration
+        opened for this request.
+        """
         scope = self._context_var.get()
         context = None if session_id is None else {"sessionId": session_id}
         if (
             type(feature) is not str
             or not feature
             or not (uid or anon)
+            or (uid is not None and type(uid) is not str)
+            or (anon is not None and type(anon) is not str)
+            or (account is not None and (type(account) is not str or not account))
             or (
                 scope is not None
                 and (

@@ -318,14 +318,11 @@ class Integration:
 
     # ------------------------------------------------------------------ recording
 
-    def records(self, state: RequestState, path: str, route_name: str | None = None) -> str | None:
-        """The feature :meth:`finish` would record, or None (cheap: no store access).
-
-        Pass it on to :meth:`finish` as ``feature=``, which then skips the lookup.
-        """
+    def records(self, state: RequestState, path: str, route_name: str | None = None) -> bool:
+        """True when :meth:`finish` would record an event (cheap: no store access)."""
         if state.skipped or state.client is None or not (state.user_id or state.anonymous_id):
-            return None
-        return state.feature or self.feature_for(path, route_name)
+            return False
+        return bool(state.feature) or self.feature_for(path, route_name) is not None
 
     def finish(
         self,
@@ -337,14 +334,12 @@ class Integration:
         route_name: str | None = None,
         route: str | None = None,
         error: bool = False,
-        feature: str | None = None,
     ) -> None:
         """Record the request's feature use, if it maps to one. Never raises.
 
         ``status=None`` (the app never sent a response) records status 500 with
-        ``error: true``. ``feature`` is what :meth:`records` answered, when the adapter
-        asked. Runs the client's rules, which may write the rule store: async adapters
-        call it through :func:`off_loop`.
+        ``error: true``. Runs the client's rules, which may write the rule store: async
+        adapters call it through :func:`off_loop`.
         """
         client = state.client
         if state.skipped or client is None:
@@ -352,10 +347,8 @@ class Integration:
         if status is None:
             error = True
         try:
-            if state.feature:  # (a view may set it while its response streams)
-                feature = state.feature
-            elif feature is None:
-                feature = self.feature_for(path, route_name)
+            # (Looked up now: a view may set or clear it while its response streams.)
+            feature = state.feature or self.feature_for(path, route_name)
             uid = state.user_id
             anon = state.anonymous_id
             if feature is None or not (uid or anon):

@@ -257,12 +257,7 @@ class _Exchange:
                     message["headers"] = [*message.get("headers", ()), *_encode(extra)]
         await self._send(message)
 
-    def finish(
-        self,
-        error: bool,
-        matched: tuple[str | None, str | None] | None = None,
-        feature: str | None = None,
-    ) -> None:
+    def finish(self, error: bool, matched: tuple[str | None, str | None] | None = None) -> None:
         """Record the request now, on this thread (``matched``: :func:`_route`'s answer)."""
         route_name, route = _route(self.scope) if matched is None else matched
         status = self.status
@@ -274,7 +269,6 @@ class _Exchange:
             route_name=route_name,
             route=route,
             error=error,
-            feature=feature,
         )
 
     async def record(self, error: bool) -> None:
@@ -285,14 +279,13 @@ class _Exchange:
         """
         state = self.state
         matched = _route(self.scope)
-        feature = self.integration.records(state, self.path, matched[0])
-        if feature is None:
+        if not self.integration.records(state, self.path, matched[0]):
             return
         client = state.client
         if client is not None and client._never_waits():
-            self.finish(error, matched, feature)
+            self.finish(error, matched)
         else:
-            await off_loop(lambda: self.finish(error, matched, feature))
+            await off_loop(lambda: self.finish(error, matched))
 
 
 async def _reply(send: Send, reply: Reply) -> None:

@@ -337,8 +337,7 @@ class UptakeMiddleware:
         match = getattr(request, "resolver_match", None)
         route_name = getattr(match, "view_name", None) if match is not None else None
         integration = self.integration
-        feature = integration.records(state, request.path_info, route_name)
-        if feature is None:
+        if not integration.records(state, request.path_info, route_name):
             return None
         failed = bool(getattr(request, "_uptake_error", False)) or response is None
         path, method = request.path_info, request.method or "GET"
@@ -353,7 +352,6 @@ class UptakeMiddleware:
                 status=status,
                 route_name=route_name,
                 route=route,
-                feature=feature,
                 error=failed or error,
             )
 
