@@ -390,7 +390,7 @@ def test_an_sdk_failure_while_recording_is_counted_never_raised(
     def broken(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(client, "_record_feature", broken)
+    monkeypatch.setattr(client, "feature_used", broken)
     core.finish(core.begin(user_id="u1", cookie=None), path="/x", method="GET", status=200)
     assert core.dropped == {"sdk_error": 1}
 

@@ -434,7 +434,7 @@ def test_sdk_failures_never_break_a_request(
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(client, "_record_feature", broken)
+    monkeypatch.setattr(client, "feature_used", broken)
     monkeypatch.setattr(client, "pending_nudges", broken)
     response = Client().get("/reports/1/", headers={"X-User": "u1"})
     assert response.status_code == 200 and response.content == b"u1:"

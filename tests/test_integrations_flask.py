@@ -190,7 +190,7 @@ def test_sdk_failures_never_break_a_request(
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(client, "_record_feature", broken)
+    monkeypatch.setattr(client, "feature_used", broken)
     monkeypatch.setattr(client, "pending_nudges", broken)
     app = make_app(client)
     assert app.test_client().get("/reports/1", headers={"X-User": "u1"}).json == {

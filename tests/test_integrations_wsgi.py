@@ -229,7 +229,7 @@ def test_sdk_failures_never_break_the_request(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(app.integration, "begin", broken)
     assert call_wsgi(app, "/reports/1", headers={"X-User": "u1"}).body == b"None|[]"
     monkeypatch.undo()
-    monkeypatch.setattr(client, "_record_feature", broken)
+    monkeypatch.setattr(client, "feature_used", broken)
     monkeypatch.setattr(client, "pending_nudges", broken)
     assert call_wsgi(app, "/reports/1", headers={"X-User": "u1"}).body == b"u1|[]"
     assert app.dropped == {"sdk_error": 2, "nudges_error": 1}

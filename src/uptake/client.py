@@ -356,49 +356,6 @@ class Client(AsyncApi, ContextApi, DeliveryApi, IdentityApi, SessionsApi, RulesA
             context=context,
         )
 
-    def _record_feature(
-        self,
-        uid: str | None,
-        anon: str | None,
-        account: str | None,
-        feature: str,
-        properties: dict[str, Any],
-        session_id: str | None,
-    ) -> None:
-        """:meth:`feature_used` for a web integration, whose ``properties`` dict is its own.
-
-        Runs :meth:`track`'s checks and context filling only when they could change
-        something: ids or a feature name that are not non-empty strings (a view may set
-        them on the request's state), or a context other than the one the integration
-        opened for this request.
-        """
-        scope = self._context_var.get()
-        context = None if session_id is None else {"sessionId": session_id}
-        if (
-            type(feature) is not str
-            or not feature
-            or not (uid or anon)
-            or (uid is not None and type(uid) is not str)
-            or (anon is not None and type(anon) is not str)
-            or (account is not None and (type(account) is not str or not account))
-            or (
-                scope is not None
-                and (
-                    scope.properties
-                    or scope.account_id != account
-                    or scope.session_id != session_id
-                )
-            )
-        ):
-            self.feature_used(
-                uid, feature, properties, anonymous_id=anon, account_id=account, context=context
-            )
-            return
-        properties["feature"] = feature
-        self._pipeline.track(
-            uid, anon, account, FEATURE_EVENT, properties, time.time(), context, False
-        )
-
     def group(
         self,
         user_id: str | int | None,

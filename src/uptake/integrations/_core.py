@@ -320,7 +320,7 @@ class Integration:
 
     def records(self, state: RequestState, path: str, route_name: str | None = None) -> bool:
         """True when :meth:`finish` would record an event (cheap: no store access)."""
-        if state.skipped or state.client is None or not (state.user_id or state.anonymous_id):
+        if state.skipped or state.client is None or state.subject is None:
             return False
         return bool(state.feature) or self.feature_for(path, route_name) is not None
 
@@ -341,30 +341,28 @@ class Integration:
         ``error: true``. Runs the client's rules, which may write the rule store: async
         adapters call it through :func:`off_loop`.
         """
-        client = state.client
-        if state.skipped or client is None:
+        if state.skipped or state.client is None:
             return
         if status is None:
             error = True
         try:
             # (Looked up now: a view may set or clear it while its response streams.)
             feature = state.feature or self.feature_for(path, route_name)
-            uid = state.user_id
-            anon = state.anonymous_id
-            if feature is None or not (uid or anon):
+            if feature is None or state.subject is None:
                 return
             properties: dict[str, Any] = {"method": method, "status": status or 500}
             if route is not None:
                 properties["route"] = route
             if error:
                 properties["error"] = True
-            client._record_feature(
-                uid,
-                anon if uid is None else None,
-                state.account_id,
+            context = None if state.session_id is None else {"sessionId": state.session_id}
+            state.client.feature_used(
+                state.user_id,
                 feature,
                 properties,
-                state.session_id,
+                anonymous_id=state.anonymous_id if state.user_id is None else None,
+                account_id=state.account_id,
+                context=context,
             )
         except Exception:
             self.drop("sdk_error", "recording the request's feature failed", exc=True)
